@@ -1,0 +1,39 @@
+# One command each: `make run` (demo cluster on SQLite), `make test`, `make lint`, `make bench`.
+# Every target builds the virtual environment itself on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup run test test-fast lint bench chaos clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,lint,bench]'
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/relaymesh demo
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check relaymesh tests bench
+	$(BIN)/ruff format --check relaymesh
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python -m bench.run_all
+
+chaos: setup
+	RELAYMESH_CHAOS=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/chaos
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

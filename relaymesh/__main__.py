@@ -1,0 +1,3 @@
+from relaymesh.cli.main import main
+
+main()

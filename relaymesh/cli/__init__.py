@@ -1,0 +1,1 @@
+"""Command-line entry points: parse options, call one service function, render."""

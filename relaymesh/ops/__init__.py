@@ -1,0 +1,1 @@
+"""Operations: metrics, operator services (audited), reports."""

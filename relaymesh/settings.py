@@ -1,0 +1,262 @@
+"""Settings: a TOML file plus ``RELAYMESH_*`` environment variables.
+
+Precedence, highest first: explicit overrides (command-line options), environment
+variables (``RELAYMESH_GOSSIP__PROBE_INTERVAL_MS=500``: section and key joined by
+``__``), the TOML file, the defaults below. Gossip defaults follow
+hashicorp/memberlist's LAN profile.
+
+Only the sections in ``RELOADABLE_SECTIONS`` change on SIGHUP / ``reload-settings``;
+the rest (addresses, store, gossip timings and keys) need a restart. ``diff_fields``
+names what changed without ever returning a value, so secrets never reach the
+settings history.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from relaymesh.exceptions import ConfigError
+
+__all__ = [
+    "DEFAULT_STORE_URL",
+    "RELOADABLE_SECTIONS",
+    "AgentSettings",
+    "BreakerSettings",
+    "GossipSettings",
+    "GuardSettings",
+    "MaintenanceSettings",
+    "NodeSettings",
+    "RetryPolicy",
+    "Settings",
+    "TokenSettings",
+    "WebSettings",
+    "WorkerSettings",
+    "diff_fields",
+    "load_settings",
+]
+
+DEFAULT_STORE_URL = "sqlite:///./relaymesh.db"
+RELOADABLE_SECTIONS = ("worker", "guard", "breaker", "maintenance", "web", "retry", "agents")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeSettings(_Section):
+    name: str | None = None
+    """Node name; defaults to ``<hostname>-<bind port>``. Must be stable across restarts."""
+    bind: str = "127.0.0.1:7946"
+    """UDP (probes, gossip) and TCP (push/pull) address."""
+    advertise: str | None = None
+    """Address peers should use, when it differs from ``bind`` (NAT, 0.0.0.0)."""
+    http: str | None = None
+    """HTTP address for /metrics, /healthz and the API; off when unset."""
+    seeds_file: str | None = None
+    store_url: str = DEFAULT_STORE_URL
+    state_dir: str | None = None
+    """Where the node keeps its last incarnation; the store's directory when unset."""
+
+
+class GossipSettings(_Section):
+    probe_interval_ms: int = Field(1000, gt=0)
+    probe_timeout_ms: int = Field(500, gt=0)
+    indirect_checks: int = Field(3, ge=0)
+    gossip_interval_ms: int = Field(200, gt=0)
+    gossip_nodes: int = Field(3, ge=0)
+    retransmit_mult: int = Field(4, gt=0)
+    suspicion_mult: int = Field(4, gt=0)
+    suspicion_max_timeout_mult: int = Field(6, gt=0)
+    push_pull_interval_ms: int = Field(30_000, gt=0)
+    suspect_recover_min_ms: int = Field(0, ge=0)
+    """Minimum dwell in SUSPECT before a higher-incarnation ALIVE takes effect."""
+    dead_recover_min_ms: int = Field(1000, ge=0)
+    """Minimum dwell in DEAD before a higher-incarnation ALIVE takes effect."""
+    awareness_max_multiplier: int = Field(8, gt=0)
+    """Lifeguard local health: probe timeouts stretch up to this factor."""
+    lifeguard: bool = True
+    """Switch off Lifeguard's refinements (for benchmarks that show what they buy)."""
+    dedup_cache_size: int = Field(4096, gt=0)
+    max_packet_bytes: int = Field(1400, ge=512)
+    keys: list[str] = Field(default_factory=list)
+    """Base64 AES keys (16, 24 or 32 bytes); the first seals, all open. Empty: no encryption."""
+    label: str = ""
+    """Cluster label; packets with another label are dropped."""
+
+
+class WorkerSettings(_Section):
+    enabled: bool = True
+    slots: int = Field(4, gt=0)
+    lease_ms: int = Field(30_000, gt=0)
+    heartbeat_ms: int = Field(10_000, gt=0)
+    poll_ms: int = Field(500, gt=0)
+    claim_batch: int = Field(32, gt=0)
+    pause_when_local_not_alive: bool = True
+    low_starvation_threshold: int = Field(10, gt=0)
+    drain_timeout_s: float = Field(30.0, ge=0)
+
+
+class GuardSettings(_Section):
+    max_load: float | None = None
+    """1-minute load average above which the node claims nothing; unset: 4 x CPU count."""
+    min_available_mb: int = Field(64, ge=0)
+    max_swap_pct: float = Field(90.0, ge=0, le=100)
+
+
+class BreakerSettings(_Section):
+    failure_threshold: int = Field(5, gt=0)
+    open_ms: int = Field(30_000, gt=0)
+
+
+class MaintenanceSettings(_Section):
+    interval_ms: int = Field(1000, gt=0)
+    leader_lease_ms: int = Field(10_000, gt=0)
+    mesh_prune_older_than_ms: int = Field(24 * 3600 * 1000, gt=0)
+    mesh_prune_limit: int = Field(100, gt=0)
+    mesh_prune_interval_ms: int = Field(60_000, gt=0)
+
+
+class RetryPolicy(_Section):
+    max_attempts: int = Field(3, gt=0)
+    """Counts the first run: 3 means at most 3 runs."""
+    base_backoff_ms: int = Field(1000, ge=0)
+    max_backoff_ms: int = Field(60_000, ge=0)
+
+
+class AgentSettings(_Section):
+    command: list[str]
+    timeout_s: float = Field(60.0, gt=0)
+    concurrency: int = Field(2, gt=0)
+    transient_exit_codes: list[int] = Field(default_factory=lambda: [75])
+    retry: RetryPolicy | None = None
+    max_output_bytes: int = Field(1_048_576, gt=0)
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("command")
+    @classmethod
+    def _command_not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("command must name a program")
+        return value
+
+
+class TokenSettings(_Section):
+    name: str
+    token_sha256: str
+    role: Literal["admin", "readonly"] = "readonly"
+
+
+class WebSettings(_Section):
+    tokens: list[TokenSettings] = Field(default_factory=list)
+
+
+_toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml_path", default=None)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RELAYMESH_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    node: NodeSettings = NodeSettings()
+    gossip: GossipSettings = GossipSettings()
+    worker: WorkerSettings = WorkerSettings()
+    guard: GuardSettings = GuardSettings()
+    breaker: BreakerSettings = BreakerSettings()
+    maintenance: MaintenanceSettings = MaintenanceSettings()
+    retry: RetryPolicy = RetryPolicy()
+    web: WebSettings = WebSettings()
+    agents: dict[str, AgentSettings] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _toml_path.get()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    def retry_policy_for(self, agent: str) -> RetryPolicy:
+        spec = self.agents.get(agent)
+        if spec is not None and spec.retry is not None:
+            return spec.retry
+        return self.retry
+
+
+def load_settings(
+    config_path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None
+) -> Settings:
+    """Read settings; raise ``ConfigError`` with one clear line when they are invalid.
+
+    ``overrides`` maps section to {key: value} (from command-line options) and wins
+    over everything else. ``None`` values in it are ignored.
+    """
+    path = Path(config_path) if config_path else None
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            with path.open("rb") as fh:
+                tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    init: dict[str, Any] = {}
+    for section, values in (overrides or {}).items():
+        kept = {k: v for k, v in values.items() if v is not None}
+        if kept:
+            init[section] = kept
+    token = _toml_path.set(path)
+    try:
+        if init:
+            # Merge overrides into the file's section instead of replacing it whole.
+            base = Settings()
+            merged: dict[str, Any] = {
+                section: {**getattr(base, section).model_dump(), **values}
+                for section, values in init.items()
+            }
+            return Settings(**merged)
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from exc
+    finally:
+        _toml_path.reset(token)
+
+
+def diff_fields(old: Settings, new: Settings) -> list[str]:
+    """Dotted names of the fields whose values differ (``worker.slots``); never the values."""
+    changed: list[str] = []
+    old_d = old.model_dump()
+    new_d = new.model_dump()
+
+    def walk(prefix: str, a: Any, b: Any) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                walk(f"{prefix}.{key}" if prefix else str(key), a.get(key), b.get(key))
+        elif a != b:
+            changed.append(prefix)
+
+    walk("", old_d, new_d)
+    return changed

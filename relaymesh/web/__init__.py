@@ -1,0 +1,1 @@
+"""HTTP: /healthz, /metrics, the JSON API and the console."""
