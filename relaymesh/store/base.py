@@ -180,6 +180,20 @@ class Store(Protocol):
         status. Fenced: exactly one success commit per step can ever succeed."""
         ...
 
+    async def commit_success_many(
+        self, node: str, items: Sequence[tuple[LeaseRef, Any]]
+    ) -> list[bool]:
+        """``commit_success`` for each item in one transaction (throughput): True where it
+        committed, False where the fence rejected it (conflict recorded, nothing raised)."""
+        ...
+
+    async def heartbeat_many(
+        self, node: str, leases: Sequence[LeaseRef], lease_ms: int
+    ) -> dict[str, int | None]:
+        """``heartbeat`` for each lease in one transaction: step id to new expiry, or None
+        where the fence rejected it (conflict recorded, nothing raised)."""
+        ...
+
     async def commit_failure(
         self, lease: LeaseRef, node: str, error: dict[str, Any], retry_delay_ms: int | None
     ) -> StepStatus:
