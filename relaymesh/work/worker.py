@@ -1,0 +1,719 @@
+"""The lease-fenced worker: claim ready steps, run their agents, commit the results.
+
+One ``Worker`` per node. Four asyncio loops share its state:
+
+* claim loop: pauses (safe mode, resource guard), else claims up to the free slots
+  in one batch, honouring per-agent concurrency, circuit breakers and the LOW
+  anti-starvation guard, then starts the agents;
+* commit loop: commits finished runs, successes many per transaction;
+* heartbeat loop: extends every held lease each ``heartbeat_ms`` in one call;
+* watch loop: each ``poll_ms`` asks the store which running leases were lost
+  (hard cancel, reclaim) and kills those agents at once.
+
+A held step is in exactly one state: ``queued`` (claimed, waiting for its agent's
+concurrency), ``running``, ``done`` (waiting to be committed), or ``releasing``.
+Its slot is free again only when it is committed, released or dropped, so memory
+and the commit backlog stay bounded by ``worker.slots``.
+
+Fencing is the store's: every write carries the lease. A write the store rejects
+means another worker owns the step now; the result is dropped, never retried.
+The store being unavailable is never fatal: each loop backs off with jitter and
+keeps its pending work, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import Counter, deque
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from relaymesh.clock import Clock
+from relaymesh.exceptions import LeaseLostError, StoreError
+from relaymesh.logging import get_logger
+from relaymesh.model import Claim, Priority, StepStatus
+from relaymesh.ops.metrics import Metrics
+from relaymesh.settings import AgentSettings, BreakerSettings, Settings
+from relaymesh.store.base import Store
+from relaymesh.work.agents import (
+    DEFAULT_TERM_GRACE_S,
+    AgentOutcome,
+    AgentRegistry,
+    AgentRequest,
+)
+from relaymesh.work.breaker import BreakerState, CircuitBreaker
+from relaymesh.work.guard import ResourceGuard
+from relaymesh.work.retry import ErrorKind, backoff_ms, next_action
+
+__all__ = ["COMMIT_BATCH", "Worker"]
+
+log = get_logger("relaymesh.work.worker")
+
+COMMIT_BATCH = 512
+"""Most successes committed in one transaction."""
+STORE_BACKOFF_BASE_MS = 50
+STORE_BACKOFF_MAX_MS = 5000
+RELEASE_TRIES = 3
+
+
+@dataclass(eq=False, slots=True)
+class _Held:
+    claim: Claim
+    state: str = "queued"
+    task: asyncio.Task[None] | None = None
+    lost: bool = False
+    drained: bool = False
+    started_ms: int = 0
+
+
+class _Backoff:
+    """Full-jitter backoff for store errors, reset by the first success."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._failures = 0
+
+    def next_s(self) -> float:
+        self._failures += 1
+        ms = backoff_ms(self._failures, STORE_BACKOFF_BASE_MS, STORE_BACKOFF_MAX_MS, self._rng)
+        return max(ms, 1) / 1000.0
+
+    def reset(self) -> None:
+        self._failures = 0
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        node: str,
+        settings: Callable[[], Settings],
+        metrics: Metrics,
+        clock: Clock,
+        rng: random.Random,
+        local_alive: Callable[[], bool] = lambda: True,
+        guard: ResourceGuard | None = None,
+        term_grace_s: float = DEFAULT_TERM_GRACE_S,
+    ) -> None:
+        self.store = store
+        self.node = node
+        self._settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        self.rng = rng
+        self._local_alive = local_alive
+        self._guard = guard if guard is not None else ResourceGuard(now_ms=clock.monotonic_ms)
+        self._term_grace_s = term_grace_s
+        self._actor = f"node:{node}"
+
+        self._held: dict[str, _Held] = {}
+        self._queued: deque[_Held] = deque()
+        self._load: Counter[str] = Counter()
+        """Held and not yet done, per agent: what per-agent concurrency counts for claims."""
+        self._running: Counter[str] = Counter()
+        self._successes: list[tuple[_Held, Any]] = []
+        self._failures: list[tuple[_Held, AgentOutcome]] = []
+
+        self._stop = asyncio.Event()
+        self._commit_wakeup = asyncio.Event()
+        self._changed = asyncio.Event()
+        """Set whenever a slot frees or a run ends: wakes the claim loop and drain."""
+        self._write_lock = asyncio.Lock()
+        """Commits and heartbeats never interleave, so a heartbeat never races the commit
+        of the same step into a spurious conflict."""
+        self._bg: set[asyncio.Task[Any]] = set()
+
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._breaker_settings: BreakerSettings | None = None
+        self._agent_specs: Mapping[str, AgentSettings] | None = None
+        self._registry = AgentRegistry({}, term_grace_s=term_grace_s)
+        self._non_low_streak = 0
+        self._paused: str | None = None
+        self._claim_backoff = _Backoff(rng)
+        self._commit_backoff = _Backoff(rng)
+        self._loop_running = False
+
+    # -- public API ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Claim and run steps until ``stop()`` (or ``drain``); then finish what is held
+        (commit or, after a drain, release) and return. Cancelling ``run`` kills every
+        running agent; leases it held expire or are reclaimed."""
+        if self._loop_running:
+            raise RuntimeError("Worker.run is already running")
+        self._loop_running = True
+        helpers = [
+            asyncio.create_task(self._commit_loop(), name="worker-commit"),
+            asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat"),
+            asyncio.create_task(self._watch_loop(), name="worker-watch"),
+        ]
+        log.info("worker_started", node=self.node)
+        try:
+            await self._claim_loop()
+            while self._held:
+                self._changed.clear()
+                await self._changed.wait()
+        finally:
+            for task in helpers:
+                task.cancel()
+            tasks = [h.task for h in self._held.values() if h.task is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*helpers, *tasks, return_exceptions=True)
+            self._loop_running = False
+            log.info("worker_stopped", node=self.node, abandoned=len(self._held))
+
+    def stop(self) -> None:
+        """Stop claiming new steps. Held steps still run and commit."""
+        self._stop.set()
+
+    async def drain(self, timeout_s: float | None = None) -> None:
+        """Stop claiming; release steps not started yet; let running steps finish for up
+        to ``timeout_s`` (default ``worker.drain_timeout_s``); kill the rest and release
+        their leases so another node can take them at once; commit what finished."""
+        if timeout_s is None:
+            timeout_s = self._settings().worker.drain_timeout_s
+        self.stop()
+        log.info("drain_started", node=self.node, held=len(self._held), timeout_s=timeout_s)
+        queued = list(self._queued)
+        self._queued.clear()
+        for held in queued:
+            held.state = "releasing"
+            self._load[held.claim.agent] -= 1
+        released = await self._release_many(queued, "drain")
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._running_now() and (left := deadline - loop.time()) > 0:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+
+        remaining = [h for h in self._held.values() if h.state == "running"]
+        for held in remaining:
+            held.drained = True
+            assert held.task is not None
+            held.task.cancel()
+        await asyncio.gather(
+            *(h.task for h in remaining if h.task is not None), return_exceptions=True
+        )
+        for held in remaining:
+            held.state = "releasing"
+        released += await self._release_many(remaining, "drain")
+
+        flush_deadline = loop.time() + max(5.0, timeout_s)
+        while (self._successes or self._failures) and loop.time() < flush_deadline:
+            if not await self._flush_once():
+                await asyncio.sleep(self._commit_backoff.next_s())
+        log.info(
+            "drain_finished",
+            node=self.node,
+            released=released,
+            killed=len(remaining),
+            uncommitted=len(self._successes) + len(self._failures),
+        )
+        self._changed.set()
+
+    def running(self) -> list[str]:
+        """Ids of the steps this worker holds a lease on (queued, running or committing)."""
+        return sorted(self._held)
+
+    @property
+    def paused_reason(self) -> str | None:
+        """Why the last claim round was skipped (``local_not_alive``, ``load``,
+        ``memory``, ``swap``, ``disabled``), or None."""
+        return self._paused
+
+    def breaker_states(self) -> dict[str, BreakerState]:
+        return {name: b.state for name, b in self._breakers.items()}
+
+    # -- claim loop ----------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self._stop.is_set():
+            settings = self._settings()
+            try:
+                self._refresh(settings)
+                if self._pause_reason(settings) is not None:
+                    await self._wait_stop_or_change(settings.worker.poll_ms)
+                    continue
+                free = settings.worker.slots - len(self._held)
+                if free <= 0:
+                    await self._wait_stop_or_change(settings.worker.poll_ms)
+                    continue
+                claimed = await self._claim_round(settings, free)
+                self._claim_backoff.reset()
+                if claimed == 0 and not self._stop.is_set():
+                    await self._wait_for_work(settings.worker.poll_ms)
+            except StoreError as exc:
+                self.metrics.store_errors.labels("claim").inc()
+                delay = self._claim_backoff.next_s()
+                log.warning("store_error", op="claim", error=str(exc), retry_in_s=delay)
+                await self._wait_stop(delay)
+            except Exception:
+                delay = self._claim_backoff.next_s()
+                log.exception("worker_error", loop="claim", retry_in_s=delay)
+                await self._wait_stop(delay)
+
+    def _pause_reason(self, settings: Settings) -> str | None:
+        reason: str | None = None
+        detail = ""
+        if not settings.worker.enabled:
+            reason, detail = "disabled", "worker.enabled is false"
+        elif settings.worker.pause_when_local_not_alive and not self._local_alive():
+            reason, detail = "local_not_alive", "this node is not ALIVE in its own view"
+        else:
+            verdict = self._guard.check(settings.guard)
+            if verdict is not None:
+                reason, detail = verdict.reason, verdict.detail
+        if reason is not None:
+            self.metrics.worker_paused.labels(reason).inc()
+            if reason != self._paused:
+                log.warning("worker_paused", node=self.node, reason=reason, detail=detail)
+        elif self._paused is not None:
+            log.info("worker_resumed", node=self.node, was=self._paused)
+        self._paused = reason
+        return reason
+
+    async def _claim_round(self, settings: Settings, free: int) -> int:
+        worker = settings.worker
+        limit = min(free, worker.claim_batch)
+        names = self._registry.names()
+        exclude: set[str] = set()
+        probes: list[str] = []
+        for name in names:
+            breaker = self._breakers.get(name)
+            allowance = breaker.allowance() if breaker is not None else None
+            agent = self._registry.get(name)
+            cap = agent.concurrency if agent is not None else None
+            if allowance == 0 or (cap is not None and self._load[name] >= cap):
+                exclude.add(name)
+            elif allowance == 1:
+                probes.append(name)
+
+        claims: list[Claim] = []
+        for name in probes:
+            if len(claims) >= limit:
+                break
+            got = await self.store.claim_steps(
+                self.node, limit=1, lease_ms=worker.lease_ms, agents=[name]
+            )
+            self._breakers[name].on_claimed(len(got))
+            if got:
+                log.info("breaker_probe_claimed", agent=name, step_id=got[0].step_id)
+            claims += got
+        allowed = sorted(names - exclude - set(probes))
+        if len(claims) < limit and allowed:
+            low_first = 1 if self._non_low_streak >= worker.low_starvation_threshold else 0
+            got = await self.store.claim_steps(
+                self.node,
+                limit=limit - len(claims),
+                lease_ms=worker.lease_ms,
+                agents=allowed,
+                low_first=low_first,
+            )
+            self._note_priorities(got, forced=low_first > 0)
+            claims += got
+        self._accept(claims, worker.lease_ms)
+        return len(claims)
+
+    def _note_priorities(self, claims: list[Claim], *, forced: bool) -> None:
+        """Anti-starvation bookkeeping: count consecutive non-LOW claims; a LOW claim
+        taken while the guard forced ``low_first`` is counted."""
+        for claim in claims:
+            if claim.priority == Priority.LOW:
+                if forced and self._non_low_streak > 0:
+                    self.metrics.low_starvation_count.inc()
+                    log.info(
+                        "low_starvation_guard",
+                        step_id=claim.step_id,
+                        after_non_low_claims=self._non_low_streak,
+                    )
+                self._non_low_streak = 0
+            else:
+                self._non_low_streak += 1
+
+    def _accept(self, claims: list[Claim], lease_ms: int) -> None:
+        if self._stop.is_set() and claims:
+            # A claim that was in flight when stop/drain began: give it straight back.
+            held_list = [_Held(c, state="releasing") for c in claims]
+            for held in held_list:
+                self._held[held.claim.step_id] = held
+            self._spawn(self._release_many(held_list, "stopping"))
+            return
+        for claim in claims:
+            self.metrics.claims.inc()
+            if claim.ready_at_ms is not None:
+                claimed_at_ms = claim.lease_expires_at_ms - lease_ms
+                self.metrics.step_start_latency_seconds.observe(
+                    max(0, claimed_at_ms - claim.ready_at_ms) / 1000.0
+                )
+            log.debug(
+                "lease_claimed",
+                step_id=claim.step_id,
+                epoch=claim.lease_epoch,
+                agent=claim.agent,
+                attempt=claim.attempt,
+            )
+            held = _Held(claim)
+            self._held[claim.step_id] = held
+            self._load[claim.agent] += 1
+            self._queued.append(held)
+        self._start_queued()
+
+    def _start_queued(self) -> None:
+        if not self._queued:
+            return
+        waiting: deque[_Held] = deque()
+        while self._queued:
+            held = self._queued.popleft()
+            name = held.claim.agent
+            agent = self._registry.get(name)
+            if agent is None:
+                log.warning("unknown_agent", step_id=held.claim.step_id, agent=name)
+                held.state = "releasing"
+                self._load[name] -= 1
+                self._spawn(self._release_many([held], "unknown_agent"))
+                continue
+            if agent.concurrency is not None and self._running[name] >= agent.concurrency:
+                waiting.append(held)
+                continue
+            held.state = "running"
+            held.started_ms = self.clock.monotonic_ms()
+            self._running[name] += 1
+            held.task = asyncio.create_task(self._execute(held), name=f"step-{held.claim.step_id}")
+        self._queued = waiting
+        self.metrics.running_steps.set(sum(self._running.values()))
+
+    # -- running agents ------------------------------------------------------------------
+
+    async def _execute(self, held: _Held) -> None:
+        claim = held.claim
+        agent = self._registry.get(claim.agent)
+        assert agent is not None
+        try:
+            outcome = await agent.run(AgentRequest.from_claim(claim, self.node))
+        except asyncio.CancelledError:
+            self._run_ended(held)
+            if held.lost:
+                self._forget(held)
+            raise
+        except Exception as exc:  # a bug in an agent must not take the worker down
+            log.exception("agent_crashed", step_id=claim.step_id, agent=claim.agent)
+            outcome = AgentOutcome.failure(
+                ErrorKind.PERMANENT, "exception", f"{type(exc).__name__}: {exc}"
+            )
+        self._run_ended(held)
+        elapsed_ms = self.clock.monotonic_ms() - held.started_ms
+        self.metrics.step_latency_seconds.labels(claim.agent).observe(elapsed_ms / 1000.0)
+        if held.lost:
+            self._forget(held)
+            return
+        held.state = "done"
+        breaker = self._breaker(claim.agent)
+        if outcome.ok:
+            breaker.record_success()
+            self._successes.append((held, outcome.result))
+        else:
+            breaker.record_failure()
+            self._failures.append((held, outcome))
+        self._commit_wakeup.set()
+
+    def _run_ended(self, held: _Held) -> None:
+        self._running[held.claim.agent] -= 1
+        self._load[held.claim.agent] -= 1
+        self._start_queued()
+        self.metrics.running_steps.set(sum(self._running.values()))
+        self._changed.set()
+
+    def _forget(self, held: _Held) -> None:
+        if self._held.get(held.claim.step_id) is held:
+            del self._held[held.claim.step_id]
+        self._changed.set()
+
+    def _running_now(self) -> bool:
+        return any(h.state == "running" for h in self._held.values())
+
+    def _lose(self, held: _Held, event: str, *, conflict: bool) -> None:
+        """The store says another owner (or nobody) holds this step now: drop it."""
+        if held.lost:
+            return
+        held.lost = True
+        log.warning(
+            "lease_lost",
+            step_id=held.claim.step_id,
+            epoch=held.claim.lease_epoch,
+            write=event,
+            state=held.state,
+        )
+        if conflict:
+            self.metrics.lease_conflicts.labels(event).inc()
+        if held.claim.agent in self._breakers:
+            self._breakers[held.claim.agent].record_abandoned()
+        if held.state == "running" and held.task is not None:
+            held.task.cancel()
+        elif held.state == "queued":
+            with contextlib.suppress(ValueError):
+                self._queued.remove(held)
+            self._load[held.claim.agent] -= 1
+            self._forget(held)
+        # "done": the commit loop drops it; "releasing": the release finds it fenced.
+
+    # -- commits -------------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._commit_wakeup.wait()
+            self._commit_wakeup.clear()
+            while self._successes or self._failures:
+                try:
+                    ok = await self._flush_once()
+                except Exception:
+                    log.exception("worker_error", loop="commit")
+                    ok = False
+                if not ok:
+                    await asyncio.sleep(self._commit_backoff.next_s())
+
+    async def _flush_once(self) -> bool:
+        """Commit one batch of successes and the pending failures. False when the store
+        failed (what was not committed stays queued)."""
+        async with self._write_lock:
+            if self._successes:
+                batch = self._successes[:COMMIT_BATCH]
+                live = [(h, r) for h, r in batch if not h.lost]
+                oks: list[bool] = []
+                if live:
+                    try:
+                        oks = await self.store.commit_success_many(
+                            self.node, [(h.claim.lease, r) for h, r in live]
+                        )
+                    except StoreError as exc:
+                        self.metrics.store_errors.labels("commit_success").inc()
+                        log.warning("store_error", op="commit_success", error=str(exc))
+                        return False
+                del self._successes[: len(batch)]
+                for held, _ in batch:
+                    if held.lost:
+                        self._forget(held)
+                for (held, _), ok in zip(live, oks, strict=True):
+                    if ok:
+                        log.debug(
+                            "step_succeeded",
+                            step_id=held.claim.step_id,
+                            epoch=held.claim.lease_epoch,
+                        )
+                    else:
+                        self._lose(held, "commit_success", conflict=True)
+                    self._forget(held)
+            while self._failures:
+                held, outcome = self._failures[0]
+                if not held.lost and not await self._commit_failure(held, outcome):
+                    return False
+                self._failures.pop(0)
+                self._forget(held)
+        self._commit_backoff.reset()
+        return True
+
+    async def _commit_failure(self, held: _Held, outcome: AgentOutcome) -> bool:
+        claim = held.claim
+        transient = outcome.kind is ErrorKind.TRANSIENT
+        delay_ms = next_action(
+            claim.attempt,
+            claim.max_attempts,
+            transient,
+            base_ms=claim.base_backoff_ms,
+            max_ms=claim.max_backoff_ms,
+            rng=self.rng,
+        )
+        error = {**(outcome.error or {}), "attempt": claim.attempt, "node": self.node}
+        try:
+            status = await self.store.commit_failure(claim.lease, self.node, error, delay_ms)
+        except LeaseLostError:
+            self._lose(held, "commit_failure", conflict=True)
+            return True
+        except StoreError as exc:
+            self.metrics.store_errors.labels("commit_failure").inc()
+            log.warning("store_error", op="commit_failure", error=str(exc))
+            return False
+        if status == StepStatus.DEAD_LETTER:
+            self.metrics.dead_letter.inc()
+            log.warning(
+                "step_dead_letter",
+                step_id=claim.step_id,
+                agent=claim.agent,
+                attempt=claim.attempt,
+                kind=error.get("kind"),
+                reason=error.get("reason"),
+                message=error.get("message"),
+            )
+        else:
+            log.info(
+                "step_retry_scheduled",
+                step_id=claim.step_id,
+                agent=claim.agent,
+                attempt=claim.attempt,
+                max_attempts=claim.max_attempts,
+                delay_ms=delay_ms,
+                reason=error.get("reason"),
+            )
+        return True
+
+    async def _release_many(self, helds: list[_Held], reason: str) -> int:
+        released = 0
+        for held in helds:
+            for attempt in range(1, RELEASE_TRIES + 1):
+                try:
+                    await self.store.release(held.claim.lease, self.node, reason)
+                except LeaseLostError:
+                    self._lose(held, "release", conflict=True)
+                except StoreError as exc:
+                    self.metrics.store_errors.labels("release").inc()
+                    log.warning(
+                        "store_error", op="release", step_id=held.claim.step_id, error=str(exc)
+                    )
+                    if attempt < RELEASE_TRIES:
+                        await asyncio.sleep(backoff_ms(attempt, 100, 1000, self.rng) / 1000.0)
+                        continue
+                else:
+                    released += 1
+                    log.info("lease_released", step_id=held.claim.step_id, reason=reason)
+                break
+            self._forget(held)
+        return released
+
+    # -- heartbeats and lost leases ------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        backoff = _Backoff(self.rng)
+        delay_s = self._settings().worker.heartbeat_ms / 1000.0
+        while True:
+            await asyncio.sleep(delay_s)
+            settings = self._settings()
+            delay_s = settings.worker.heartbeat_ms / 1000.0
+            try:
+                await self._heartbeat_once(settings.worker.lease_ms)
+                backoff.reset()
+            except StoreError as exc:
+                self.metrics.store_errors.labels("heartbeat").inc()
+                delay_s = min(delay_s, backoff.next_s())
+                log.warning("store_error", op="heartbeat", error=str(exc), retry_in_s=delay_s)
+            except Exception:
+                log.exception("worker_error", loop="heartbeat")
+
+    async def _heartbeat_once(self, lease_ms: int) -> None:
+        async with self._write_lock:
+            helds = [h for h in self._held.values() if not h.lost and h.state != "releasing"]
+            if not helds:
+                return
+            result = await self.store.heartbeat_many(
+                self.node, [h.claim.lease for h in helds], lease_ms
+            )
+        for held in helds:
+            if result.get(held.claim.step_id, 0) is None:
+                self._lose(held, "heartbeat", conflict=True)
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings().worker.poll_ms / 1000.0)
+            try:
+                await self._watch_once()
+            except StoreError as exc:
+                self.metrics.store_errors.labels("lost_leases").inc()
+                log.warning("store_error", op="lost_leases", error=str(exc))
+            except Exception:
+                log.exception("worker_error", loop="watch")
+
+    async def _watch_once(self) -> None:
+        helds = [h for h in self._held.values() if h.state in ("running", "queued") and not h.lost]
+        if not helds:
+            return
+        lost = set(await self.store.lost_leases([h.claim.lease for h in helds]))
+        for held in helds:
+            if held.claim.step_id in lost and held.state in ("running", "queued"):
+                self._lose(held, "watch", conflict=False)
+
+    # -- configuration, breakers, helpers ----------------------------------------------------
+
+    def _refresh(self, settings: Settings) -> None:
+        if settings.agents is not self._agent_specs and settings.agents != self._agent_specs:
+            self._registry = AgentRegistry(settings.agents, term_grace_s=self._term_grace_s)
+            if self._agent_specs is not None:
+                log.info("agents_reloaded", agents=sorted(self._registry.names()))
+        self._agent_specs = settings.agents
+        if settings.breaker is not self._breaker_settings:
+            for breaker in self._breakers.values():
+                breaker.configure(
+                    failure_threshold=settings.breaker.failure_threshold,
+                    open_ms=settings.breaker.open_ms,
+                )
+            self._breaker_settings = settings.breaker
+
+    def _breaker(self, agent: str) -> CircuitBreaker:
+        breaker = self._breakers.get(agent)
+        if breaker is None:
+            cfg = self._settings().breaker
+            breaker = CircuitBreaker(
+                agent,
+                failure_threshold=cfg.failure_threshold,
+                open_ms=cfg.open_ms,
+                clock=self.clock,
+                on_transition=self._on_breaker_transition,
+            )
+            self._breakers[agent] = breaker
+        return breaker
+
+    def _on_breaker_transition(self, agent: str, old: BreakerState, new: BreakerState) -> None:
+        log.warning("breaker_transition", agent=agent, old=old.name, new=new.name, node=self.node)
+        self.metrics.breaker_state.labels(agent).set(int(new))
+        self._spawn(self._audit_breaker(agent, old, new))
+
+    async def _audit_breaker(self, agent: str, old: BreakerState, new: BreakerState) -> None:
+        try:
+            await self.store.record_audit(
+                self._actor,
+                "breaker_transition",
+                agent,
+                {"agent": agent, "from": old.name, "to": new.name, "node": self.node},
+            )
+        except StoreError as exc:
+            self.metrics.store_errors.labels("record_audit").inc()
+            log.warning("store_error", op="record_audit", error=str(exc))
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    async def _wait_stop(self, delay_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), delay_s)
+
+    async def _wait_stop_or_change(self, poll_ms: int) -> None:
+        self._changed.clear()
+        stop = asyncio.ensure_future(self._stop.wait())
+        changed = asyncio.ensure_future(self._changed.wait())
+        try:
+            await asyncio.wait(
+                {stop, changed}, timeout=poll_ms / 1000.0, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stop.cancel()
+            changed.cancel()
+
+    async def _wait_for_work(self, poll_ms: int) -> None:
+        stop = asyncio.ensure_future(self._stop.wait())
+        work = asyncio.ensure_future(self.store.wait_for_work(poll_ms))
+        try:
+            await asyncio.wait({stop, work}, return_when=asyncio.FIRST_COMPLETED)
+            if work.done():
+                work.result()  # a StoreError surfaces to the claim loop
+        finally:
+            stop.cancel()
+            if not work.done():
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StoreError):
+                    await work
