@@ -32,6 +32,26 @@ REPO = Path(__file__).resolve().parents[2]
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
+THROUGHPUT_SQL = """
+WITH firsts AS (
+    SELECT j.worker_id, min(e.at) AS first_at
+    FROM procrastinate_events e JOIN procrastinate_jobs j ON j.id = e.job_id
+    WHERE e.type = 'started' GROUP BY j.worker_id
+), w AS (SELECT max(first_at) AS t_all, min(first_at) AS t_first FROM firsts),
+ends AS (SELECT max(at) AS t_end FROM procrastinate_events WHERE type = 'succeeded')
+SELECT
+    (SELECT count(*) FROM procrastinate_events, w WHERE type = 'started' AND at >= w.t_all),
+    extract(epoch FROM ends.t_end - w.t_all),
+    extract(epoch FROM ends.t_end - w.t_first),
+    (SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'),
+    (SELECT count(*) FROM firsts)
+FROM w, ends
+"""
+"""Per worker, when it started its first job; the window opens when every worker had.
+Returns: jobs started in the window, the window, the whole drain, jobs succeeded,
+workers that ran a job."""
+
+
 def _dsn_for(admin_dsn: str, dbname: str) -> str:
     parts = urlsplit(admin_dsn)
     return urlunsplit(parts._replace(path="/" + dbname))
@@ -120,37 +140,25 @@ def throughput(
             deadline = time.monotonic() + timeout_s
             with psycopg.connect(dsn, autocommit=True) as conn:
                 while True:
-                    row = conn.execute(
+                    left = conn.execute(
                         "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo','doing')"
                     ).fetchone()
-                    if row is not None and row[0] == 0:
+                    if left == (0,):
                         break
                     if time.monotonic() > deadline:
-                        raise SystemExit(f"procrastinate did not drain: {row}")
+                        raise SystemExit(f"procrastinate did not drain: {left}")
                     time.sleep(0.05)
+                # Read while the workers still run: a worker's row, and so the jobs'
+                # worker_id, goes away when it shuts down.
+                row = conn.execute(THROUGHPUT_SQL).fetchone()
+                shares = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT count(*) FROM procrastinate_jobs GROUP BY worker_id ORDER BY 1 DESC"
+                    ).fetchall()
+                ]
         finally:
             _stop(workers)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            # Per worker, when it started its first job; the window opens when all had.
-            row = conn.execute(
-                """
-                WITH firsts AS (
-                    SELECT j.worker_id, min(e.at) AS first_at
-                    FROM procrastinate_events e JOIN procrastinate_jobs j ON j.id = e.job_id
-                    WHERE e.type = 'started' GROUP BY j.worker_id
-                ), w AS (SELECT max(first_at) AS t_all, min(first_at) AS t_first FROM firsts),
-                ends AS (SELECT max(at) AS t_end FROM procrastinate_events
-                         WHERE type = 'succeeded')
-                SELECT
-                    (SELECT count(*) FROM procrastinate_events, w
-                      WHERE type = 'started' AND at >= w.t_all),
-                    extract(epoch FROM ends.t_end - w.t_all),
-                    extract(epoch FROM ends.t_end - w.t_first),
-                    (SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'),
-                    (SELECT count(*) FROM firsts)
-                FROM w, ends
-                """
-            ).fetchone()
     assert row is not None
     after_all, window_s, full_s, succeeded, active = row
     return {
@@ -160,6 +168,7 @@ def throughput(
         "procs": procs,
         "concurrency": concurrency,
         "active_workers": active,
+        "shares": [round(n / max(1, jobs), 3) for n in shares],
         "defer_s": round(defer_s, 3),
         "window_s": round(float(window_s), 3),
         "per_s": round(after_all / float(window_s), 1) if window_s else None,
