@@ -1,0 +1,200 @@
+"""What both backends share that is not SQL: ids, JSON text, rows to records, and the
+pure rules (workflow status, mesh merge rank, picking a lock-compatible claim batch).
+
+No I/O here: every function is plain and fast, so the rules are unit-tested alone.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from relaymesh.model import (
+    AuditRecord,
+    LeaseConflict,
+    MemberStatus,
+    MeshNode,
+    OwnershipEvent,
+    Priority,
+    SettingsChange,
+    StepRecord,
+    StepStatus,
+    WorkflowRecord,
+    WorkflowStatus,
+)
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "Candidate",
+    "audit_record",
+    "conflict_record",
+    "dumps",
+    "event_record",
+    "loads",
+    "lost_error",
+    "mesh_node",
+    "new_id",
+    "pick_batch",
+    "settings_change",
+    "step_record",
+    "workflow_record",
+    "workflow_status",
+    "zero_counts",
+]
+
+ACTIVE_STATUSES = (StepStatus.READY, StepStatus.RUNNING, StepStatus.RETRY_WAIT)
+
+# A claim candidate: (step id, its lock keys).
+Candidate = tuple[str, tuple[str, ...]]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def workflow_status(*, active: bool, pending: bool, dead: bool, cancelled: bool) -> WorkflowStatus:
+    """A workflow runs while any step can still make progress. A dead letter fails it
+    once nothing else is active (its dependents stay PENDING, so waiting on them would
+    never end); otherwise a cancelled step makes it CANCELLED, else it SUCCEEDED."""
+    if active:
+        return WorkflowStatus.RUNNING
+    if dead:
+        return WorkflowStatus.FAILED
+    if pending:
+        return WorkflowStatus.RUNNING
+    if cancelled:
+        return WorkflowStatus.CANCELLED
+    return WorkflowStatus.SUCCEEDED
+
+
+def pick_batch(
+    candidates: Iterable[Candidate],
+    *,
+    want: int,
+    picked: list[str],
+    held: set[str],
+) -> None:
+    """Append to ``picked`` (up to ``want`` in all) the candidates, in order, whose lock
+    keys are not in ``held``; the keys of each pick join ``held``. So no two steps of one
+    batch share a key (the SQL already skipped keys held by RUNNING steps)."""
+    already = set(picked)
+    for step_id, keys in candidates:
+        if len(picked) >= want:
+            return
+        if step_id in already or any(key in held for key in keys):
+            continue
+        picked.append(step_id)
+        already.add(step_id)
+        held.update(keys)
+
+
+def lost_error(attempt: int, why: str) -> dict[str, Any]:
+    """The error kept on a step whose last attempt was lost (expired or dead owner)."""
+    return {"kind": "lost", "message": f"attempt {attempt} lost: {why}"}
+
+
+def zero_counts() -> dict[StepStatus, int]:
+    return dict.fromkeys(StepStatus, 0)
+
+
+def _json_tuple(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = json.loads(value)
+    return tuple(str(v) for v in value)
+
+
+def step_record(row: Sequence[Any]) -> StepRecord:
+    """From the column order of the ``step_get`` query of either backend."""
+    return StepRecord(
+        id=row[0],
+        workflow_id=row[1],
+        name=row[2],
+        agent=row[3],
+        status=StepStatus(row[4]),
+        priority=Priority(row[5]),
+        attempt=row[6],
+        max_attempts=row[7],
+        lease_epoch=row[8],
+        owner_node=row[9],
+        lease_expires_at_ms=row[10],
+        not_before_ms=row[11],
+        depends_on=_json_tuple(row[12]),
+        locks=_json_tuple(row[13]),
+        input=loads(row[14]),
+        result=loads(row[15]),
+        error=loads(row[16]),
+        created_at_ms=row[17],
+        updated_at_ms=row[18],
+        ready_at_ms=row[19],
+        started_at_ms=row[20],
+        finished_at_ms=row[21],
+    )
+
+
+def workflow_record(row: Sequence[Any]) -> WorkflowRecord:
+    return WorkflowRecord(
+        id=row[0],
+        name=row[1],
+        status=WorkflowStatus(row[2]),
+        created_at_ms=row[3],
+        updated_at_ms=row[4],
+    )
+
+
+def event_record(row: Sequence[Any]) -> OwnershipEvent:
+    return OwnershipEvent(
+        id=row[0], step_id=row[1], node=row[2], event=row[3], lease_epoch=row[4], at_ms=row[5]
+    )
+
+
+def conflict_record(row: Sequence[Any]) -> LeaseConflict:
+    return LeaseConflict(
+        id=row[0],
+        step_id=row[1],
+        node=row[2],
+        event=row[3],
+        expected_epoch=row[4],
+        actual_epoch=row[5],
+        actual_status=row[6],
+        at_ms=row[7],
+    )
+
+
+def audit_record(row: Sequence[Any]) -> AuditRecord:
+    return AuditRecord(
+        id=row[0],
+        at_ms=row[1],
+        actor=row[2],
+        action=row[3],
+        target=row[4],
+        details=loads(row[5]) or {},
+    )
+
+
+def mesh_node(row: Sequence[Any]) -> MeshNode:
+    return MeshNode(
+        name=row[0],
+        address=row[1],
+        status=MemberStatus(row[2]),
+        incarnation=row[3],
+        metadata=loads(row[4]) or {},
+        status_changed_at_ms=row[5],
+        updated_at_ms=row[6],
+        reporter=row[7],
+    )
+
+
+def settings_change(row: Sequence[Any]) -> SettingsChange:
+    return SettingsChange(id=row[0], at_ms=row[1], node=row[2], fields=_json_tuple(row[3]))

@@ -1,0 +1,364 @@
+-- Every statement the SQLite backend runs, by name (see store/queries.py).
+-- Parameters are named (:name). JSON lists are passed as text and read with json_each.
+
+-- name: schema_version_create
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at_ms INTEGER NOT NULL
+);
+
+-- name: schema_version_current
+SELECT coalesce(max(version), 0) FROM schema_version;
+
+-- name: schema_version_insert
+INSERT INTO schema_version (version, name, applied_at_ms) VALUES (:version, :name, :now);
+
+-- name: data_version
+PRAGMA data_version;
+
+-- name: workflow_insert
+INSERT INTO workflows (id, name, status, created_at_ms, updated_at_ms)
+VALUES (:id, :name, :status, :now, :now);
+
+-- name: step_insert
+INSERT INTO steps (
+    id, workflow_id, name, agent, status, priority, max_attempts, base_backoff_ms,
+    max_backoff_ms, depends_on, locks, n_locks, n_dependents, input, created_at_ms,
+    updated_at_ms, ready_at_ms
+) VALUES (
+    :id, :workflow_id, :name, :agent, :status, :priority, :max_attempts, :base_backoff_ms,
+    :max_backoff_ms, :depends_on, :locks, :n_locks, :n_dependents, :input, :now,
+    :now, :ready_at
+);
+
+-- name: step_dep_insert
+INSERT INTO step_deps (step_id, depends_on_id) VALUES (:step_id, :depends_on_id);
+
+-- name: workflow_get
+SELECT id, name, status, created_at_ms, updated_at_ms FROM workflows WHERE id = :id;
+
+-- name: workflow_steps
+SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
+       owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
+       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms
+FROM steps WHERE workflow_id = :workflow_id ORDER BY created_at_ms, rowid;
+
+-- name: step_get
+SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
+       owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
+       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms
+FROM steps WHERE id = :id;
+
+-- name: steps_list
+SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
+       owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
+       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms
+FROM steps
+WHERE (:status IS NULL OR status = :status)
+  AND (:workflow_id IS NULL OR workflow_id = :workflow_id)
+  AND (:agent IS NULL OR agent = :agent)
+ORDER BY updated_at_ms DESC, rowid DESC
+LIMIT :limit;
+
+-- name: claim_candidates
+-- Claimable rows in claim order whose lock keys no RUNNING step holds.
+SELECT id, locks, n_locks FROM steps INDEXED BY steps_claimable
+WHERE status IN ('READY', 'RETRY_WAIT') AND ready_at_ms <= :now
+  AND (:agents IS NULL OR agent IN (SELECT value FROM json_each(:agents)))
+  AND agent NOT IN (SELECT value FROM json_each(:exclude_agents))
+  AND (n_locks = 0 OR NOT EXISTS (
+        SELECT 1 FROM json_each(steps.locks) AS k JOIN step_locks AS l ON l.lock_key = k.value))
+ORDER BY priority, ready_at_ms
+LIMIT :limit OFFSET :offset;
+
+-- name: claim_candidates_low
+-- The same for LOW priority only (the anti-starvation picks).
+SELECT id, locks, n_locks FROM steps INDEXED BY steps_claimable
+WHERE status IN ('READY', 'RETRY_WAIT') AND priority = 2 AND ready_at_ms <= :now
+  AND (:agents IS NULL OR agent IN (SELECT value FROM json_each(:agents)))
+  AND agent NOT IN (SELECT value FROM json_each(:exclude_agents))
+  AND (n_locks = 0 OR NOT EXISTS (
+        SELECT 1 FROM json_each(steps.locks) AS k JOIN step_locks AS l ON l.lock_key = k.value))
+ORDER BY priority, ready_at_ms
+LIMIT :limit OFFSET :offset;
+
+-- name: claim_update
+UPDATE steps SET
+    status = 'RUNNING',
+    lease_token = lower(hex(randomblob(16))),
+    lease_epoch = lease_epoch + 1,
+    attempt = attempt + 1,
+    owner_node = :node,
+    lease_expires_at_ms = :expires_at,
+    not_before_ms = NULL,
+    started_at_ms = :now,
+    updated_at_ms = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND +status IN ('READY', 'RETRY_WAIT')
+RETURNING id, workflow_id, name, agent, input, attempt, max_attempts, base_backoff_ms,
+          max_backoff_ms, priority, lease_token, lease_epoch, lease_expires_at_ms,
+          ready_at_ms, locks, depends_on;
+
+-- name: claim_events
+INSERT INTO ownership_events (step_id, node, event, lease_epoch, at_ms)
+SELECT id, :node, 'claimed', lease_epoch, :now FROM steps
+WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: lock_insert
+INSERT INTO step_locks (lock_key, step_id) VALUES (:lock_key, :step_id);
+
+-- name: locks_release
+DELETE FROM step_locks WHERE step_id = :step_id;
+
+-- name: upstream_results
+SELECT d.step_id, u.name, u.result FROM step_deps AS d JOIN steps AS u ON u.id = d.depends_on_id
+WHERE d.step_id IN (SELECT value FROM json_each(:ids));
+
+-- name: fence_heartbeat
+UPDATE steps SET lease_expires_at_ms = :expires_at
+WHERE id = :step_id AND lease_token = :token AND lease_epoch = :epoch AND status = 'RUNNING'
+RETURNING lease_expires_at_ms;
+
+-- name: fence_success
+UPDATE steps SET
+    status = 'SUCCEEDED', result = :result, error = NULL, lease_expires_at_ms = NULL,
+    finished_at_ms = :now, updated_at_ms = :now
+WHERE id = :step_id AND lease_token = :token AND lease_epoch = :epoch AND status = 'RUNNING'
+RETURNING workflow_id, n_locks, n_dependents;
+
+-- name: fence_retry
+UPDATE steps SET
+    status = 'RETRY_WAIT', error = :error, lease_expires_at_ms = NULL,
+    not_before_ms = :not_before, ready_at_ms = :not_before, updated_at_ms = :now
+WHERE id = :step_id AND lease_token = :token AND lease_epoch = :epoch AND status = 'RUNNING'
+RETURNING workflow_id, n_locks;
+
+-- name: fence_dead_letter
+UPDATE steps SET
+    status = 'DEAD_LETTER', error = :error, lease_expires_at_ms = NULL,
+    finished_at_ms = :now, updated_at_ms = :now
+WHERE id = :step_id AND lease_token = :token AND lease_epoch = :epoch AND status = 'RUNNING'
+RETURNING workflow_id, n_locks;
+
+-- name: fence_release
+UPDATE steps SET
+    status = 'READY', attempt = max(attempt - 1, 0), owner_node = NULL,
+    lease_expires_at_ms = NULL, ready_at_ms = :now, updated_at_ms = :now
+WHERE id = :step_id AND lease_token = :token AND lease_epoch = :epoch AND status = 'RUNNING'
+RETURNING workflow_id, n_locks, lease_epoch;
+
+-- name: step_fence_state
+SELECT lease_epoch, status FROM steps WHERE id = :step_id;
+
+-- name: conflict_insert
+INSERT INTO lease_conflicts (step_id, node, event, expected_epoch, actual_epoch, actual_status, at_ms)
+VALUES (:step_id, :node, :event, :expected_epoch, :actual_epoch, :actual_status, :now);
+
+-- name: event_insert
+INSERT INTO ownership_events (step_id, node, event, lease_epoch, detail, at_ms)
+VALUES (:step_id, :node, :event, :lease_epoch, :detail, :now);
+
+-- name: ready_dependents
+-- PENDING dependents of :step_id whose dependencies have now all succeeded.
+UPDATE steps SET status = 'READY', ready_at_ms = :now, updated_at_ms = :now
+WHERE +status = 'PENDING'
+  AND id IN (SELECT step_id FROM step_deps WHERE depends_on_id = :step_id)
+  AND NOT EXISTS (
+        SELECT 1 FROM step_deps AS d JOIN steps AS u ON u.id = d.depends_on_id
+        WHERE d.step_id = steps.id AND u.status <> 'SUCCEEDED');
+
+-- name: deps_all_succeeded
+SELECT NOT EXISTS (
+    SELECT 1 FROM step_deps AS d JOIN steps AS u ON u.id = d.depends_on_id
+    WHERE d.step_id = :step_id AND u.status <> 'SUCCEEDED');
+
+-- name: workflow_shape
+-- What the workflow status rule needs (store/rows.py: workflow_status).
+SELECT status,
+    EXISTS (SELECT 1 FROM steps WHERE workflow_id = :id AND status IN ('READY', 'RUNNING', 'RETRY_WAIT')),
+    EXISTS (SELECT 1 FROM steps WHERE workflow_id = :id AND status = 'PENDING'),
+    EXISTS (SELECT 1 FROM steps WHERE workflow_id = :id AND status = 'DEAD_LETTER'),
+    EXISTS (SELECT 1 FROM steps WHERE workflow_id = :id AND status = 'CANCELLED')
+FROM workflows WHERE id = :id;
+
+-- name: workflow_set_status
+UPDATE workflows SET status = :status, updated_at_ms = :now WHERE id = :id;
+
+-- name: lease_states
+SELECT id, lease_token, lease_epoch, status FROM steps
+WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: expired_running
+SELECT id, workflow_id, owner_node, attempt, max_attempts, n_locks, lease_epoch
+FROM steps INDEXED BY steps_running_expiry
+WHERE status = 'RUNNING' AND lease_expires_at_ms < :now
+ORDER BY lease_expires_at_ms LIMIT :limit;
+
+-- name: dead_owner_running
+SELECT id, workflow_id, owner_node, attempt, max_attempts, n_locks, lease_epoch
+FROM steps INDEXED BY steps_running_owner
+WHERE status = 'RUNNING' AND owner_node IN (
+    SELECT name FROM mesh_nodes WHERE status IN ('DEAD', 'LEFT'))
+ORDER BY started_at_ms LIMIT :limit;
+
+-- name: named_owner_running
+SELECT id, workflow_id, owner_node, attempt, max_attempts, n_locks, lease_epoch
+FROM steps INDEXED BY steps_running_owner
+WHERE status = 'RUNNING' AND owner_node IN (SELECT value FROM json_each(:nodes))
+ORDER BY started_at_ms LIMIT :limit;
+
+-- name: reclaim_ready
+UPDATE steps SET
+    status = 'READY', lease_epoch = lease_epoch + 1, owner_node = NULL,
+    lease_expires_at_ms = NULL, ready_at_ms = :now, updated_at_ms = :now
+WHERE id = :step_id AND status = 'RUNNING'
+RETURNING lease_epoch;
+
+-- name: reclaim_dead_letter
+UPDATE steps SET
+    status = 'DEAD_LETTER', lease_epoch = lease_epoch + 1, error = :error,
+    lease_expires_at_ms = NULL, finished_at_ms = :now, updated_at_ms = :now
+WHERE id = :step_id AND status = 'RUNNING'
+RETURNING lease_epoch;
+
+-- name: promote_retries
+UPDATE steps SET status = 'READY', updated_at_ms = :now
+WHERE id IN (
+    SELECT id FROM steps INDEXED BY steps_claimable
+    WHERE status IN ('READY', 'RETRY_WAIT') AND +status = 'RETRY_WAIT' AND ready_at_ms <= :now
+    ORDER BY priority, ready_at_ms LIMIT :limit);
+
+-- name: cancel_waiting
+UPDATE steps SET status = 'CANCELLED', lease_expires_at_ms = NULL,
+    finished_at_ms = :now, updated_at_ms = :now
+WHERE workflow_id = :workflow_id AND status IN ('PENDING', 'READY', 'RETRY_WAIT');
+
+-- name: cancel_running
+UPDATE steps SET status = 'CANCELLED', lease_epoch = lease_epoch + 1,
+    lease_expires_at_ms = NULL, finished_at_ms = :now, updated_at_ms = :now
+WHERE workflow_id = :workflow_id AND status = 'RUNNING'
+RETURNING id, owner_node, lease_epoch, n_locks;
+
+-- name: replay_candidates
+SELECT id FROM steps
+WHERE status = :status
+  AND (:agent IS NULL OR agent = :agent)
+  AND (:workflow_id IS NULL OR workflow_id = :workflow_id)
+ORDER BY updated_at_ms, rowid LIMIT :limit;
+
+-- name: replay_update
+UPDATE steps SET
+    status = :new_status, attempt = 0, owner_node = NULL, lease_expires_at_ms = NULL,
+    not_before_ms = NULL, finished_at_ms = NULL,
+    ready_at_ms = CASE WHEN :new_status = 'READY' THEN :now ELSE NULL END,
+    updated_at_ms = :now
+WHERE id = :step_id AND status IN ('DEAD_LETTER', 'CANCELLED')
+RETURNING workflow_id, lease_epoch;
+
+-- name: leader_get
+SELECT node, epoch, expires_at_ms FROM leader_lease WHERE id = 1;
+
+-- name: leader_insert
+INSERT INTO leader_lease (id, node, epoch, expires_at_ms) VALUES (1, :node, 1, :expires_at);
+
+-- name: leader_set
+UPDATE leader_lease SET node = :node, epoch = :epoch, expires_at_ms = :expires_at WHERE id = 1;
+
+-- name: leader_release
+UPDATE leader_lease SET expires_at_ms = 0 WHERE id = 1 AND node = :node AND epoch = :epoch;
+
+-- name: mesh_upsert
+-- The membership merge rule: higher incarnation wins; at equal incarnation
+-- DEAD/LEFT > SUSPECT > ALIVE. Anything else leaves the row as it is.
+INSERT INTO mesh_nodes (name, address, status, incarnation, metadata, status_changed_at_ms,
+                        updated_at_ms, reporter)
+VALUES (:name, :address, :status, :incarnation, :metadata, :status_changed_at, :now, :reporter)
+ON CONFLICT (name) DO UPDATE SET
+    address = excluded.address,
+    status = excluded.status,
+    incarnation = excluded.incarnation,
+    metadata = excluded.metadata,
+    status_changed_at_ms = CASE WHEN mesh_nodes.status = excluded.status
+        THEN mesh_nodes.status_changed_at_ms ELSE excluded.status_changed_at_ms END,
+    updated_at_ms = excluded.updated_at_ms,
+    reporter = excluded.reporter
+WHERE excluded.incarnation > mesh_nodes.incarnation
+   OR (excluded.incarnation = mesh_nodes.incarnation
+       AND (CASE excluded.status WHEN 'ALIVE' THEN 0 WHEN 'SUSPECT' THEN 1 ELSE 2 END)
+         > (CASE mesh_nodes.status WHEN 'ALIVE' THEN 0 WHEN 'SUSPECT' THEN 1 ELSE 2 END));
+
+-- name: mesh_list
+SELECT name, address, status, incarnation, metadata, status_changed_at_ms, updated_at_ms, reporter
+FROM mesh_nodes ORDER BY name;
+
+-- name: mesh_prune_candidates
+SELECT name FROM mesh_nodes
+WHERE status IN ('DEAD', 'LEFT') AND status_changed_at_ms < :cutoff
+ORDER BY status_changed_at_ms LIMIT :limit;
+
+-- name: mesh_delete
+DELETE FROM mesh_nodes WHERE name = :name;
+
+-- name: running_by_owner_status
+SELECT coalesce(m.status, 'UNKNOWN'), count(*)
+FROM steps AS s LEFT JOIN mesh_nodes AS m ON m.name = s.owner_node
+WHERE s.status = 'RUNNING'
+GROUP BY 1;
+
+-- name: step_counts
+SELECT status, count(*) FROM steps GROUP BY status;
+
+-- name: oldest_claimable
+SELECT min(m) FROM (
+    SELECT min(ready_at_ms) AS m FROM steps
+    WHERE status IN ('READY', 'RETRY_WAIT') AND priority = 0 AND ready_at_ms <= :now
+    UNION ALL
+    SELECT min(ready_at_ms) FROM steps
+    WHERE status IN ('READY', 'RETRY_WAIT') AND priority = 1 AND ready_at_ms <= :now
+    UNION ALL
+    SELECT min(ready_at_ms) FROM steps
+    WHERE status IN ('READY', 'RETRY_WAIT') AND priority = 2 AND ready_at_ms <= :now);
+
+-- name: ownership_events_list
+SELECT id, step_id, node, event, lease_epoch, at_ms FROM ownership_events
+WHERE (:since IS NULL OR at_ms >= :since)
+ORDER BY id DESC LIMIT :limit;
+
+-- name: conflicts_list
+SELECT id, step_id, node, event, expected_epoch, actual_epoch, actual_status, at_ms
+FROM lease_conflicts
+WHERE (:since IS NULL OR at_ms >= :since)
+ORDER BY id DESC LIMIT :limit;
+
+-- name: conflicts_total
+SELECT count(*) FROM lease_conflicts WHERE (:since IS NULL OR at_ms >= :since);
+
+-- name: conflicts_by_step
+SELECT step_id, count(*) AS n FROM lease_conflicts WHERE (:since IS NULL OR at_ms >= :since)
+GROUP BY step_id ORDER BY n DESC, step_id LIMIT :top;
+
+-- name: conflicts_by_node
+SELECT node, count(*) AS n FROM lease_conflicts WHERE (:since IS NULL OR at_ms >= :since)
+GROUP BY node ORDER BY n DESC, node LIMIT :top;
+
+-- name: conflicts_by_event
+SELECT event, count(*) AS n FROM lease_conflicts WHERE (:since IS NULL OR at_ms >= :since)
+GROUP BY event ORDER BY n DESC, event LIMIT :top;
+
+-- name: audit_insert
+INSERT INTO audit_log (at_ms, actor, action, target, details)
+VALUES (:now, :actor, :action, :target, :details);
+
+-- name: audit_query
+SELECT id, at_ms, actor, action, target, details FROM audit_log
+WHERE (:task_id IS NULL OR target = :task_id OR instr(details, '"' || :task_id || '"') > 0)
+  AND (:action IS NULL OR action = :action)
+  AND (:from_ms IS NULL OR at_ms >= :from_ms)
+  AND (:to_ms IS NULL OR at_ms <= :to_ms)
+ORDER BY id DESC LIMIT :limit;
+
+-- name: settings_insert
+INSERT INTO settings_history (at_ms, node, fields) VALUES (:now, :node, :fields);
+
+-- name: settings_list
+SELECT id, at_ms, node, fields FROM settings_history ORDER BY id DESC LIMIT :limit;

@@ -1,0 +1,1165 @@
+"""The SQLite ``Store``: one WAL file shared by every node process on one host.
+
+Owns: the connection settings, the write-transaction discipline and the SQLite side of
+every ``Store`` method. Must not: know about workers, HTTP or gossip.
+
+How it runs. aiosqlite gives each store one connection living on its own thread. Every
+store method is one plain function executed on that thread in a single hop
+(``_in_thread``), so a write transaction holds SQLite's single write lock only for as
+long as its statements take, never across an event-loop turn.
+
+Writers and fairness. Every write transaction is ``BEGIN IMMEDIATE`` (the write lock is
+taken up front, so a transaction never fails half-way on a lock upgrade). SQLite's own
+busy handler sleeps in growing steps up to 100 ms, so a writer that keeps committing
+can starve a waiting one for a long time. We therefore set ``busy_timeout`` to 0 and
+retry ``BEGIN IMMEDIATE`` ourselves with short random sleeps (at most
+``_BUSY_SLEEP_MAX_S``) until ``busy_timeout_ms`` has passed, then raise
+``StoreUnavailableError``. Every waiter polls often, so the lock goes round.
+
+Durability. ``journal_mode=WAL`` + ``synchronous=NORMAL``: each commit is appended to
+the WAL with a write() before COMMIT returns, so it survives any process crash (kill
+-9 included); only a power loss or OS crash can lose the last commits since the
+previous checkpoint's fsync, and never corrupts the file. ``FULL`` would fsync on every
+commit, which costs an order of magnitude in commits/s and, worse, stretches each
+write-lock hold over an fsync so the other node processes starve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qs
+
+import aiosqlite
+
+from relaymesh.clock import Clock, SystemClock
+from relaymesh.exceptions import (
+    InvalidStateError,
+    LeaseLostError,
+    NotFoundError,
+    RelayMeshError,
+    StoreError,
+    StoreUnavailableError,
+    WorkflowError,
+)
+from relaymesh.model import (
+    AuditRecord,
+    CancelResult,
+    Claim,
+    LeaseConflict,
+    LeaseRef,
+    MeshNode,
+    OwnershipEvent,
+    Priority,
+    SettingsChange,
+    StepRecord,
+    StepStatus,
+    WorkflowRecord,
+    WorkflowSpec,
+    WorkflowStatus,
+)
+from relaymesh.store import rows
+from relaymesh.store.base import ConflictReport, LeaderLease
+from relaymesh.store.queries import load_migrations, load_queries
+
+__all__ = ["SqliteStore"]
+
+T = TypeVar("T")
+Conn = sqlite3.Connection
+
+Q = load_queries("sqlite")
+
+_BUSY_SLEEP_MAX_S = 0.0005
+"""Longest sleep between two tries for the write lock (fairness between processes)."""
+_DEFAULT_BUSY_TIMEOUT_MS = 5000
+_DEFAULT_POLL_MS = 3
+_FENCE_QUERIES = {
+    "heartbeat": "fence_heartbeat",
+    "commit_success": "fence_success",
+    "release": "fence_release",
+}
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _translate(exc: BaseException) -> RelayMeshError:
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        if _is_busy(exc) or "unable to open" in text or "disk i/o" in text:
+            return StoreUnavailableError(f"sqlite store unavailable: {exc}")
+        return StoreError(f"sqlite error: {exc}")
+    if isinstance(exc, sqlite3.Error):
+        return StoreError(f"sqlite error: {exc}")
+    if isinstance(exc, OSError):
+        return StoreUnavailableError(f"sqlite store unavailable: {exc}")
+    if isinstance(exc, ValueError) and "closed" in str(exc).lower():
+        return StoreError("the store is closed")
+    return StoreError(f"sqlite store failed: {exc!r}")
+
+
+def _check_directory(path: str) -> None:
+    """sqlite3 would say only "unable to open database file"; say which directory."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if path != ":memory:" and not os.path.isdir(directory):
+        raise StoreError(f"directory {directory!r} of the SQLite store does not exist")
+
+
+class _Conflict:
+    """A fenced write that did not match; its conflict row is committed."""
+
+    __slots__ = ("actual_epoch", "actual_status")
+
+    def __init__(self, actual_epoch: int | None, actual_status: str | None) -> None:
+        self.actual_epoch = actual_epoch
+        self.actual_status = actual_status
+
+
+def _lease_lost(lease: LeaseRef, event: str, conflict: _Conflict) -> LeaseLostError:
+    return LeaseLostError(
+        f"{event} of step {lease.step_id} rejected: lease epoch {lease.lease_epoch} no longer "
+        f"holds (epoch now {conflict.actual_epoch}, status {conflict.actual_status})"
+    )
+
+
+class SqliteStore:
+    """``Store`` on one SQLite file. Use ``open_store``; ``connect()`` then ``migrate()``."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        url: str | None = None,
+        busy_timeout_ms: int = _DEFAULT_BUSY_TIMEOUT_MS,
+        poll_ms: int = _DEFAULT_POLL_MS,
+        clock: Clock | None = None,
+    ) -> None:
+        self.path = path
+        self.url = url or f"sqlite:///{path}"
+        self.busy_timeout_ms = busy_timeout_ms
+        self.poll_ms = poll_ms
+        self._clock: Clock = clock or SystemClock()
+        self._db: aiosqlite.Connection | None = None
+        self._closed = False
+        self._local_signal = 0
+        self._seen_local_signal = 0
+        self._seen_data_version: int | None = None
+
+    @classmethod
+    def from_url(cls, path: str, url: str, query: str = "") -> SqliteStore:
+        """``?busy_timeout_ms=N&poll_ms=N`` on the URL tune the store."""
+        options = {key: values[-1] for key, values in parse_qs(query).items()}
+        try:
+            return cls(
+                path,
+                url=url,
+                busy_timeout_ms=int(options.get("busy_timeout_ms", _DEFAULT_BUSY_TIMEOUT_MS)),
+                poll_ms=int(options.get("poll_ms", _DEFAULT_POLL_MS)),
+            )
+        except ValueError as exc:
+            raise StoreError(f"bad option in store URL {url!r}: {exc}") from exc
+
+    # -- plumbing -------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        if self._db is not None:
+            return
+        if self._closed:
+            raise StoreError("the store is closed")
+        _check_directory(self.path)
+        try:
+            db = await aiosqlite.connect(self.path, isolation_level=None)
+        except (sqlite3.Error, OSError) as exc:
+            raise _translate(exc) from exc
+        self._db = db
+        await self._in_thread(self._setup)
+
+    def _setup(self, conn: Conn) -> None:
+        conn.execute("PRAGMA busy_timeout = 0")
+        self._retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute("PRAGMA cache_size = -16000")
+
+    def _retry_busy(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (on the connection thread), retrying while the file is locked."""
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(random.uniform(0, _BUSY_SLEEP_MAX_S))
+
+    async def _in_thread(self, fn: Callable[[Conn], T]) -> T:
+        """Run ``fn(conn)`` on the connection's thread in one hop; translate errors.
+
+        Uses aiosqlite's ``_execute`` (its queue to the connection thread) with the raw
+        ``sqlite3`` connection: one thread hop per transaction instead of one per
+        statement, which is most of the claim/commit throughput."""
+        if self._db is None:
+            await self.connect()
+        db = self._db
+        assert db is not None
+        try:
+            return await db._execute(fn, db._conn)  # type: ignore[no-untyped-call,no-any-return]
+        except RelayMeshError:
+            raise
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            raise _translate(exc) from exc
+
+    def _write_tx(self, fn: Callable[[Conn, int], T]) -> Callable[[Conn], T]:
+        """Wrap ``fn(conn, now_ms)`` in ``BEGIN IMMEDIATE`` ... ``COMMIT`` with the fair
+        busy retry; the time is read once the write lock is held."""
+
+        def run(conn: Conn) -> T:
+            self._retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
+            try:
+                result = fn(conn, self._clock.wall_ms())
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+        return run
+
+    async def _write(self, fn: Callable[[Conn, int], T]) -> T:
+        return await self._in_thread(self._write_tx(fn))
+
+    async def _read(self, fn: Callable[[Conn, int], T]) -> T:
+        """A read in one implicit snapshot (WAL readers never wait for writers)."""
+
+        def run(conn: Conn) -> T:
+            conn.execute("BEGIN")
+            try:
+                return self._retry_busy(lambda: fn(conn, self._clock.wall_ms()))
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._in_thread(run)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def migrate(self) -> int:
+        migrations = load_migrations("sqlite")
+
+        def apply(conn: Conn, now: int) -> int:
+            conn.execute(Q["schema_version_create"])
+            current: int = conn.execute(Q["schema_version_current"]).fetchone()[0]
+            for migration in migrations:
+                if migration.version <= current:
+                    continue
+                for statement in migration.statements:
+                    conn.execute(statement)
+                conn.execute(
+                    Q["schema_version_insert"],
+                    {"version": migration.version, "name": migration.name, "now": now},
+                )
+                current = migration.version
+            return current
+
+        return await self._write(apply)
+
+    async def close(self) -> None:
+        self._closed = True
+        db, self._db = self._db, None
+        if db is not None:
+            try:
+                await db.close()
+            except (sqlite3.Error, ValueError):
+                pass
+
+    async def backup(self, path: str) -> None:
+        def copy(conn: Conn) -> None:
+            target = os.path.abspath(path)
+            partial = f"{target}.partial-{os.getpid()}"
+            if os.path.exists(partial):
+                os.remove(partial)
+            dest = sqlite3.connect(partial)
+            try:
+                # One step (pages=-1): the copy is one consistent snapshot even while
+                # other processes keep writing.
+                self._retry_busy(lambda: conn.backup(dest, pages=-1))
+                dest.execute("PRAGMA journal_mode = DELETE")
+            finally:
+                dest.close()
+            os.replace(partial, target)
+
+        await self._in_thread(copy)
+
+    async def now_ms(self) -> int:
+        return self._clock.wall_ms()
+
+    async def wait_for_work(self, timeout_ms: int) -> None:
+        """Polls ``PRAGMA data_version`` (changes when another connection commits) every
+        ``poll_ms``; this process's own readying writes count at once."""
+
+        def data_version(conn: Conn) -> int:
+            return int(self._retry_busy(lambda: conn.execute(Q["data_version"]).fetchone()[0]))
+
+        deadline = time.monotonic() + max(timeout_ms, 0) / 1000
+        while True:
+            if self._local_signal != self._seen_local_signal:
+                self._seen_local_signal = self._local_signal
+                return
+            version = await self._in_thread(data_version)
+            if self._seen_data_version is None:
+                self._seen_data_version = version
+            elif version != self._seen_data_version:
+                self._seen_data_version = version
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            await asyncio.sleep(min(self.poll_ms / 1000, remaining))
+
+    def _signal(self) -> None:
+        self._local_signal += 1
+
+    # -- shared transaction pieces ------------------------------------------------------
+
+    @staticmethod
+    def _audit(
+        conn: Conn, now: int, actor: str, action: str, *, target: str | None, details: Any
+    ) -> None:
+        conn.execute(
+            Q["audit_insert"],
+            {
+                "now": now,
+                "actor": actor,
+                "action": action,
+                "target": target,
+                "details": rows.dumps(details),
+            },
+        )
+
+    @staticmethod
+    def _refresh_workflow(conn: Conn, now: int, workflow_id: str) -> None:
+        row = conn.execute(Q["workflow_shape"], {"id": workflow_id}).fetchone()
+        if row is None:
+            return
+        status = rows.workflow_status(
+            active=bool(row[1]), pending=bool(row[2]), dead=bool(row[3]), cancelled=bool(row[4])
+        )
+        if status != row[0]:
+            conn.execute(
+                Q["workflow_set_status"], {"id": workflow_id, "status": status.value, "now": now}
+            )
+
+    @staticmethod
+    def _conflict(conn: Conn, now: int, lease: LeaseRef, node: str, event: str) -> _Conflict:
+        state = conn.execute(Q["step_fence_state"], {"step_id": lease.step_id}).fetchone()
+        conflict = _Conflict(state[0], state[1]) if state else _Conflict(None, None)
+        conn.execute(
+            Q["conflict_insert"],
+            {
+                "step_id": lease.step_id,
+                "node": node,
+                "event": event,
+                "expected_epoch": lease.lease_epoch,
+                "actual_epoch": conflict.actual_epoch,
+                "actual_status": conflict.actual_status,
+                "now": now,
+            },
+        )
+        return conflict
+
+    @staticmethod
+    def _fence_params(lease: LeaseRef) -> dict[str, Any]:
+        return {"step_id": lease.step_id, "token": lease.lease_token, "epoch": lease.lease_epoch}
+
+    def _success_one(
+        self, conn: Conn, now: int, node: str, item: tuple[LeaseRef, Any], touched: set[str]
+    ) -> _Conflict | None:
+        lease, result = item
+        params = self._fence_params(lease)
+        params.update(result=rows.dumps(result), now=now)
+        row = conn.execute(Q["fence_success"], params).fetchone()
+        if row is None:
+            return self._conflict(conn, now, lease, node, "commit_success")
+        workflow_id, n_locks, n_dependents = row
+        if n_locks:
+            conn.execute(Q["locks_release"], {"step_id": lease.step_id})
+        if n_dependents:
+            readied = conn.execute(
+                Q["ready_dependents"], {"step_id": lease.step_id, "now": now}
+            ).rowcount
+            if readied:
+                self._signal()
+        touched.add(workflow_id)
+        return None
+
+    # -- workflows (operator) -------------------------------------------------------------
+
+    async def submit_workflow(self, spec: WorkflowSpec, actor: str) -> str:
+        workflow_id = rows.new_id()
+        ids = {step.name: rows.new_id() for step in spec.steps}
+        dependents: dict[str, int] = dict.fromkeys(ids, 0)
+        for step in spec.steps:
+            for dep in step.depends_on:
+                if dep not in ids:
+                    raise WorkflowError(f"step {step.name!r} depends on unknown step {dep!r}")
+                dependents[dep] += 1
+        if len(ids) != len(spec.steps):
+            raise WorkflowError("step names must be unique within a workflow")
+
+        def submit(conn: Conn, now: int) -> str:
+            status = WorkflowStatus.RUNNING if spec.steps else WorkflowStatus.SUCCEEDED
+            conn.execute(
+                Q["workflow_insert"],
+                {"id": workflow_id, "name": spec.name, "status": status.value, "now": now},
+            )
+            conn.executemany(
+                Q["step_insert"],
+                [
+                    {
+                        "id": ids[step.name],
+                        "workflow_id": workflow_id,
+                        "name": step.name,
+                        "agent": step.agent,
+                        "status": (StepStatus.PENDING if step.depends_on else StepStatus.READY),
+                        "priority": int(step.priority),
+                        "max_attempts": step.max_attempts,
+                        "base_backoff_ms": step.base_backoff_ms,
+                        "max_backoff_ms": step.max_backoff_ms,
+                        "depends_on": rows.dumps(list(step.depends_on)),
+                        "locks": rows.dumps(sorted(set(step.locks))),
+                        "n_locks": len(set(step.locks)),
+                        "n_dependents": dependents[step.name],
+                        "input": rows.dumps(step.input),
+                        "now": now,
+                        "ready_at": None if step.depends_on else now,
+                    }
+                    for step in spec.steps
+                ],
+            )
+            conn.executemany(
+                Q["step_dep_insert"],
+                [
+                    {"step_id": ids[step.name], "depends_on_id": ids[dep]}
+                    for step in spec.steps
+                    for dep in dict.fromkeys(step.depends_on)
+                ],
+            )
+            self._audit(
+                conn,
+                now,
+                actor,
+                "submit",
+                target=workflow_id,
+                details={"workflow_id": workflow_id, "name": spec.name, "steps": len(spec.steps)},
+            )
+            return workflow_id
+
+        result = await self._write(submit)
+        self._signal()
+        return result
+
+    async def get_workflow(self, workflow_id: str) -> tuple[WorkflowRecord, list[StepRecord]]:
+        def get(conn: Conn, now: int) -> tuple[WorkflowRecord, list[StepRecord]]:
+            row = conn.execute(Q["workflow_get"], {"id": workflow_id}).fetchone()
+            if row is None:
+                raise NotFoundError(f"no workflow {workflow_id!r}")
+            steps = conn.execute(Q["workflow_steps"], {"workflow_id": workflow_id}).fetchall()
+            return rows.workflow_record(row), [rows.step_record(s) for s in steps]
+
+        return await self._read(get)
+
+    async def get_step(self, step_id: str) -> StepRecord:
+        def get(conn: Conn, now: int) -> StepRecord:
+            row = conn.execute(Q["step_get"], {"id": step_id}).fetchone()
+            if row is None:
+                raise NotFoundError(f"no step {step_id!r}")
+            return rows.step_record(row)
+
+        return await self._read(get)
+
+    async def list_steps(
+        self,
+        *,
+        status: StepStatus | None = None,
+        workflow_id: str | None = None,
+        agent: str | None = None,
+        limit: int = 100,
+    ) -> list[StepRecord]:
+        params = {
+            "status": None if status is None else StepStatus(status).value,
+            "workflow_id": workflow_id,
+            "agent": agent,
+            "limit": limit,
+        }
+        return await self._read(
+            lambda conn, now: [
+                rows.step_record(r) for r in conn.execute(Q["steps_list"], params).fetchall()
+            ]
+        )
+
+    async def cancel_workflow(self, workflow_id: str, mode: str, actor: str) -> CancelResult:
+        if mode not in ("soft", "hard"):
+            raise InvalidStateError(f"unknown cancel mode {mode!r}: use soft or hard")
+
+        def cancel(conn: Conn, now: int) -> CancelResult:
+            if conn.execute(Q["workflow_get"], {"id": workflow_id}).fetchone() is None:
+                raise NotFoundError(f"no workflow {workflow_id!r}")
+            params = {"workflow_id": workflow_id, "now": now}
+            cancelled = conn.execute(Q["cancel_waiting"], params).rowcount
+            fenced: list[str] = []
+            if mode == "hard":
+                for step_id, owner, epoch, n_locks in conn.execute(
+                    Q["cancel_running"], params
+                ).fetchall():
+                    fenced.append(step_id)
+                    if n_locks:
+                        conn.execute(Q["locks_release"], {"step_id": step_id})
+                    conn.execute(
+                        Q["event_insert"],
+                        {
+                            "step_id": step_id,
+                            "node": owner,
+                            "event": "cancelled",
+                            "lease_epoch": epoch,
+                            "detail": actor,
+                            "now": now,
+                        },
+                    )
+            self._refresh_workflow(conn, now, workflow_id)
+            result = CancelResult(cancelled=cancelled + len(fenced), fenced_running=tuple(fenced))
+            self._audit(
+                conn,
+                now,
+                actor,
+                "cancel",
+                target=workflow_id,
+                details={
+                    "workflow_id": workflow_id,
+                    "mode": mode,
+                    "cancelled": result.cancelled,
+                    "fenced_running": fenced,
+                },
+            )
+            return result
+
+        return await self._write(cancel)
+
+    def _replay_one(self, conn: Conn, now: int, step_id: str, actor: str) -> str | None:
+        """Back to READY (PENDING when a dependency has not succeeded); the workflow id,
+        or None when the step is not replayable."""
+        ready = bool(conn.execute(Q["deps_all_succeeded"], {"step_id": step_id}).fetchone()[0])
+        new_status = StepStatus.READY if ready else StepStatus.PENDING
+        row = conn.execute(
+            Q["replay_update"], {"step_id": step_id, "new_status": new_status.value, "now": now}
+        ).fetchone()
+        if row is None:
+            return None
+        workflow_id, epoch = row
+        conn.execute(
+            Q["event_insert"],
+            {
+                "step_id": step_id,
+                "node": None,
+                "event": "replayed",
+                "lease_epoch": epoch,
+                "detail": actor,
+                "now": now,
+            },
+        )
+        return str(workflow_id)
+
+    async def replay_step(self, step_id: str, actor: str) -> StepRecord:
+        def replay(conn: Conn, now: int) -> StepRecord:
+            row = conn.execute(Q["step_get"], {"id": step_id}).fetchone()
+            if row is None:
+                raise NotFoundError(f"no step {step_id!r}")
+            before = rows.step_record(row)
+            workflow_id = self._replay_one(conn, now, step_id, actor)
+            if workflow_id is None:
+                raise InvalidStateError(
+                    f"step {step_id} is {before.status.value}: only DEAD_LETTER or CANCELLED "
+                    "steps can be replayed"
+                )
+            self._refresh_workflow(conn, now, workflow_id)
+            self._audit(
+                conn,
+                now,
+                actor,
+                "replay",
+                target=step_id,
+                details={
+                    "step_id": step_id,
+                    "workflow_id": workflow_id,
+                    "from": before.status.value,
+                },
+            )
+            return rows.step_record(conn.execute(Q["step_get"], {"id": step_id}).fetchone())
+
+        record = await self._write(replay)
+        self._signal()
+        return record
+
+    async def replay_batch(
+        self,
+        *,
+        status: StepStatus,
+        limit: int,
+        actor: str,
+        agent: str | None = None,
+        workflow_id: str | None = None,
+    ) -> int:
+        status = StepStatus(status)
+        if status not in (StepStatus.DEAD_LETTER, StepStatus.CANCELLED):
+            raise InvalidStateError(
+                f"cannot replay {status.value} steps: only DEAD_LETTER or CANCELLED"
+            )
+
+        def replay(conn: Conn, now: int) -> int:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    Q["replay_candidates"],
+                    {
+                        "status": status.value,
+                        "agent": agent,
+                        "workflow_id": workflow_id,
+                        "limit": limit,
+                    },
+                ).fetchall()
+            ]
+            touched: set[str] = set()
+            replayed: list[str] = []
+            for step_id in ids:
+                wf = self._replay_one(conn, now, step_id, actor)
+                if wf is not None:
+                    touched.add(wf)
+                    replayed.append(step_id)
+            for wf in touched:
+                self._refresh_workflow(conn, now, wf)
+            self._audit(
+                conn,
+                now,
+                actor,
+                "replay-batch",
+                target=workflow_id,
+                details={
+                    "status": status.value,
+                    "agent": agent,
+                    "workflow_id": workflow_id,
+                    "limit": limit,
+                    "count": len(replayed),
+                    "step_ids": replayed,
+                },
+            )
+            return len(replayed)
+
+        count = await self._write(replay)
+        if count:
+            self._signal()
+        return count
+
+    # -- worker (fenced) ------------------------------------------------------------------
+
+    async def claim_steps(
+        self,
+        node: str,
+        *,
+        limit: int,
+        lease_ms: int,
+        agents: Collection[str] | None = None,
+        exclude_agents: Collection[str] = (),
+        low_first: int = 0,
+    ) -> list[Claim]:
+        if limit <= 0:
+            return []
+        base: dict[str, Any] = {
+            "agents": None if agents is None else json.dumps(list(agents)),
+            "exclude_agents": json.dumps(list(exclude_agents)),
+        }
+        page = max(limit * 2, 16)
+
+        def fill(conn: Conn, query: str, want: int, picked: list[str], held: set[str]) -> None:
+            offset = 0
+            while len(picked) < want:
+                found = conn.execute(query, {**base, "limit": page, "offset": offset}).fetchall()
+                rows.pick_batch(
+                    ((r[0], tuple(json.loads(r[1])) if r[2] else ()) for r in found),
+                    want=want,
+                    picked=picked,
+                    held=held,
+                )
+                if len(found) < page:
+                    return
+                offset += page
+
+        def claim(conn: Conn, now: int) -> list[Claim]:
+            base["now"] = now
+            picked: list[str] = []
+            held: set[str] = set()
+            if low_first > 0:
+                fill(conn, Q["claim_candidates_low"], min(low_first, limit), picked, held)
+            fill(conn, Q["claim_candidates"], limit, picked, held)
+            if not picked:
+                return []
+            ids = json.dumps(picked)
+            claimed = conn.execute(
+                Q["claim_update"],
+                {"ids": ids, "node": node, "now": now, "expires_at": now + lease_ms},
+            ).fetchall()
+            conn.execute(Q["claim_events"], {"ids": ids, "node": node, "now": now})
+            locks = [
+                {"lock_key": key, "step_id": r[0]} for r in claimed for key in json.loads(r[14])
+            ]
+            if locks:
+                conn.executemany(Q["lock_insert"], locks)
+            upstream: dict[str, dict[str, Any]] = {}
+            with_deps = [r[0] for r in claimed if r[15] != "[]"]
+            if with_deps:
+                for step_id, name, result in conn.execute(
+                    Q["upstream_results"], {"ids": json.dumps(with_deps)}
+                ):
+                    upstream.setdefault(step_id, {})[name] = rows.loads(result)
+            order = {step_id: i for i, step_id in enumerate(picked)}
+            claimed.sort(key=lambda r: order[r[0]])
+            return [
+                Claim(
+                    step_id=r[0],
+                    workflow_id=r[1],
+                    name=r[2],
+                    agent=r[3],
+                    input=rows.loads(r[4]),
+                    upstream=upstream.get(r[0], {}),
+                    attempt=r[5],
+                    max_attempts=r[6],
+                    base_backoff_ms=r[7],
+                    max_backoff_ms=r[8],
+                    priority=Priority(r[9]),
+                    lease_token=r[10],
+                    lease_epoch=r[11],
+                    lease_expires_at_ms=r[12],
+                    ready_at_ms=r[13],
+                    locks=tuple(json.loads(r[14])),
+                )
+                for r in claimed
+            ]
+
+        return await self._write(claim)
+
+    async def heartbeat(self, lease: LeaseRef, node: str, lease_ms: int) -> int:
+        def beat(conn: Conn, now: int) -> int | _Conflict:
+            params = self._fence_params(lease)
+            params["expires_at"] = now + lease_ms
+            row = conn.execute(Q["fence_heartbeat"], params).fetchone()
+            if row is None:
+                return self._conflict(conn, now, lease, node, "heartbeat")
+            return int(row[0])
+
+        outcome = await self._write(beat)
+        if isinstance(outcome, _Conflict):
+            raise _lease_lost(lease, "heartbeat", outcome)
+        return outcome
+
+    async def heartbeat_many(
+        self, node: str, leases: Sequence[LeaseRef], lease_ms: int
+    ) -> dict[str, int | None]:
+        if not leases:
+            return {}
+
+        def beat(conn: Conn, now: int) -> dict[str, int | None]:
+            out: dict[str, int | None] = {}
+            for lease in leases:
+                params = self._fence_params(lease)
+                params["expires_at"] = now + lease_ms
+                row = conn.execute(Q["fence_heartbeat"], params).fetchone()
+                if row is None:
+                    self._conflict(conn, now, lease, node, "heartbeat")
+                    out[lease.step_id] = None
+                else:
+                    out[lease.step_id] = int(row[0])
+            return out
+
+        return await self._write(beat)
+
+    async def commit_success(self, lease: LeaseRef, node: str, result: Any) -> None:
+        def commit(conn: Conn, now: int) -> _Conflict | None:
+            touched: set[str] = set()
+            conflict = self._success_one(conn, now, node, (lease, result), touched)
+            for workflow_id in touched:
+                self._refresh_workflow(conn, now, workflow_id)
+            return conflict
+
+        conflict = await self._write(commit)
+        if conflict is not None:
+            raise _lease_lost(lease, "commit_success", conflict)
+
+    async def commit_success_many(
+        self, node: str, items: Sequence[tuple[LeaseRef, Any]]
+    ) -> list[bool]:
+        if not items:
+            return []
+
+        def commit(conn: Conn, now: int) -> list[bool]:
+            touched: set[str] = set()
+            out = [
+                self._success_one(conn, now, node, (lease, result), touched) is None
+                for lease, result in items
+            ]
+            for workflow_id in touched:
+                self._refresh_workflow(conn, now, workflow_id)
+            return out
+
+        return await self._write(commit)
+
+    async def commit_failure(
+        self, lease: LeaseRef, node: str, error: dict[str, Any], retry_delay_ms: int | None
+    ) -> StepStatus:
+        def fail(conn: Conn, now: int) -> StepStatus | _Conflict:
+            params = self._fence_params(lease)
+            params.update(error=rows.dumps(error), now=now)
+            if retry_delay_ms is None:
+                row = conn.execute(Q["fence_dead_letter"], params).fetchone()
+                status = StepStatus.DEAD_LETTER
+            else:
+                params["not_before"] = now + max(retry_delay_ms, 0)
+                row = conn.execute(Q["fence_retry"], params).fetchone()
+                status = StepStatus.RETRY_WAIT
+            if row is None:
+                return self._conflict(conn, now, lease, node, "commit_failure")
+            workflow_id, n_locks = row
+            if n_locks:
+                conn.execute(Q["locks_release"], {"step_id": lease.step_id})
+            if status is StepStatus.DEAD_LETTER:
+                self._refresh_workflow(conn, now, workflow_id)
+            return status
+
+        outcome = await self._write(fail)
+        if isinstance(outcome, _Conflict):
+            raise _lease_lost(lease, "commit_failure", outcome)
+        if outcome is StepStatus.RETRY_WAIT:
+            self._signal()
+        return outcome
+
+    async def release(self, lease: LeaseRef, node: str, reason: str) -> None:
+        def give_back(conn: Conn, now: int) -> _Conflict | None:
+            params = self._fence_params(lease)
+            params["now"] = now
+            row = conn.execute(Q["fence_release"], params).fetchone()
+            if row is None:
+                return self._conflict(conn, now, lease, node, "release")
+            _, n_locks, epoch = row
+            if n_locks:
+                conn.execute(Q["locks_release"], {"step_id": lease.step_id})
+            conn.execute(
+                Q["event_insert"],
+                {
+                    "step_id": lease.step_id,
+                    "node": node,
+                    "event": "released",
+                    "lease_epoch": epoch,
+                    "detail": reason,
+                    "now": now,
+                },
+            )
+            return None
+
+        conflict = await self._write(give_back)
+        if conflict is not None:
+            raise _lease_lost(lease, "release", conflict)
+        self._signal()
+
+    async def lost_leases(self, leases: Sequence[LeaseRef]) -> list[str]:
+        if not leases:
+            return []
+        ids = json.dumps([lease.step_id for lease in leases])
+
+        def check(conn: Conn, now: int) -> list[str]:
+            state = {
+                r[0]: (r[1], r[2], r[3])
+                for r in conn.execute(Q["lease_states"], {"ids": ids}).fetchall()
+            }
+            return [
+                lease.step_id
+                for lease in leases
+                if state.get(lease.step_id)
+                != (lease.lease_token, lease.lease_epoch, StepStatus.RUNNING.value)
+            ]
+
+        return await self._read(check)
+
+    # -- recovery and maintenance ------------------------------------------------------------
+
+    def _reclaim(self, conn: Conn, now: int, found: list[Any], event: str, why: str) -> list[str]:
+        """Put RUNNING rows ``(id, workflow_id, owner, attempt, max_attempts, n_locks,
+        epoch)`` back to READY, or DEAD_LETTER (kind ``lost``) when out of attempts."""
+        reclaimed: list[str] = []
+        dead_workflows: set[str] = set()
+        for step_id, workflow_id, owner, attempt, max_attempts, n_locks, _ in found:
+            if attempt >= max_attempts:
+                row = conn.execute(
+                    Q["reclaim_dead_letter"],
+                    {
+                        "step_id": step_id,
+                        "now": now,
+                        "error": rows.dumps(rows.lost_error(attempt, why)),
+                    },
+                ).fetchone()
+                dead_workflows.add(workflow_id)
+            else:
+                row = conn.execute(Q["reclaim_ready"], {"step_id": step_id, "now": now}).fetchone()
+            if row is None:
+                continue
+            if n_locks:
+                conn.execute(Q["locks_release"], {"step_id": step_id})
+            conn.execute(
+                Q["event_insert"],
+                {
+                    "step_id": step_id,
+                    "node": owner,
+                    "event": event,
+                    "lease_epoch": row[0],
+                    "detail": why,
+                    "now": now,
+                },
+            )
+            reclaimed.append(step_id)
+        for workflow_id in dead_workflows:
+            self._refresh_workflow(conn, now, workflow_id)
+        return reclaimed
+
+    async def reclaim_expired(self, limit: int) -> list[str]:
+        def reclaim(conn: Conn, now: int) -> list[str]:
+            found = conn.execute(Q["expired_running"], {"now": now, "limit": limit}).fetchall()
+            return self._reclaim(conn, now, found, "lease_expired", "lease expired")
+
+        reclaimed = await self._write(reclaim)
+        if reclaimed:
+            self._signal()
+        return reclaimed
+
+    async def reclaim_dead_owners(
+        self, *, limit: int, actor: str, nodes: Collection[str] | None = None
+    ) -> list[str]:
+        def reclaim(conn: Conn, now: int) -> list[str]:
+            if nodes is None:
+                found = conn.execute(Q["dead_owner_running"], {"limit": limit}).fetchall()
+            else:
+                found = conn.execute(
+                    Q["named_owner_running"], {"nodes": json.dumps(list(nodes)), "limit": limit}
+                ).fetchall()
+            owners = sorted({r[2] for r in found if r[2] is not None})
+            reclaimed = self._reclaim(conn, now, found, "dead_owner", "owner node dead")
+            self._audit(
+                conn,
+                now,
+                actor,
+                "recover",
+                target=None,
+                details={"step_ids": reclaimed, "owners": owners, "count": len(reclaimed)},
+            )
+            return reclaimed
+
+        reclaimed = await self._write(reclaim)
+        if reclaimed:
+            self._signal()
+        return reclaimed
+
+    async def promote_retries(self, limit: int) -> int:
+        count = await self._write(
+            lambda conn, now: (
+                conn.execute(Q["promote_retries"], {"now": now, "limit": limit}).rowcount
+            )
+        )
+        return int(count)
+
+    async def acquire_leader(self, node: str, lease_ms: int) -> LeaderLease | None:
+        def acquire(conn: Conn, now: int) -> LeaderLease | None:
+            row = conn.execute(Q["leader_get"]).fetchone()
+            expires_at = now + lease_ms
+            if row is None:
+                conn.execute(Q["leader_insert"], {"node": node, "expires_at": expires_at})
+                return LeaderLease(node, 1, expires_at)
+            holder, epoch, holder_expires = row
+            if holder_expires > now and holder != node:
+                return None
+            if not (holder == node and holder_expires > now):
+                epoch += 1
+            conn.execute(Q["leader_set"], {"node": node, "epoch": epoch, "expires_at": expires_at})
+            return LeaderLease(node, epoch, expires_at)
+
+        return await self._write(acquire)
+
+    async def release_leader(self, lease: LeaderLease) -> None:
+        await self._write(
+            lambda conn, now: conn.execute(
+                Q["leader_release"], {"node": lease.node, "epoch": lease.epoch}
+            )
+        )
+
+    # -- mesh ------------------------------------------------------------------------------
+
+    async def upsert_mesh_nodes(self, reporter: str, nodes: Sequence[MeshNode]) -> None:
+        if not nodes:
+            return
+
+        def upsert(conn: Conn, now: int) -> None:
+            conn.executemany(
+                Q["mesh_upsert"],
+                [
+                    {
+                        "name": n.name,
+                        "address": n.address,
+                        "status": n.status.value,
+                        "incarnation": n.incarnation,
+                        "metadata": rows.dumps(n.metadata),
+                        "status_changed_at": n.status_changed_at_ms,
+                        "now": now,
+                        "reporter": reporter,
+                    }
+                    for n in nodes
+                ],
+            )
+
+        await self._write(upsert)
+
+    async def list_mesh_nodes(self) -> list[MeshNode]:
+        return await self._read(
+            lambda conn, now: [rows.mesh_node(r) for r in conn.execute(Q["mesh_list"])]
+        )
+
+    async def prune_mesh_nodes(self, *, older_than_ms: int, limit: int, actor: str) -> int:
+        def prune(conn: Conn, now: int) -> int:
+            names = [
+                r[0]
+                for r in conn.execute(
+                    Q["mesh_prune_candidates"], {"cutoff": now - older_than_ms, "limit": limit}
+                )
+            ]
+            conn.executemany(Q["mesh_delete"], [{"name": name} for name in names])
+            self._audit(
+                conn,
+                now,
+                actor,
+                "prune",
+                target=None,
+                details={"names": names, "count": len(names), "older_than_ms": older_than_ms},
+            )
+            return len(names)
+
+        return await self._write(prune)
+
+    async def running_by_owner_status(self) -> dict[str, int]:
+        return await self._read(
+            lambda conn, now: {
+                str(status): int(n) for status, n in conn.execute(Q["running_by_owner_status"])
+            }
+        )
+
+    # -- operations -------------------------------------------------------------------------
+
+    async def step_counts(self) -> dict[StepStatus, int]:
+        def count(conn: Conn, now: int) -> dict[StepStatus, int]:
+            counts = rows.zero_counts()
+            for status, n in conn.execute(Q["step_counts"]):
+                counts[StepStatus(status)] = int(n)
+            return counts
+
+        return await self._read(count)
+
+    async def queue_lag_ms(self) -> int:
+        def lag(conn: Conn, now: int) -> int:
+            oldest = conn.execute(Q["oldest_claimable"], {"now": now}).fetchone()[0]
+            return 0 if oldest is None else max(0, now - int(oldest))
+
+        return await self._read(lag)
+
+    async def list_ownership_events(
+        self, *, since_ms: int | None = None, limit: int = 100
+    ) -> list[OwnershipEvent]:
+        params = {"since": since_ms, "limit": limit}
+        return await self._read(
+            lambda conn, now: [
+                rows.event_record(r) for r in conn.execute(Q["ownership_events_list"], params)
+            ]
+        )
+
+    async def list_conflicts(
+        self, *, since_ms: int | None = None, limit: int = 100
+    ) -> list[LeaseConflict]:
+        params = {"since": since_ms, "limit": limit}
+        return await self._read(
+            lambda conn, now: [
+                rows.conflict_record(r) for r in conn.execute(Q["conflicts_list"], params)
+            ]
+        )
+
+    async def conflict_report(
+        self, *, since_ms: int | None = None, top: int = 10
+    ) -> ConflictReport:
+        params = {"since": since_ms, "top": top}
+
+        def report(conn: Conn, now: int) -> ConflictReport:
+            def pairs(name: str) -> list[tuple[str, int]]:
+                return [(str(k), int(n)) for k, n in conn.execute(Q[name], params)]
+
+            total = conn.execute(Q["conflicts_total"], params).fetchone()[0]
+            return ConflictReport(
+                total=int(total),
+                by_step=pairs("conflicts_by_step"),
+                by_node=pairs("conflicts_by_node"),
+                by_event=pairs("conflicts_by_event"),
+            )
+
+        return await self._read(report)
+
+    async def record_audit(
+        self, actor: str, action: str, target: str | None, details: dict[str, Any]
+    ) -> None:
+        await self._write(
+            lambda conn, now: self._audit(conn, now, actor, action, target=target, details=details)
+        )
+
+    async def query_audit(
+        self,
+        *,
+        task_id: str | None = None,
+        action: str | None = None,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        params = {
+            "task_id": task_id,
+            "action": action,
+            "from_ms": from_ms,
+            "to_ms": to_ms,
+            "limit": limit,
+        }
+        return await self._read(
+            lambda conn, now: [rows.audit_record(r) for r in conn.execute(Q["audit_query"], params)]
+        )
+
+    async def record_settings_change(self, node: str, fields: Sequence[str]) -> None:
+        def record(conn: Conn, now: int) -> None:
+            conn.execute(
+                Q["settings_insert"], {"now": now, "node": node, "fields": rows.dumps(list(fields))}
+            )
+            self._audit(
+                conn, now, f"node:{node}", "reload", target=node, details={"fields": list(fields)}
+            )
+
+        await self._write(record)
+
+    async def list_settings_history(self, limit: int = 20) -> list[SettingsChange]:
+        return await self._read(
+            lambda conn, now: [
+                rows.settings_change(r) for r in conn.execute(Q["settings_list"], {"limit": limit})
+            ]
+        )
