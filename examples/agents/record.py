@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""Script agent: an external side effect fenced by the lease epoch.
+
+Appends ``start`` and ``done`` lines (step id, attempt, lease epoch, node) to the
+journal file named by ``input.journal``, sleeping ``input.seconds`` in between. A
+real agent would send the epoch along with its side effect (``RELAYMESH_LEASE_EPOCH``)
+so that the receiving system can refuse writes from an older epoch: the same fencing
+the store applies to commits. The end-to-end tests use this journal as evidence of
+which worker did what.
+"""
+
+import json
+import os
+import sys
+import time
+
+step = json.load(sys.stdin)
+args = step.get("input") or {}
+journal = args.get("journal")
+me = {
+    "step_id": os.environ.get("RELAYMESH_STEP_ID"),
+    "attempt": int(os.environ.get("RELAYMESH_ATTEMPT", "0")),
+    "epoch": int(os.environ.get("RELAYMESH_LEASE_EPOCH", "0")),
+    "node": os.environ.get("RELAYMESH_NODE"),
+    "pid": os.getpid(),
+}
+
+
+def note(phase: str) -> None:
+    if journal:
+        with open(journal, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"phase": phase, **me}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+note("start")
+deadline = time.monotonic() + float(args.get("seconds", 0))
+while time.monotonic() < deadline:
+    time.sleep(0.05)
+note("done")
+json.dump(me, sys.stdout)

@@ -1,0 +1,142 @@
+"""Mesh commands: mesh-summary, mesh-recover, mesh-prune, maintenance.
+
+They read and change the mesh through the store (``mesh_nodes``, as the nodes last
+wrote it), so they work from any host that reaches the store without joining the
+mesh. ``mesh-summary`` exits with its verdict (see ``relaymesh.ops.reports``):
+0 healthy, 1 degraded, 2 unhealthy, 3 when the check itself failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import click
+
+from relaymesh.cli.common import CliContext, echo_json, echo_table, pass_cli, run_async
+from relaymesh.cli.render import format_ms, store_session
+from relaymesh.exceptions import RelayMeshError
+from relaymesh.model import MeshNode
+from relaymesh.ops import reports, services
+
+__all__ = ["register"]
+
+_LIMIT = click.IntRange(min=1)
+
+
+@click.command("mesh-summary")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.option("--node", "local_name", default=None, help="Judge this node as the local one.")
+@pass_cli
+def mesh_summary(cli: CliContext, as_json: bool, local_name: str | None) -> None:
+    """Members by status and RUNNING steps by owner status.
+
+    Exit 0 healthy, 1 degraded, 2 unhealthy, 3 unknown (the check failed)."""
+    try:
+        settings = cli.settings()
+        name = local_name or settings.node.name
+
+        async def go() -> tuple[reports.MeshSummary, list[MeshNode]]:
+            async with store_session(settings.node.store_url) as store:
+                summary = await reports.mesh_summary(
+                    store, lease_ms=settings.worker.lease_ms, local_name=name
+                )
+                members = await services.list_members(store)
+            return summary, members
+
+        summary, members = asyncio.run(go())
+    except (RelayMeshError, OSError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(int(reports.Health.UNKNOWN))
+    if as_json:
+        echo_json(summary.to_json())
+    else:
+        click.echo(f"mesh: {summary.health.name.lower()}")
+        for reason in summary.reasons:
+            click.echo(f"  - {reason}")
+        counts = ", ".join(f"{k} {v}" for k, v in summary.members.items())
+        click.echo(f"members: {counts}")
+        running = ", ".join(f"{k} {v}" for k, v in summary.running_by_owner_status.items())
+        click.echo(f"running steps by owner status: {running or 'none'}")
+        echo_table(
+            ["name", "address", "status", "incarnation", "since", "reporter"],
+            [
+                (
+                    m.name,
+                    m.address,
+                    m.status.value,
+                    m.incarnation,
+                    format_ms(m.status_changed_at_ms),
+                    m.reporter,
+                )
+                for m in members
+            ],
+        )
+    sys.exit(int(summary.health))
+
+
+@click.command("mesh-recover")
+@click.option("--limit", type=_LIMIT, default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@pass_cli
+def mesh_recover(cli: CliContext, limit: int, as_json: bool) -> None:
+    """Reclaim RUNNING steps owned by DEAD (or LEFT) nodes now."""
+
+    async def go() -> list[str]:
+        async with store_session(cli.store_url) as store:
+            return await services.mesh_recover(store, limit=limit, actor=services.cli_actor())
+
+    step_ids = run_async(go)
+    if as_json:
+        echo_json({"reclaimed": len(step_ids), "step_ids": step_ids})
+    else:
+        click.echo(f"reclaimed {len(step_ids)} step(s)")
+        for step_id in step_ids:
+            click.echo(f"  {step_id}")
+
+
+@click.command("mesh-prune")
+@click.option("--older-than-ms", type=click.IntRange(min=0), required=True)
+@click.option("--limit", type=_LIMIT, default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@pass_cli
+def mesh_prune(cli: CliContext, older_than_ms: int, limit: int, as_json: bool) -> None:
+    """Forget DEAD/LEFT members whose status changed more than MS ago."""
+
+    async def go() -> int:
+        async with store_session(cli.store_url) as store:
+            return await services.mesh_prune(
+                store, older_than_ms=older_than_ms, limit=limit, actor=services.cli_actor()
+            )
+
+    count = run_async(go)
+    if as_json:
+        echo_json({"pruned": count})
+    else:
+        click.echo(f"pruned {count} member(s)")
+
+
+@click.command("maintenance")
+@click.option("--node-id", "node_id", required=True, help="Run the pass as this node.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@pass_cli
+def maintenance(cli: CliContext, node_id: str, as_json: bool) -> None:
+    """Run one maintenance pass now: dead owners, expired leases, due retries, prune."""
+    settings = cli.settings()
+
+    async def go() -> dict[str, Any]:
+        async with store_session(settings.node.store_url) as store:
+            return await services.run_maintenance_pass(store, settings, node=node_id)
+
+    result = run_async(go)
+    if as_json:
+        echo_json(result)
+    else:
+        for key, value in result.items():
+            click.echo(f"{key}: {value}")
+
+
+def register(main: click.Group) -> None:
+    for command in (mesh_summary, mesh_recover, mesh_prune, maintenance):
+        main.add_command(command)

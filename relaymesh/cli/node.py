@@ -1,0 +1,64 @@
+"""``relaymesh node run``: the daemon (gossip + anti-entropy + worker + HTTP).
+
+Each option also comes from the environment (``RELAYMESH_NODE__NAME``,
+``RELAYMESH_NODE__BIND``, ``RELAYMESH_NODE__SEEDS_FILE``, ``RELAYMESH_NODE__HTTP``)
+and from the settings file's ``[node]`` section; the command line wins. The
+lifecycle is ``relaymesh.node.Node``'s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import uvloop
+
+from relaymesh.cli.common import CliContext, fail, pass_cli
+from relaymesh.exceptions import RelayMeshError
+from relaymesh.logging import configure_logging
+
+__all__ = ["register"]
+
+
+@click.group("node")
+def node() -> None:
+    """The node daemon."""
+
+
+@node.command("run")
+@click.option("--name", default=None, help="Node name, stable across restarts [node.name].")
+@click.option("--bind", default=None, help="Gossip UDP+TCP address [node.bind].")
+@click.option("--seeds-file", default=None, help="One HOST:PORT per line [node.seeds_file].")
+@click.option("--http", "http_bind", default=None, help="HTTP address for metrics and API.")
+@pass_cli
+def run(
+    cli: CliContext,
+    *,
+    name: str | None,
+    bind: str | None,
+    seeds_file: str | None,
+    http_bind: str | None,
+) -> None:
+    """Run a node: membership, worker, maintenance and (with --http) the API."""
+    from relaymesh.node import run_node
+
+    overrides: dict[str, Any] = {
+        "name": name,
+        "bind": bind,
+        "seeds_file": seeds_file,
+        "http": http_bind,
+    }
+    try:
+        settings = cli.settings(node=dict(overrides))
+    except RelayMeshError as exc:
+        fail(str(exc))
+        return
+    configure_logging(cli.log_level, node=settings.node.name)
+    try:
+        uvloop.run(run_node(settings, reload=lambda: cli.settings(node=dict(overrides))))
+    except RelayMeshError as exc:
+        fail(str(exc))
+
+
+def register(main: click.Group) -> None:
+    main.add_command(node)

@@ -1,0 +1,528 @@
+"""The composition root: builds a node from its settings, wires it, owns its signals.
+
+``Node`` follows uvicorn's lifecycle, ``startup()`` -> ``run()`` -> ``shutdown()``:
+
+* startup: membership first (gossip needs no store), then the store (opened and
+  migrated in the background with backoff, so a node whose store is down keeps
+  gossiping), the worker and maintenance once the store answers, and the HTTP
+  server (``/healthz``, ``/metrics``, ``/api/...``) when ``node.http`` is set.
+  ``READY=1`` goes to systemd once membership and HTTP are listening.
+* run: until SIGTERM/SIGINT. Membership events are forwarded: the view is written
+  to ``mesh_nodes`` (debounced, plus a periodic refresh) and a DEAD/LEFT verdict
+  reaches ``Maintenance.notify_member_dead`` at once, so a dead owner's steps are
+  reclaimed in seconds instead of at lease expiry. Safe mode: the worker asks
+  ``membership.local_is_alive`` before each claim (``worker.pause_when_local_not_alive``).
+* shutdown (SIGTERM): ``STOPPING=1``, the worker drains (stops claiming, lets running
+  steps finish up to ``worker.drain_timeout_s``, releases the rest so other nodes
+  take them at once), the node leaves the mesh (LEAVE), everything closes. Bounded:
+  drain timeout + ``LEAVE_TIMEOUT_S`` + ``CLOSE_TIMEOUT_S``. A second signal cuts the
+  drain short.
+
+Settings reload, on SIGHUP or on a ``reload_request`` the operator recorded in the
+store (``relaymesh reload-settings``, polled every ``RELOAD_POLL_S``): the file and
+environment are read again, the reloadable sections (``RELOADABLE_SECTIONS``) are
+applied to the worker and maintenance, and the changed field names (never values)
+are written to ``settings_history``. Changes to the other sections are logged as
+needing a restart and not applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from relaymesh.clock import SystemClock
+from relaymesh.exceptions import RelayMeshError, StoreUnavailableError
+from relaymesh.logging import get_logger
+from relaymesh.model import MemberStatus, MeshNode
+from relaymesh.ops import services
+from relaymesh.ops.metrics import Metrics
+from relaymesh.ops.systemd import SystemdNotifier, capture_signals
+from relaymesh.settings import RELOADABLE_SECTIONS, Settings, diff_fields, load_settings
+from relaymesh.store.base import Store
+
+__all__ = ["Node", "default_node_name", "run_node", "serve_web"]
+
+log = get_logger(__name__)
+
+LEAVE_TIMEOUT_S = 3.0
+CLOSE_TIMEOUT_S = 3.0
+DRAIN_SLACK_S = 5.0
+"""Beyond drain_timeout_s: killing agents, releasing leases, flushing commits."""
+MESH_DEBOUNCE_S = 0.05
+"""Membership changes arriving together are written in one store transaction."""
+MESH_REFRESH_S = 5.0
+"""The whole view is rewritten this often even without changes (a lost write heals)."""
+RELOAD_POLL_S = 2.0
+STORE_RETRY_FIRST_S = 0.2
+STORE_RETRY_MAX_S = 5.0
+
+SettingsLoader = Callable[[], Settings]
+
+
+def default_node_name(bind: str) -> str:
+    """``<hostname>-<bind port>``: stable across restarts as long as the port is."""
+    port = bind.rpartition(":")[2]
+    suffix = port if port and port != "0" else str(os.getpid())
+    return f"{socket.gethostname()}-{suffix}"
+
+
+class Node:
+    """One RelayMesh daemon. Build it, ``await startup()``, ``await run()``,
+    ``await shutdown()`` (or ``await serve()`` for all three with signals)."""
+
+    def __init__(self, settings: Settings, *, reload: SettingsLoader | None = None) -> None:
+        node = settings.node
+        if node.name is None:
+            settings = settings.model_copy(
+                update={"node": node.model_copy(update={"name": default_node_name(node.bind)})}
+            )
+        self.settings = settings
+        self.name: str = settings.node.name or ""
+        self._reload_loader = reload
+        self.metrics = Metrics()
+        self.notifier = SystemdNotifier()
+        self.store: Store | None = None
+        self.membership: Any = None
+        self.worker: Any = None
+        self.maintenance: Any = None
+        self.http: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self._store_ready = asyncio.Event()
+        self._mesh_dirty = asyncio.Event()
+        self._signals = 0
+        self._reload_cursor = 0
+        self._reload_lock = asyncio.Lock()
+        self._dead_pending: set[str] = set()
+        self._worker_task: asyncio.Task[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._clock = SystemClock()
+        self._rng = random.Random()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Start membership, the store connection (background) and HTTP. Raises
+        ``RelayMeshError`` when the node cannot start at all (bad address, bad seeds)."""
+        from relaymesh.membership.driver import MembershipService
+
+        s = self.settings
+        metadata = {"pid": str(os.getpid())}
+        if s.node.http:
+            metadata["http"] = s.node.http
+        self.membership = MembershipService(
+            name=self.name,
+            bind=s.node.bind,
+            advertise=s.node.advertise,
+            seeds=_load_seeds(s.node.seeds_file),
+            settings=s.gossip,
+            metrics=self.metrics,
+            state_dir=Path(s.node.state_dir) if s.node.state_dir else _default_state_dir(s),
+            metadata=metadata,
+        )
+        self.membership.subscribe(self._on_member_changed)
+        await self.membership.start()
+        self._spawn(self._open_store(), "store-open")
+        if s.node.http:
+            await self._start_http(s.node.http)
+        self._spawn(self.notifier.run_watchdog(), "sd-watchdog")
+        self.notifier.ready(status=f"node {self.name} running")
+        log.info(
+            "node_ready",
+            node=self.name,
+            address=_fmt_address(self.membership.address),
+            http=f"{self.http.host}:{self.http.port}" if self.http is not None else None,
+            store=_redacted(s.node.store_url),
+        )
+
+    async def run(self) -> None:
+        """Until ``request_stop``."""
+        await self._stop.wait()
+
+    async def shutdown(self) -> None:
+        """Drain, leave, close; bounded (see the module docstring)."""
+        s = self.settings
+        self.notifier.stopping(status="draining")
+        log.info("node_draining", node=self.name, drain_timeout_s=s.worker.drain_timeout_s)
+        if self.worker is not None:
+            self._drain = asyncio.ensure_future(self.worker.drain(s.worker.drain_timeout_s))
+            try:
+                await asyncio.wait_for(self._drain, s.worker.drain_timeout_s + DRAIN_SLACK_S)
+            except (TimeoutError, asyncio.CancelledError, RelayMeshError) as exc:
+                # Unreleased leases are reclaimed when peers see our LEAVE, or at expiry.
+                log.warning("drain_incomplete", node=self.name, error=repr(exc))
+        if self.maintenance is not None:
+            self.maintenance.stop()  # its task resigns leadership on the way out
+        if self.membership is not None:
+            await self.membership.stop(leave=True, timeout_s=LEAVE_TIMEOUT_S)
+        # The LEAVE is out; record it ourselves too so the CLI sees it without a peer.
+        await _bounded(self._write_mesh(final=True), 1.0, "mesh_final_write")
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._worker_task is not None:
+            self.worker.stop()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._worker_task), CLOSE_TIMEOUT_S)
+            except (TimeoutError, RelayMeshError):
+                self._worker_task.cancel()
+                await asyncio.gather(self._worker_task, return_exceptions=True)
+        if self.http is not None:
+            await _bounded(self.http.stop(), CLOSE_TIMEOUT_S, "http_stop")
+        if self.store is not None:
+            await _bounded(self.store.close(), CLOSE_TIMEOUT_S, "store_close")
+        self.notifier.close()
+        log.info("node_stopped", node=self.name)
+
+    async def serve(self) -> None:
+        """startup -> run -> shutdown with SIGTERM/SIGINT (drain) and SIGHUP (reload)."""
+        loop = asyncio.get_running_loop()
+        handlers = {
+            signal.SIGTERM: self.request_stop,
+            signal.SIGINT: self.request_stop,
+            signal.SIGHUP: lambda: self._spawn(self.reload_settings("sighup"), "reload"),
+        }
+        with capture_signals(loop, handlers):
+            try:
+                await self.startup()
+                await self.run()
+            finally:
+                await self.shutdown()
+
+    def request_stop(self) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("shutdown_requested", node=self.name)
+            self._stop.set()
+        elif self._drain is not None and not self._drain.done():
+            log.warning("drain_cut_short", node=self.name)
+            self._drain.cancel()
+
+    # -- store and work ------------------------------------------------------------------
+
+    async def _open_store(self) -> None:
+        from relaymesh.store import open_store
+
+        delay_s = STORE_RETRY_FIRST_S
+        while True:
+            try:
+                store = await open_store(self.settings.node.store_url)
+                break
+            except StoreUnavailableError as exc:
+                self.metrics.store_errors.labels(op="open").inc()
+                log.warning("store_unavailable", node=self.name, error=str(exc), retry_s=delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(STORE_RETRY_MAX_S, delay_s * 2)
+            except RelayMeshError as exc:
+                log.error("store_open_failed", node=self.name, error=str(exc))
+                self.request_stop()
+                return
+        self.store = store
+        with contextlib.suppress(RelayMeshError):
+            self._reload_cursor = await services.latest_audit_id(store)
+        self._start_work(store)
+        self._store_ready.set()
+        self._spawn(self._mesh_writer(), "mesh-writer")
+        self._spawn(self._reload_poller(), "reload-poller")
+        self._mesh_dirty.set()
+        if self._api is not None:
+            self._api.attach(store)
+        log.info("store_ready", node=self.name, store=store.url)
+
+    def _start_work(self, store: Store) -> None:
+        from relaymesh.work.maintenance import Maintenance
+        from relaymesh.work.worker import Worker
+
+        membership = self.membership
+        self.maintenance = Maintenance(
+            store=store,
+            node=self.name,
+            settings=lambda: self.settings,
+            metrics=self.metrics,
+            clock=self._clock,
+            rng=self._rng,
+        )
+        # The worker reads settings through a callable, so a reload reaches it at once;
+        # it checks pause_when_local_not_alive itself before each claim round.
+        self.worker = Worker(
+            store=store,
+            node=self.name,
+            settings=lambda: self.settings,
+            metrics=self.metrics,
+            clock=self._clock,
+            rng=self._rng,
+            local_alive=lambda: bool(membership.local_is_alive()),
+        )
+        self._spawn(self.maintenance.run(), "maintenance")
+        self._worker_task = asyncio.create_task(self.worker.run(), name="worker")
+        for name in sorted(self._dead_pending):
+            self._notify_dead(name)
+        self._dead_pending.clear()
+
+    # -- membership -> store ------------------------------------------------------------------
+
+    def _on_member_changed(self, event: Any) -> None:
+        self._mesh_dirty.set()
+        member = getattr(event, "member", event)
+        status = getattr(event, "status", None) or getattr(member, "status", None)
+        name = getattr(member, "name", None) or getattr(event, "name", None)
+        if name is None or name == self.name:
+            return
+        if status in (MemberStatus.DEAD, MemberStatus.LEFT) or str(status) in ("DEAD", "LEFT"):
+            log.info("member_down", node=self.name, member=name, status=str(status))
+            if self.maintenance is None:
+                self._dead_pending.add(name)
+            else:
+                self._notify_dead(name)
+
+    def _notify_dead(self, name: str) -> None:
+        result = self.maintenance.notify_member_dead(name)
+        if asyncio.iscoroutine(result):
+            self._spawn(result, f"reclaim-{name}")
+
+    async def _mesh_writer(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._mesh_dirty.wait(), MESH_REFRESH_S)
+            await asyncio.sleep(MESH_DEBOUNCE_S)
+            self._mesh_dirty.clear()
+            await self._write_mesh()
+
+    async def _write_mesh(self, *, final: bool = False) -> None:
+        store = self.store
+        if store is None or self.membership is None:
+            return
+        now_wall = time.time_ns() // 1_000_000
+        now_mono = time.monotonic_ns() // 1_000_000
+        nodes = []
+        for m in self.membership.members():
+            changed = getattr(m, "status_changed_at_ms", 0) or now_mono
+            status = MemberStatus(str(getattr(m.status, "value", m.status)))
+            if final and m.name == self.name:
+                status = MemberStatus.LEFT
+            nodes.append(
+                MeshNode(
+                    name=m.name,
+                    address=_fmt_address(m.address),
+                    status=status,
+                    incarnation=int(m.incarnation),
+                    metadata=dict(m.metadata or {}),
+                    status_changed_at_ms=now_wall - max(0, now_mono - changed),
+                )
+            )
+        if not nodes:
+            return
+        try:
+            await store.upsert_mesh_nodes(self.name, nodes)
+        except RelayMeshError as exc:
+            self.metrics.store_errors.labels(op="upsert_mesh_nodes").inc()
+            log.warning("mesh_write_failed", node=self.name, error=str(exc))
+            self._mesh_dirty.set()
+            if not final:
+                await asyncio.sleep(1.0)
+
+    # -- settings reload -------------------------------------------------------------------
+
+    async def reload_settings(self, source: str) -> list[str]:
+        """Re-read settings; apply the reloadable part; record the changed field names."""
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                if self._reload_loader is None:
+                    log.info("settings_reload_skipped", node=self.name, reason="no loader")
+                    return []
+                fresh = self._reload_loader()
+            except RelayMeshError as exc:
+                log.error("settings_reload_failed", node=self.name, error=str(exc), source=source)
+                return []
+            finally:
+                self.notifier.ready()
+            old = self.settings
+            changed = diff_fields(old, fresh)
+            hot = [f for f in changed if f.split(".")[0] in RELOADABLE_SECTIONS]
+            cold = [f for f in changed if f not in hot]
+            self.settings = old.model_copy(
+                update={section: getattr(fresh, section) for section in RELOADABLE_SECTIONS}
+            )
+            for component in (self.worker, self.maintenance):
+                update = getattr(component, "update_settings", None)
+                if update is not None:
+                    result = update(self.settings)
+                    if asyncio.iscoroutine(result):
+                        await result
+            log.info(
+                "settings_reloaded",
+                node=self.name,
+                source=source,
+                changed=hot,
+                needs_restart=cold,
+            )
+            if self.store is not None:
+                try:
+                    await services.record_settings_change(self.store, node=self.name, fields=hot)
+                except RelayMeshError as exc:
+                    log.warning("settings_history_write_failed", node=self.name, error=str(exc))
+            return hot
+
+    async def _reload_poller(self) -> None:
+        store = self.store
+        assert store is not None
+        since_ms = await store.now_ms() - 1000
+        while True:
+            await asyncio.sleep(RELOAD_POLL_S)
+            try:
+                pending = await services.pending_reload_requests(
+                    store, node=self.name, after_id=self._reload_cursor, since_ms=since_ms
+                )
+            except RelayMeshError as exc:
+                log.debug("reload_poll_failed", node=self.name, error=str(exc))
+                continue
+            if not pending:
+                continue
+            self._reload_cursor = max(r.id for r in pending)
+            log.info("reload_requested", node=self.name, by=pending[-1].actor)
+            await self.reload_settings(f"request:{pending[-1].id}")
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    _api: Any = None
+
+    async def _start_http(self, bind: str) -> None:
+        from relaymesh.web.server import HttpServer
+
+        self.http = HttpServer(bind, self.metrics, self.health, before_metrics=self._before_scrape)
+        from relaymesh.web.api import Api
+
+        self._api = Api(self.store, lambda: self.settings)
+        self.http.add_routes(self._api.routes())
+        await self.http.start()
+
+    def health(self) -> dict[str, Any]:
+        doc: dict[str, Any] = dict(self.membership.health()) if self.membership else {"ok": False}
+        doc["store"] = "ready" if self._store_ready.is_set() else "connecting"
+        doc["draining"] = self._stop.is_set()
+        return doc
+
+    async def _before_scrape(self) -> None:
+        if self.membership is not None:
+            self.membership.update_metrics()
+        store = self.store
+        if store is None:
+            return
+        try:
+            counts = await asyncio.wait_for(store.step_counts(), 2.0)
+            for status, n in counts.items():
+                self.metrics.steps.labels(status=str(getattr(status, "value", status))).set(n)
+            lag_ms = await asyncio.wait_for(store.queue_lag_ms(), 2.0)
+            self.metrics.queue_lag_seconds.set(lag_ms / 1000)
+        except (RelayMeshError, TimeoutError):
+            self.metrics.store_errors.labels(op="scrape").inc()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("task_failed", node=self.name, task=name)
+
+        self._tasks.append(asyncio.create_task(guarded(), name=name))
+
+
+# -- entry points ---------------------------------------------------------------------------
+
+
+async def run_node(settings: Settings, reload: SettingsLoader | None = None) -> None:
+    """``relaymesh node run``."""
+    await Node(settings, reload=reload).serve()
+
+
+async def serve_web(
+    config_path: str | None, settings: Settings, bind: str, log_level: str = "info"
+) -> None:
+    """``relaymesh serve-web``: console and API over the store, no worker, no gossip."""
+    from relaymesh.cli.render import store_session
+    from relaymesh.web.api import Api
+    from relaymesh.web.server import HttpServer
+
+    metrics = Metrics()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    current = {"settings": settings}
+
+    def reload() -> None:
+        try:
+            current["settings"] = load_settings(config_path, {"node": {"store_url": None}})
+        except RelayMeshError as exc:
+            log.error("settings_reload_failed", error=str(exc))
+
+    async with store_session(settings.node.store_url) as store:
+        http = HttpServer(bind, metrics, lambda: {"ok": True, "store": store.url})
+        http.add_routes(Api(store, lambda: current["settings"]).routes())
+        with capture_signals(
+            loop, {signal.SIGTERM: stop.set, signal.SIGINT: stop.set, signal.SIGHUP: reload}
+        ):
+            await http.start()
+            log.info("web_ready", url=f"http://{http.host}:{http.port}/", store=store.url)
+            try:
+                await stop.wait()
+            finally:
+                await http.stop()
+
+
+# -- small helpers ----------------------------------------------------------------------------
+
+
+def _load_seeds(path: str | None) -> list[str]:
+    if not path:
+        return []
+    from relaymesh.membership.seeds import load_seeds
+
+    out: list[str] = []
+    for seed in load_seeds(Path(path)):
+        out.append(_fmt_address(seed))
+    return out
+
+
+def _default_state_dir(settings: Settings) -> Path | None:
+    url = settings.node.store_url
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///") :]).resolve().parent
+    return None
+
+
+def _fmt_address(address: Any) -> str:
+    if isinstance(address, tuple):
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)
+
+
+def _redacted(url: str) -> str:
+    from relaymesh.store.url import redact_url
+
+    return redact_url(url)
+
+
+async def _bounded(aw: Awaitable[Any], timeout_s: float, what: str) -> None:
+    try:
+        await asyncio.wait_for(_as_coro(aw), timeout_s)
+    except (TimeoutError, RelayMeshError, OSError) as exc:
+        log.warning("shutdown_step_failed", step=what, error=str(exc) or "timeout")
+
+
+async def _as_coro(aw: Awaitable[Any]) -> Any:
+    return await aw
