@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import struct
 from collections.abc import Callable
+from typing import cast
 
 from relaymesh.exceptions import ProtocolError, RelayMeshError
 from relaymesh.logging import get_logger
@@ -68,8 +69,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.send_errors = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        # Not an isinstance check: 3.11's selector datagram transport does not
+        # inherit from DatagramTransport, though it implements it.
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         host, port = addr[0], addr[1]
@@ -122,11 +124,16 @@ async def open_udp(
 # -- TCP frames
 
 
-async def read_frame(reader: asyncio.StreamReader, max_frame_bytes: int) -> bytes:
-    """One length-prefixed frame; ``ProtocolError`` when too large or cut short."""
+async def read_frame(reader: asyncio.StreamReader, max_frame_bytes: int) -> bytes | None:
+    """One length-prefixed frame; None when the peer closed before sending a byte.
+
+    ``ProtocolError`` when the frame is too large or cut short.
+    """
     try:
         header = await reader.readexactly(_FRAME_HEADER.size)
     except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            return None
         raise ProtocolError("decode", "push/pull frame header cut short") from exc
     (length,) = _FRAME_HEADER.unpack(header)
     if length > max_frame_bytes:
@@ -161,7 +168,7 @@ async def pushpull_request(
             reader, writer = await asyncio.open_connection(address[0], address[1])
             write_frame(writer, payload)
             await writer.drain()
-            return await read_frame(reader, max_frame_bytes)
+            reply = await read_frame(reader, max_frame_bytes)
     except TimeoutError as exc:
         raise TransportError(f"push/pull with {address[0]}:{address[1]} timed out") from exc
     except OSError as exc:
@@ -171,19 +178,24 @@ async def pushpull_request(
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+    if reply is None:
+        # The peer refused our request (its drop counters say why), or is shutting down.
+        raise TransportError(f"{address[0]}:{address[1]} closed without a push/pull reply")
+    return reply
 
 
 class PushPullServer:
     """Serve push/pull: ``handler(request, peer)`` returns the reply bytes.
 
-    ``handler`` runs on the event loop and must not block; a ``ProtocolError`` from
-    it is a drop (counted by its reason), anything else is logged as our bug. In
-    both cases the connection is closed without a reply.
+    ``handler`` runs on the event loop and must not block. It returns None to refuse
+    the request (it has counted why); a ``ProtocolError`` from it is counted here by
+    its reason; anything else is logged as our bug. A refused request gets no reply:
+    the connection is closed.
     """
 
     def __init__(
         self,
-        handler: Callable[[bytes, Address], bytes],
+        handler: Callable[[bytes, Address], bytes | None],
         *,
         on_drop: Callable[[str], None],
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
@@ -227,6 +239,8 @@ class PushPullServer:
             try:
                 async with asyncio.timeout(self.read_timeout_s):
                     request = await read_frame(reader, self.max_frame_bytes)
+                if request is None:
+                    return  # connected and closed (a port check): nothing to count
             except TimeoutError:
                 self._on_drop("timeout")
                 return
@@ -240,6 +254,8 @@ class PushPullServer:
                 return
             except Exception:
                 log.exception("pushpull_handler_failed", peer=f"{peer[0]}:{peer[1]}")
+                return
+            if reply is None:
                 return
             write_frame(writer, reply)
             async with asyncio.timeout(self.read_timeout_s):
