@@ -1,0 +1,413 @@
+"""The wire format: msgpack messages, compound packets, framing, strict validation.
+
+Owns every byte layout a peer can send us, and the checks that stand between those
+bytes and the protocol state. Nothing here trusts its input: every field is
+type-checked (``type(x) is int`` — a msgpack bool is not an incarnation), every
+string and list is capped, and any failure raises ``ProtocolError(reason)`` with
+the drop counter's label, never anything else.
+
+Datagram layout::
+
+    kind (1 byte: 1 plain, 2 sealed) | label length (1 byte) | label | body
+
+The label travels in clear so a packet from another cluster is dropped as
+``label`` before any decryption; when sealed, it is also authenticated as the
+AES-GCM associated data (``keyring.py``). The body (after opening) is a msgpack
+array of messages; each message is a msgpack array whose first element is its
+``MessageType``. A packet is one message or many (a compound): the same layout.
+Updates are encoded once and their bytes reused, so a compound is built by
+concatenating cached encodings behind an array header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+from relaymesh.exceptions import ProtocolError
+from relaymesh.membership.keyring import SEAL_OVERHEAD_BYTES, Keyring
+from relaymesh.membership.state import Address, Member
+from relaymesh.model import MemberStatus
+
+__all__ = [
+    "MAX_HOST_LEN",
+    "MAX_INCARNATION",
+    "MAX_LABEL_BYTES",
+    "MAX_MESSAGES_PER_PACKET",
+    "MAX_METADATA_ENTRIES",
+    "MAX_METADATA_KEY_LEN",
+    "MAX_METADATA_VALUE_LEN",
+    "MAX_NAME_LEN",
+    "MAX_SEQ",
+    "MAX_STATE_MEMBERS",
+    "Ack",
+    "Alive",
+    "Dead",
+    "Left",
+    "Message",
+    "MessageType",
+    "Nack",
+    "Ping",
+    "PingReq",
+    "Suspect",
+    "array_header",
+    "decode_packet",
+    "decode_state",
+    "encode_message",
+    "encode_state",
+    "frame",
+    "frame_overhead",
+    "pack_compound",
+    "unframe",
+]
+
+MAX_NAME_LEN = 128
+MAX_HOST_LEN = 255
+MAX_LABEL_BYTES = 255
+MAX_METADATA_ENTRIES = 32
+MAX_METADATA_KEY_LEN = 64
+MAX_METADATA_VALUE_LEN = 512
+MAX_MESSAGES_PER_PACKET = 256
+MAX_STATE_MEMBERS = 65_536
+MAX_SEQ = 2**32 - 1
+MAX_INCARNATION = 2**63 - 1
+_MAX_STR_BYTES = 2048
+
+_FRAME_PLAIN = 1
+_FRAME_SEALED = 2
+
+
+class MessageType(IntEnum):
+    """Message type tags. APPEND-ONLY: never renumber or reuse a value."""
+
+    PING = 0
+    ACK = 1
+    PING_REQ = 2
+    NACK = 3
+    ALIVE = 4
+    SUSPECT = 5
+    DEAD = 6
+    LEFT = 7
+    STATE = 8
+
+
+_STATUS_CODES: dict[MemberStatus, int] = {
+    MemberStatus.ALIVE: 0,
+    MemberStatus.SUSPECT: 1,
+    MemberStatus.DEAD: 2,
+    MemberStatus.LEFT: 3,
+}
+_CODE_STATUS = {code: status for status, code in _STATUS_CODES.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Are you there? ``target`` is the name we expect; "" for a join ping to a seed."""
+
+    seq: int
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class PingReq:
+    """Please ping ``target`` at ``address`` for me and ack ``seq`` (nack it if ``nack``)."""
+
+    seq: int
+    target: str
+    address: Address
+    nack: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    """The intermediary of ``seq`` got no ack from the target in time (Lifeguard)."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Alive:
+    name: str
+    incarnation: int
+    address: Address
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Suspect:
+    name: str
+    incarnation: int
+    sender: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    name: str
+    incarnation: int
+    sender: str
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    name: str
+    incarnation: int
+
+
+Message = Ping | Ack | PingReq | Nack | Alive | Suspect | Dead | Left
+
+
+# --- encoding ---------------------------------------------------------------
+
+
+def encode_message(msg: Message) -> bytes:
+    """The msgpack bytes of one message."""
+    fields: list[Any]
+    if isinstance(msg, Ping):
+        fields = [MessageType.PING, msg.seq, msg.target]
+    elif isinstance(msg, Ack):
+        fields = [MessageType.ACK, msg.seq]
+    elif isinstance(msg, PingReq):
+        fields = [MessageType.PING_REQ, msg.seq, msg.target, *msg.address, msg.nack]
+    elif isinstance(msg, Nack):
+        fields = [MessageType.NACK, msg.seq]
+    elif isinstance(msg, Alive):
+        fields = [MessageType.ALIVE, msg.name, msg.incarnation, *msg.address, msg.metadata]
+    elif isinstance(msg, Suspect):
+        fields = [MessageType.SUSPECT, msg.name, msg.incarnation, msg.sender]
+    elif isinstance(msg, Dead):
+        fields = [MessageType.DEAD, msg.name, msg.incarnation, msg.sender]
+    else:
+        fields = [MessageType.LEFT, msg.name, msg.incarnation]
+    packed: bytes = msgpack.packb(fields)
+    return packed
+
+
+def array_header(n: int) -> bytes:
+    """The msgpack header of an array of ``n`` items."""
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 0x10000:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def pack_compound(parts: Sequence[bytes]) -> bytes:
+    """A packet body from already-encoded messages."""
+    return array_header(len(parts)) + b"".join(parts)
+
+
+def frame_overhead(label: bytes, keyring: Keyring | None) -> int:
+    """Bytes ``frame`` adds around a body."""
+    return 2 + len(label) + (SEAL_OVERHEAD_BYTES if keyring is not None else 0)
+
+
+def frame(body: bytes, label: bytes, keyring: Keyring | None) -> bytes:
+    """Wrap a body for the wire: label in clear, body sealed when there is a keyring."""
+    if keyring is None:
+        return bytes((_FRAME_PLAIN, len(label))) + label + body
+    return bytes((_FRAME_SEALED, len(label))) + label + keyring.seal(body, label)
+
+
+def unframe(data: bytes, label: bytes, keyring: Keyring | None) -> bytes:
+    """The body of a datagram; ``ProtocolError`` (decode, label, auth) when refused.
+
+    With a keyring, plain packets are refused (``auth``): an attacker must not be
+    able to bypass encryption by not using it. Without one, sealed packets cannot
+    be read (``auth``).
+    """
+    if len(data) < 2:
+        raise ProtocolError("decode", "packet too short")
+    kind = data[0]
+    if kind not in (_FRAME_PLAIN, _FRAME_SEALED):
+        raise ProtocolError("decode", "unknown frame kind")
+    end = 2 + data[1]
+    if len(data) < end:
+        raise ProtocolError("decode", "truncated label")
+    if data[2:end] != label:
+        raise ProtocolError("label", "cluster label does not match")
+    body = data[end:]
+    if kind == _FRAME_SEALED:
+        if keyring is None:
+            raise ProtocolError("auth", "packet is encrypted and no keyring is set")
+        return keyring.open(body, label)
+    if keyring is not None:
+        raise ProtocolError("auth", "unencrypted packet refused: a keyring is set")
+    return body
+
+
+def encode_state(members: Iterable[Member], *, join: bool) -> bytes:
+    """A full membership snapshot (anti-entropy body; any size, goes over TCP)."""
+    entries = [
+        [
+            m.name,
+            m.incarnation,
+            _STATUS_CODES[m.status],
+            m.address[0],
+            m.address[1],
+            m.metadata,
+        ]
+        for m in members
+    ]
+    packed: bytes = msgpack.packb([MessageType.STATE, join, entries])
+    return packed
+
+
+# --- decoding ---------------------------------------------------------------
+
+
+def _unpack(body: bytes, max_array_len: int) -> Any:
+    try:
+        return msgpack.unpackb(
+            body,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_str_len=_MAX_STR_BYTES,
+            max_bin_len=0,
+            max_ext_len=0,
+            max_array_len=max_array_len,
+            max_map_len=MAX_METADATA_ENTRIES,
+        )
+    except Exception as exc:  # msgpack raises many kinds; all mean the same here
+        raise ProtocolError("decode", f"not msgpack: {type(exc).__name__}") from exc
+
+
+def decode_packet(body: bytes) -> list[Message]:
+    """The messages of a packet body; ``ProtocolError`` when any is invalid.
+
+    Messages of a type this version does not know are skipped (the enum only grows),
+    so older nodes keep working next to newer ones.
+    """
+    obj = _unpack(body, MAX_MESSAGES_PER_PACKET)
+    if type(obj) is not list:
+        raise ProtocolError("schema", "packet is not a list of messages")
+    messages: list[Message] = []
+    for raw in obj:
+        msg = _parse_message(raw)
+        if msg is not None:
+            messages.append(msg)
+    return messages
+
+
+def decode_state(body: bytes) -> tuple[bool, list[Member]]:
+    """(join flag, members) of a snapshot; ``status_changed_at_ms`` is left 0."""
+    obj = _unpack(body, MAX_STATE_MEMBERS)
+    if type(obj) is not list or len(obj) < 3 or obj[0] != MessageType.STATE:
+        raise ProtocolError("schema", "not a state snapshot")
+    join, entries = obj[1], obj[2]
+    if type(join) is not bool or type(entries) is not list:
+        raise ProtocolError("schema", "bad snapshot header")
+    members: list[Member] = []
+    seen: set[str] = set()
+    for entry in entries:
+        if type(entry) is not list or len(entry) < 6:
+            raise ProtocolError("schema", "bad snapshot entry")
+        name = _name(entry[0])
+        if name in seen:
+            raise ProtocolError("schema", "member listed twice")
+        seen.add(name)
+        code = entry[2]
+        if type(code) is not int or code not in _CODE_STATUS:
+            raise ProtocolError("schema", "bad status")
+        members.append(
+            Member(
+                name=name,
+                address=(_host(entry[3]), _port(entry[4])),
+                status=_CODE_STATUS[code],
+                incarnation=_incarnation(entry[1]),
+                metadata=_metadata(entry[5]),
+                status_changed_at_ms=0,
+            )
+        )
+    return join, members
+
+
+def _parse_message(raw: Any) -> Message | None:
+    if type(raw) is not list or not raw:
+        raise ProtocolError("schema", "message is not a list")
+    tag = raw[0]
+    if type(tag) is not int:
+        raise ProtocolError("schema", "message type is not an int")
+    n = len(raw)
+    if tag == MessageType.PING and n >= 3:
+        target = raw[2]
+        if type(target) is not str or len(target) > MAX_NAME_LEN:
+            raise ProtocolError("schema", "bad ping target")
+        return Ping(_seq(raw[1]), target)
+    if tag == MessageType.ACK and n >= 2:
+        return Ack(_seq(raw[1]))
+    if tag == MessageType.NACK and n >= 2:
+        return Nack(_seq(raw[1]))
+    if tag == MessageType.PING_REQ and n >= 6:
+        if type(raw[5]) is not bool:
+            raise ProtocolError("schema", "bad nack flag")
+        return PingReq(_seq(raw[1]), _name(raw[2]), (_host(raw[3]), _port(raw[4])), raw[5])
+    if tag == MessageType.ALIVE and n >= 6:
+        return Alive(
+            _name(raw[1]), _incarnation(raw[2]), (_host(raw[3]), _port(raw[4])), _metadata(raw[5])
+        )
+    if tag == MessageType.SUSPECT and n >= 4:
+        return Suspect(_name(raw[1]), _incarnation(raw[2]), _name(raw[3]))
+    if tag == MessageType.DEAD and n >= 4:
+        return Dead(_name(raw[1]), _incarnation(raw[2]), _name(raw[3]))
+    if tag == MessageType.LEFT and n >= 3:
+        return Left(_name(raw[1]), _incarnation(raw[2]))
+    if tag in _KNOWN_TAGS or tag < 0:
+        raise ProtocolError("schema", f"message {tag} has too few fields")
+    return None
+
+
+_KNOWN_TAGS = frozenset(int(t) for t in MessageType)
+
+
+def _seq(x: Any) -> int:
+    if type(x) is not int or not 0 <= x <= MAX_SEQ:
+        raise ProtocolError("schema", "bad sequence number")
+    return x
+
+
+def _incarnation(x: Any) -> int:
+    if type(x) is not int or not 0 <= x <= MAX_INCARNATION:
+        raise ProtocolError("schema", "bad incarnation")
+    return x
+
+
+def _name(x: Any) -> str:
+    if type(x) is not str or not 0 < len(x) <= MAX_NAME_LEN:
+        raise ProtocolError("schema", "bad member name")
+    return x
+
+
+def _host(x: Any) -> str:
+    if type(x) is not str or not 0 < len(x) <= MAX_HOST_LEN:
+        raise ProtocolError("schema", "bad host")
+    return x
+
+
+def _port(x: Any) -> int:
+    if type(x) is not int or not 0 < x <= 65535:
+        raise ProtocolError("schema", "bad port")
+    return x
+
+
+def _metadata(x: Any) -> dict[str, str]:
+    if type(x) is not dict or len(x) > MAX_METADATA_ENTRIES:
+        raise ProtocolError("schema", "bad metadata")
+    for key, value in x.items():
+        if (
+            type(key) is not str
+            or type(value) is not str
+            or len(key) > MAX_METADATA_KEY_LEN
+            or len(value) > MAX_METADATA_VALUE_LEN
+        ):
+            raise ProtocolError("schema", "bad metadata entry")
+    return x
