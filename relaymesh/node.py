@@ -42,6 +42,7 @@ from typing import Any
 from relaymesh.clock import SystemClock
 from relaymesh.exceptions import RelayMeshError, StoreUnavailableError
 from relaymesh.logging import get_logger
+from relaymesh.membership.protocol import MemberChanged
 from relaymesh.model import MemberStatus, MeshNode
 from relaymesh.ops import services
 from relaymesh.ops.metrics import Metrics
@@ -103,6 +104,7 @@ class Node:
         self._reload_cursor = 0
         self._reload_lock = asyncio.Lock()
         self._dead_pending: set[str] = set()
+        self._status_since_ms: dict[str, int] = {}
         self._worker_task: asyncio.Task[None] | None = None
         self._drain: asyncio.Future[None] | None = None
         self._clock = SystemClock()
@@ -271,19 +273,18 @@ class Node:
 
     # -- membership -> store ------------------------------------------------------------------
 
-    def _on_member_changed(self, event: Any) -> None:
+    def _on_member_changed(self, event: MemberChanged) -> None:
         self._mesh_dirty.set()
-        member = getattr(event, "member", event)
-        status = getattr(event, "status", None) or getattr(member, "status", None)
-        name = getattr(member, "name", None) or getattr(event, "name", None)
-        if name is None or name == self.name:
+        if event.previous != event.status:
+            self._status_since_ms[event.name] = event.at_ms
+        if event.name == self.name:
             return
-        if status in (MemberStatus.DEAD, MemberStatus.LEFT) or str(status) in ("DEAD", "LEFT"):
-            log.info("member_down", node=self.name, member=name, status=str(status))
+        if event.status in (MemberStatus.DEAD, MemberStatus.LEFT):
+            log.info("member_down", node=self.name, member=event.name, status=event.status.value)
             if self.maintenance is None:
-                self._dead_pending.add(name)
+                self._dead_pending.add(event.name)
             else:
-                self._notify_dead(name)
+                self._notify_dead(event.name)
 
     def _notify_dead(self, name: str) -> None:
         result = self.maintenance.notify_member_dead(name)
@@ -306,8 +307,11 @@ class Node:
         now_mono = time.monotonic_ns() // 1_000_000
         nodes = []
         for m in self.membership.members():
-            changed = getattr(m, "status_changed_at_ms", 0) or now_mono
-            status = MemberStatus(str(getattr(m.status, "value", m.status)))
+            status = MemberStatus(m.status)
+            since_ms = self._status_since_ms.get(m.name)
+            if since_ms is None:
+                # The core keeps this on its monotonic clock (SystemClock, like ours).
+                since_ms = now_wall - max(0, now_mono - (m.status_changed_at_ms or now_mono))
             if final and m.name == self.name:
                 status = MemberStatus.LEFT
             nodes.append(
@@ -317,7 +321,7 @@ class Node:
                     status=status,
                     incarnation=int(m.incarnation),
                     metadata=dict(m.metadata or {}),
-                    status_changed_at_ms=now_wall - max(0, now_mono - changed),
+                    status_changed_at_ms=since_ms,
                 )
             )
         if not nodes:
@@ -491,10 +495,7 @@ def _load_seeds(path: str | None) -> list[str]:
         return []
     from relaymesh.membership.seeds import load_seeds
 
-    out: list[str] = []
-    for seed in load_seeds(Path(path)):
-        out.append(_fmt_address(seed))
-    return out
+    return [_fmt_address(seed) for seed in load_seeds(Path(path))]
 
 
 def _default_state_dir(settings: Settings) -> Path | None:
