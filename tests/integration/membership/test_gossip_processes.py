@@ -1,0 +1,175 @@
+"""Real ``relaymesh gossip`` processes on loopback: join, failure, leave, restart, keys, notify."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.integration.membership.conftest import (
+    FAST_GOSSIP_TOML,
+    GossipFactory,
+    GossipProc,
+    free_port,
+    metric_value,
+    wait_for,
+    write_seeds,
+)
+
+pytestmark = pytest.mark.slow
+
+# A loaded 2-core machine starts a Python process in ~1 s; 5 of them at once take longer.
+START_TIMEOUT_S = 30.0
+
+
+def sees(observer: GossipProc, expected: dict[str, str]) -> bool:
+    view = observer.members()
+    return view is not None and all(view.get(n) == s for n, s in expected.items())
+
+
+def all_see(observers: list[GossipProc], expected: dict[str, str]) -> bool:
+    return all(sees(o, expected) for o in observers)
+
+
+def test_five_nodes_converge_detect_kill_and_rejoin_after_restart(
+    gossip_procs: GossipFactory, tmp_path: Path
+) -> None:
+    ports = [free_port() for _ in range(5)]
+    seeds = write_seeds(tmp_path / "seeds.txt", ports)
+    procs = [gossip_procs(f"n{i}", seeds, port=p) for i, p in enumerate(ports)]
+    everyone = {p.name: "ALIVE" for p in procs}
+
+    wait_for(lambda: all_see(procs, everyone), START_TIMEOUT_S, "5 nodes to converge", procs)
+    assert 'relaymesh_members{status="alive"} 5.0' in procs[0].metrics()
+
+    victim, survivors = procs[4], procs[:4]
+    before = {m["name"]: m["incarnation"] for m in survivors[0].members_full()}
+    victim.signal(signal.SIGKILL)
+    victim.wait(5)
+    wait_for(
+        lambda: all_see(survivors, {victim.name: "DEAD"}),
+        20,
+        "every survivor to mark the killed node DEAD",
+        survivors,
+    )
+
+    # Same name, same port, same state dir: it must come back ALIVE everywhere.
+    victim.start()
+    wait_for(
+        lambda: all_see(procs, everyone),
+        START_TIMEOUT_S,
+        "the restarted node to be ALIVE everywhere",
+        procs,
+    )
+    after = {m["name"]: m["incarnation"] for m in survivors[0].members_full()}
+    assert int(after[victim.name]) > int(before[victim.name])  # type: ignore[call-overload]
+
+
+def test_sigterm_leaves_gracefully_and_notifies_systemd(
+    gossip_procs: GossipFactory, tmp_path: Path
+) -> None:
+    notify_path = tmp_path / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify.settimeout(START_TIMEOUT_S)
+    try:
+        ports = [free_port() for _ in range(3)]
+        seeds = write_seeds(tmp_path / "seeds.txt", ports)
+        leaver = gossip_procs(
+            "leaver",
+            seeds,
+            port=ports[0],
+            env={"NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "400000"},
+        )
+        stayers = [gossip_procs(f"s{i}", seeds, port=p) for i, p in enumerate(ports[1:])]
+        procs = [leaver, *stayers]
+
+        messages = [notify.recv(4096).decode()]
+        assert messages[0].splitlines()[0] == "READY=1", messages
+        # The loop pings the watchdog every WATCHDOG_USEC / 2 once it is ready.
+        messages.append(notify.recv(4096).decode())
+        assert "WATCHDOG=1" in messages[-1], messages
+
+        everyone = {p.name: "ALIVE" for p in procs}
+        wait_for(lambda: all_see(procs, everyone), START_TIMEOUT_S, "3 nodes to converge", procs)
+
+        # SIGHUP re-reads the file and names the changed fields (never their values).
+        config = tmp_path / "leaver.toml"
+        config.write_text(FAST_GOSSIP_TOML + "label = 'secret-label'\n[worker]\nslots = 9\n")
+        leaver.signal(signal.SIGHUP)
+        wait_for(
+            lambda: '"settings_reloaded"' in leaver.log_text(), 10, "the reload to be logged", procs
+        )
+        reload_line = next(
+            line for line in leaver.log_text().splitlines() if '"settings_reloaded"' in line
+        )
+        assert "gossip.label" in reload_line and "worker.slots" in reload_line
+        assert "secret-label" not in reload_line
+
+        leaver.signal(signal.SIGTERM)
+        assert leaver.wait(10) == 0, leaver.log_text()[-2000:]
+        # LEFT comes from the LEAVE broadcast, long before failure detection could say DEAD.
+        wait_for(lambda: all_see(stayers, {"leaver": "LEFT"}), 5, "LEFT everywhere", stayers)
+
+        notify.settimeout(1.0)
+        rest = []
+        while True:
+            try:
+                rest.append(notify.recv(4096).decode())
+            except TimeoutError:
+                break
+        assert any(m.startswith("STOPPING=1") for m in rest), rest
+        assert '"event": "gossip_stopped"' in leaver.log_text()
+    finally:
+        notify.close()
+
+
+def test_different_keys_cannot_talk_and_a_secondary_key_can(
+    gossip_procs: GossipFactory, tmp_path: Path
+) -> None:
+    k1, k2 = (base64.b64encode(os.urandom(32)).decode() for _ in range(2))
+
+    def config(*keys: str) -> str:
+        quoted = ", ".join(f'"{k}"' for k in keys)
+        return FAST_GOSSIP_TOML + f"keys = [{quoted}]\n"
+
+    # a and b: one key each, different -> strangers. c and d: each other's primary
+    # as secondary, the middle step of a key rotation -> they talk both ways.
+    ab_ports = [free_port(), free_port()]
+    ab_seeds = write_seeds(tmp_path / "ab.txt", ab_ports)
+    a = gossip_procs("a", ab_seeds, config(k1), port=ab_ports[0])
+    b = gossip_procs("b", ab_seeds, config(k2), port=ab_ports[1])
+    cd_ports = [free_port(), free_port()]
+    cd_seeds = write_seeds(tmp_path / "cd.txt", cd_ports)
+    c = gossip_procs("c", cd_seeds, config(k1, k2), port=cd_ports[0])
+    d = gossip_procs("d", cd_seeds, config(k2, k1), port=cd_ports[1])
+    procs = [a, b, c, d]
+
+    wait_for(
+        lambda: all_see([c, d], {"c": "ALIVE", "d": "ALIVE"}),
+        START_TIMEOUT_S,
+        "c and d (rotating keys) to see each other",
+        procs,
+    )
+
+    def auth_drops(p: GossipProc) -> float:
+        return metric_value(p.metrics(), "relaymesh_packets_dropped_total", 'reason="auth"')
+
+    wait_for(
+        lambda: a.members() is not None and b.members() is not None,
+        START_TIMEOUT_S,
+        "a and b to serve HTTP",
+        procs,
+    )
+    wait_for(
+        lambda: auth_drops(a) > 0 and auth_drops(b) > 0,
+        START_TIMEOUT_S,
+        "a and b to drop each other's packets as auth",
+        procs,
+    )
+    assert a.members() == {"a": "ALIVE"}
+    assert b.members() == {"b": "ALIVE"}
