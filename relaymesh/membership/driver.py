@@ -194,14 +194,16 @@ class MembershipService:
         if self._join_task is not None:
             self._join_task.cancel()
         if leave:
+            peers_to_tell = self._knows_live_peer()
             try:
                 swim.leave()
             except Exception:
                 log.exception("membership_leave_failed")
             self._drain_core()
             self._wake()
-            flush_s = _LEAVE_FLUSH_ROUNDS * self._settings.gossip_interval_ms / 1000
-            await asyncio.sleep(max(0.0, min(flush_s, deadline - loop.time())))
+            if peers_to_tell:
+                flush_s = _LEAVE_FLUSH_ROUNDS * self._settings.gossip_interval_ms / 1000
+                await asyncio.sleep(max(0.0, min(flush_s, deadline - loop.time())))
         self._running = False
         for task in self._tasks:
             task.cancel()
@@ -238,8 +240,12 @@ class MembershipService:
     def health(self) -> dict[str, Any]:
         counts = self._status_counts()
         local = self._swim.local if self._swim is not None else None
+        loop_task = self._tasks[0] if self._tasks else None
         return {
-            "ok": self.local_is_alive(),
+            # The process is healthy while its protocol loop runs; being suspected by
+            # peers is the mesh's opinion (``local_alive``), not a reason to restart us.
+            "ok": self._running and loop_task is not None and not loop_task.done(),
+            "local_alive": self.local_is_alive(),
             "name": self.name,
             "address": _fmt(self.address),
             "running": self._running,
@@ -402,13 +408,12 @@ class MembershipService:
         while True:
             # Slower in big clusters (total TCP load stays flat); jittered, so nodes
             # started together do not push/pull in lockstep.
+            swim = self._swim
+            assert swim is not None
             interval_ms = pushpull_interval_ms(
-                self._settings.push_pull_interval_ms, max(len(self.members()), 1)
+                self._settings.push_pull_interval_ms, swim.num_alive()
             )
             await asyncio.sleep(interval_ms / 1000 * (0.75 + 0.5 * self._rng.random()))
-            swim = self._swim
-            if swim is None:
-                continue
             target = swim.pushpull_target()
             if target is None:
                 continue
@@ -416,6 +421,9 @@ class MembershipService:
                 await self._pushpull(target, join=False)
             except (TransportError, ProtocolError) as exc:
                 log.debug("pushpull_failed", peer=_fmt(target), error=str(exc))
+            except Exception:
+                # Our bug, not the peer's: log it and keep anti-entropy running.
+                log.exception("pushpull_crashed", peer=_fmt(target))
 
     async def _join_seeds(self) -> None:
         swim = self._swim
@@ -442,6 +450,9 @@ class MembershipService:
                 except (TransportError, ProtocolError) as exc:
                     log.debug("join_seed_failed", seed=_fmt(address), error=str(exc))
                     continue
+                except Exception:
+                    log.exception("join_seed_crashed", seed=_fmt(address))
+                    continue
                 self.joined = True
                 log.info("membership_joined", node=self.name, seed=_fmt(address), attempt=attempt)
                 return
@@ -450,7 +461,8 @@ class MembershipService:
                 self.joined = True
                 log.info("membership_joined", node=self.name, seed=None, attempt=attempt)
                 return
-            if attempt == 1 or attempt % 10 == 0:
+            if attempt % 10 == 0:
+                # Normal while the other nodes boot; worth a warning only if it lasts.
                 log.warning("join_retrying", node=self.name, attempt=attempt, seeds=len(addresses))
             await asyncio.sleep(backoff_s * (0.5 + self._rng.random()))
             backoff_s = min(backoff_s * 2, _JOIN_BACKOFF_MAX_S)
