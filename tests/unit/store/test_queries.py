@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from relaymesh.store.queries import load_migrations, load_queries, split_statements
+
+STORE = Path(__file__).resolve().parents[3] / "relaymesh" / "store"
+
+
+@pytest.mark.parametrize(
+    ("backend", "module"), [("sqlite", "sqlite.py"), ("postgres", "postgres.py")]
+)
+def test_every_named_query_used_exists(backend: str, module: str) -> None:
+    source = STORE / module
+    if not source.exists():
+        pytest.skip(f"{module} not written yet")
+    queries = load_queries(backend)
+    used = set(re.findall(r'Q\["(\w+)"\]', source.read_text()))
+    assert used, "the backend calls its queries as Q[name]"
+    assert used <= set(queries), used - set(queries)
+    assert all(sql and not sql.endswith(";") for sql in queries.values())
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_migrations_are_numbered_without_gaps(backend: str) -> None:
+    migrations = load_migrations(backend)
+    if not migrations:
+        pytest.skip(f"no {backend} migrations yet")
+    assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
+    assert all(m.statements for m in migrations)
+
+
+def test_split_statements() -> None:
+    text = "-- c\nCREATE TABLE a (\n  x INT\n);\nCREATE INDEX i ON a (x);\n\n"
+    assert split_statements(text) == ("CREATE TABLE a (\n  x INT\n)", "CREATE INDEX i ON a (x)")
