@@ -359,6 +359,12 @@ class Worker:
                 agent=claim.agent,
                 attempt=claim.attempt,
             )
+            previous = self._held.get(claim.step_id)
+            if previous is not None:
+                # Our earlier lease on this step was reclaimed (expiry) and we claimed it
+                # again before noticing: the old run is fenced, stop it.
+                self._lose(previous, "reclaimed", conflict=False)
+                self._forget(previous)
             held = _Held(claim)
             self._held[claim.step_id] = held
             self._load[claim.agent] += 1
