@@ -1,0 +1,89 @@
+"""Fencing end to end: a worker frozen (SIGSTOP) past its lease while another node
+takes its step over cannot overwrite the new owner's work after SIGCONT."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tests.conftest import wait_until
+from tests.e2e.conftest import ClusterFactory
+from tests.e2e.harness import now_ms, record_step
+
+pytestmark = pytest.mark.slow
+
+
+def test_frozen_worker_is_fenced_out(make_cluster: ClusterFactory) -> None:
+    c = make_cluster(settings={"worker": {"lease_ms": 3000, "heartbeat_ms": 1000}})
+    c.add_nodes("a", "b")
+    c.start("a", "b")
+    c.wait_members("a", 2)
+    c.wait_members("b", 2)
+    wid = c.submit({"name": "fence", "steps": [record_step("work", c.journal, 4.0)]})
+
+    first: dict[str, object] = {}
+
+    def claimed() -> bool:
+        step = c.step(wid, "work")
+        if step["status"] == "RUNNING" and any(j["phase"] == "start" for j in c.journal_lines()):
+            first.update(step)
+            return True
+        return False
+
+    wait_until(claimed, 20, interval_s=0.1, what="the step to start")
+    frozen = str(first["owner_node"])
+    other = "b" if frozen == "a" else "a"
+    epoch1 = int(first["lease_epoch"])  # type: ignore[call-overload]
+    c.signal(frozen, signal.SIGSTOP)
+    try:
+        wait_until(
+            lambda: (s := c.step(wid, "work"))["owner_node"] == other and s["lease_epoch"] > epoch1,
+            20,
+            interval_s=0.1,
+            what=f"{other} to take the step over",
+        )
+        # Frozen past its lease, and its agent (own process group) finished meanwhile.
+        lease_end = int(first["lease_expires_at"])  # type: ignore[call-overload]
+        wait_until(lambda: now_ms() > lease_end + 200, 10, what="the old lease to expire")
+        wait_until(
+            lambda: any(j["phase"] == "done" and j["epoch"] == epoch1 for j in c.journal_lines()),
+            10,
+            what="the frozen node's agent to finish",
+        )
+    finally:
+        c.signal(frozen, signal.SIGCONT)
+
+    doc = c.wait_workflow(wid, {"SUCCEEDED"}, 30)
+    step = doc["steps"][0]
+    assert step["result"]["node"] == other
+    assert step["result"]["epoch"] == step["lease_epoch"] > epoch1
+
+    def rejected() -> list[dict[str, object]]:
+        return [
+            x
+            for x in c.api("/api/conflicts?limit=50")
+            if x["step_id"] == step["id"] and x["node"] == frozen
+        ]
+
+    wait_until(lambda: bool(rejected()), 15, what=f"{frozen}'s stale writes to be rejected")
+    conflicts = rejected()
+    assert {x["event"] for x in conflicts} <= {"heartbeat", "commit_success", "commit_failure"}
+    assert all(x["expected_epoch"] == epoch1 for x in conflicts)
+    assert all(int(x["actual_epoch"]) > epoch1 for x in conflicts)  # type: ignore[call-overload]
+
+    # Both agents ran (the side effects happened), but only the new owner's result counts.
+    done = [j for j in c.journal_lines() if j["phase"] == "done"]
+    assert {(j["node"], j["epoch"]) for j in done} >= {
+        (frozen, epoch1),
+        (other, step["lease_epoch"]),
+    }
+    events = [
+        e for e in c.cli_json("ownership-events", "--limit", "100") if e["step_id"] == step["id"]
+    ]
+    claims = [(e["node"], e["lease_epoch"]) for e in events if e["event"] == "claimed"]
+    assert (frozen, epoch1) in claims and (other, step["lease_epoch"]) in claims
+    report = c.cli_json("conflicts", "--report")
+    assert report["total"] >= len(conflicts)
+    # The frozen node comes back and stays in the mesh.
+    assert c.nodes[frozen].running()
