@@ -40,7 +40,6 @@ from relaymesh.model import (
 )
 from relaymesh.settings import Settings
 from relaymesh.store.base import ConflictReport, Store
-from relaymesh.work import agents
 
 __all__ = [
     "RELOAD_ALL",
@@ -106,7 +105,9 @@ def node_actor(node: str) -> str:
 
 def known_agents(settings: Settings) -> frozenset[str]:
     """Agents a workflow may name: the built-ins and the script agents configured."""
-    return agents.known_agents(settings)
+    from relaymesh.work.agents import known_agents as agents_known
+
+    return agents_known(settings)
 
 
 async def submit_workflow(store: Store, spec: WorkflowSpec, actor: str) -> str:

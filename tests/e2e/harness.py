@@ -222,6 +222,7 @@ class Cluster:
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [RELAYMESH, *args],
+            check=False,
             env=self.env,
             cwd=self.root,
             input=stdin,
