@@ -122,6 +122,11 @@ class EchoAgent:
     concurrency: int | None = None
 
     async def run(self, request: AgentRequest) -> AgentOutcome:
+        return self.run_now(request)
+
+    def run_now(self, request: AgentRequest) -> AgentOutcome:
+        """The same, without a coroutine: the worker runs agents that have ``run_now``
+        inline."""
         return AgentOutcome.success(request.input)
 
 

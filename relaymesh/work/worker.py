@@ -136,6 +136,8 @@ class Worker:
         self._claim_backoff = _Backoff(rng)
         self._commit_backoff = _Backoff(rng)
         self._loop_running = False
+        self._starting = False
+        self._latency: dict[str, Any] = {}
 
     # -- public API ---------------------------------------------------------------------
 
@@ -352,13 +354,6 @@ class Worker:
                 self.metrics.step_start_latency_seconds.observe(
                     max(0, claimed_at_ms - claim.ready_at_ms) / 1000.0
                 )
-            log.debug(
-                "lease_claimed",
-                step_id=claim.step_id,
-                epoch=claim.lease_epoch,
-                agent=claim.agent,
-                attempt=claim.attempt,
-            )
             previous = self._held.get(claim.step_id)
             if previous is not None:
                 # Our earlier lease on this step was reclaimed (expiry) and we claimed it
@@ -369,30 +364,47 @@ class Worker:
             self._held[claim.step_id] = held
             self._load[claim.agent] += 1
             self._queued.append(held)
+        if claims:
+            # One record per batch: a record per step would cost more than the step.
+            log.debug("leases_claimed", count=len(claims), first_step_id=claims[0].step_id)
         self._start_queued()
 
     def _start_queued(self) -> None:
-        if not self._queued:
+        """Start every queued step whose agent has room. Not re-entrant: an inline run
+        that ends inside the loop only marks the queue for another pass."""
+        if self._starting or not self._queued:
             return
-        waiting: deque[_Held] = deque()
-        while self._queued:
-            held = self._queued.popleft()
-            name = held.claim.agent
-            agent = self._registry.get(name)
-            if agent is None:
-                log.warning("unknown_agent", step_id=held.claim.step_id, agent=name)
-                held.state = "releasing"
-                self._load[name] -= 1
-                self._spawn(self._release_many([held], "unknown_agent"))
-                continue
-            if agent.concurrency is not None and self._running[name] >= agent.concurrency:
-                waiting.append(held)
-                continue
-            held.state = "running"
-            held.started_ms = self.clock.monotonic_ms()
-            self._running[name] += 1
-            held.task = asyncio.create_task(self._execute(held), name=f"step-{held.claim.step_id}")
-        self._queued = waiting
+        self._starting = True
+        try:
+            waiting: deque[_Held] = deque()
+            while self._queued:
+                held = self._queued.popleft()
+                name = held.claim.agent
+                agent = self._registry.get(name)
+                if agent is None:
+                    log.warning("unknown_agent", step_id=held.claim.step_id, agent=name)
+                    held.state = "releasing"
+                    self._load[name] -= 1
+                    self._spawn(self._release_many([held], "unknown_agent"))
+                    continue
+                if agent.concurrency is not None and self._running[name] >= agent.concurrency:
+                    waiting.append(held)
+                    continue
+                held.state = "running"
+                held.started_ms = self.clock.monotonic_ms()
+                self._running[name] += 1
+                run_now = getattr(agent, "run_now", None)
+                if run_now is not None:
+                    # Built-ins that never wait (echo) skip the task: at thousands of
+                    # steps per second the task would cost more than the step.
+                    self._finish(held, run_now(AgentRequest.from_claim(held.claim, self.node)))
+                    continue
+                held.task = asyncio.create_task(
+                    self._execute(held), name=f"step-{held.claim.step_id}"
+                )
+            self._queued.extendleft(reversed(waiting))
+        finally:
+            self._starting = False
         self.metrics.running_steps.set(sum(self._running.values()))
 
     # -- running agents ------------------------------------------------------------------
@@ -413,9 +425,19 @@ class Worker:
             outcome = AgentOutcome.failure(
                 ErrorKind.PERMANENT, "exception", f"{type(exc).__name__}: {exc}"
             )
+        self._finish(held, outcome)
+
+    def _finish(self, held: _Held, outcome: AgentOutcome) -> None:
+        """A run ended with a verdict: queue it for commit (unless the lease was lost)."""
+        claim = held.claim
         self._run_ended(held)
         elapsed_ms = self.clock.monotonic_ms() - held.started_ms
-        self.metrics.step_latency_seconds.labels(claim.agent).observe(elapsed_ms / 1000.0)
+        latency = self._latency.get(claim.agent)
+        if latency is None:
+            latency = self._latency[claim.agent] = self.metrics.step_latency_seconds.labels(
+                claim.agent
+            )
+        latency.observe(elapsed_ms / 1000.0)
         if held.lost:
             self._forget(held)
             return
@@ -506,13 +528,7 @@ class Worker:
                     if held.lost:
                         self._forget(held)
                 for (held, _), ok in zip(live, oks, strict=True):
-                    if ok:
-                        log.debug(
-                            "step_succeeded",
-                            step_id=held.claim.step_id,
-                            epoch=held.claim.lease_epoch,
-                        )
-                    else:
+                    if not ok:
                         self._lose(held, "commit_success", conflict=True)
                     self._forget(held)
             while self._failures:
