@@ -1,0 +1,976 @@
+"""The PostgreSQL ``Store``: the shared store of clusters that span hosts.
+
+Owns: the asyncpg pool, the LISTEN connection behind ``wait_for_work``, and the
+PostgreSQL side of every ``Store`` method. Must not: know about workers, HTTP or gossip.
+
+* Time is the server's ``clock_timestamp()`` (``rm_now_ms()`` in SQL), so a worker's
+  clock can never stretch a lease.
+* Claims select with ``FOR UPDATE SKIP LOCKED`` and take lock keys with a non-blocking
+  advisory try-lock, so a claimer never waits for rows or keys another claimer holds.
+* A transaction that can change a workflow's status or ready its dependents locks the
+  workflow rows first, in id order: two commits finishing a workflow's last two steps
+  then see each other's result (no step left PENDING, no workflow left RUNNING), and
+  the lock order stays deadlock-free.
+* The pool connects lazily and replaces dropped connections, so the store recovers by
+  itself after a server restart or failover; until then calls raise
+  ``StoreUnavailableError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+
+from relaymesh.exceptions import (
+    InvalidStateError,
+    LeaseLostError,
+    NotFoundError,
+    RelayMeshError,
+    StoreError,
+    StoreUnavailableError,
+    WorkflowError,
+)
+from relaymesh.model import (
+    AuditRecord,
+    CancelResult,
+    Claim,
+    LeaseConflict,
+    LeaseRef,
+    MeshNode,
+    OwnershipEvent,
+    Priority,
+    SettingsChange,
+    StepRecord,
+    StepStatus,
+    WorkflowRecord,
+    WorkflowSpec,
+    WorkflowStatus,
+)
+from relaymesh.store import rows
+from relaymesh.store.base import ConflictReport, LeaderLease
+from relaymesh.store.queries import load_migrations, load_queries
+
+__all__ = ["PostgresStore"]
+
+T = TypeVar("T")
+Conn = Any  # an asyncpg connection (untyped library)
+
+Q = load_queries("postgres")
+
+CHANNEL = "relaymesh_work"
+_DEFAULT_POOL_MAX = 8
+_CONNECT_TIMEOUT_S = 5.0
+_CLOSE_TIMEOUT_S = 5.0
+
+_UNAVAILABLE = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.TransactionRollbackError,
+    OSError,
+    ConnectionError,
+)
+
+
+def _translate(exc: BaseException) -> RelayMeshError:
+    if isinstance(exc, _UNAVAILABLE):
+        return StoreUnavailableError(f"postgresql store unavailable: {exc}")
+    if isinstance(exc, asyncpg.exceptions.InterfaceError) and "closed" in str(exc).lower():
+        return StoreUnavailableError(f"postgresql store unavailable: {exc}")
+    if isinstance(exc, asyncpg.exceptions.PostgresError | asyncpg.exceptions.InterfaceError):
+        return StoreError(f"postgresql error: {exc}")
+    return StoreError(f"postgresql store failed: {exc!r}")
+
+
+def _lease_lost(lease: LeaseRef, event: str, actual: tuple[Any, Any]) -> LeaseLostError:
+    return LeaseLostError(
+        f"{event} of step {lease.step_id} rejected: lease epoch {lease.lease_epoch} no longer "
+        f"holds (epoch now {actual[0]}, status {actual[1]})"
+    )
+
+
+def _fence_arrays(leases: Sequence[LeaseRef]) -> tuple[list[str], list[str], list[int]]:
+    return (
+        [lease.step_id for lease in leases],
+        [lease.lease_token for lease in leases],
+        [lease.lease_epoch for lease in leases],
+    )
+
+
+class PostgresStore:
+    """``Store`` on PostgreSQL. Use ``open_store``; ``connect()`` then ``migrate()``."""
+
+    def __init__(self, dsn: str, *, url: str | None = None, pool_max: int = _DEFAULT_POOL_MAX):
+        self._dsn = dsn
+        self.url = url or dsn
+        self._pool_max = pool_max
+        self._pool: Any = None
+        self._listener: Any = None
+        self._wake = asyncio.Event()
+        self._closed = False
+
+    # -- plumbing -------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Create the pool. It connects lazily, so this succeeds while the server is
+        down; the first call that needs a connection raises ``StoreUnavailableError``."""
+        if self._pool is not None:
+            return
+        if self._closed:
+            raise StoreError("the store is closed")
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=0,
+                max_size=self._pool_max,
+                timeout=_CONNECT_TIMEOUT_S,
+                statement_cache_size=256,
+                max_inactive_connection_lifetime=60.0,
+            )
+        except (ValueError, TypeError) as exc:
+            raise StoreError(f"bad PostgreSQL URL {self.url!r}: {exc}") from exc
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+                raise
+            raise _translate(exc) from exc
+
+    async def _run(self, fn: Callable[[Conn], Awaitable[T]], *, tx: bool = True) -> T:
+        """Run ``fn(conn)`` on a pooled connection, in one transaction unless ``tx`` is
+        False; translate driver errors."""
+        if self._pool is None:
+            await self.connect()
+        try:
+            async with self._pool.acquire() as conn:
+                if not tx:
+                    return await fn(conn)
+                async with conn.transaction():
+                    return await fn(conn)
+        except RelayMeshError:
+            raise
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            raise _translate(exc) from exc
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def migrate(self) -> int:
+        migrations = load_migrations("postgres")
+
+        async def apply(conn: Conn) -> int:
+            # The advisory lock makes concurrent migrators take turns; each then sees
+            # the versions the previous one applied.
+            await conn.execute(Q["migrate_lock"])
+            await conn.execute(Q["schema_version_create"])
+            current: int = await conn.fetchval(Q["schema_version_current"])
+            for migration in migrations:
+                if migration.version <= current:
+                    continue
+                for statement in migration.statements:
+                    await conn.execute(statement)
+                await conn.execute(Q["schema_version_insert"], migration.version, migration.name)
+                current = migration.version
+            return current
+
+        return await self._run(apply)
+
+    async def close(self) -> None:
+        self._closed = True
+        listener, self._listener = self._listener, None
+        pool, self._pool = self._pool, None
+        if listener is not None:
+            try:
+                await asyncio.wait_for(listener.close(), _CLOSE_TIMEOUT_S)
+            except Exception:
+                listener.terminate()
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), _CLOSE_TIMEOUT_S)
+            except Exception:
+                pool.terminate()
+
+    async def backup(self, path: str) -> None:
+        async def dump(conn: Conn) -> dict[str, Any]:
+            tables: dict[str, list[dict[str, Any]]] = {}
+            for record in await conn.fetch(Q["backup_tables"]):
+                name = record[0]
+                quoted = '"' + name.replace('"', '""') + '"'
+                tables[name] = [dict(r) for r in await conn.fetch(f"SELECT * FROM {quoted}")]
+            version = await conn.fetchval(Q["schema_version_current"])
+            return {
+                "format": "relaymesh-postgres-backup",
+                "schema_version": version,
+                "taken_at_ms": await conn.fetchval(Q["now_ms"]),
+                "tables": tables,
+            }
+
+        async def consistent(conn: Conn) -> dict[str, Any]:
+            # One snapshot for every table while writers go on.
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                return await dump(conn)
+
+        document = await self._run(consistent, tx=False)
+        try:
+            await asyncio.to_thread(_write_json, path, document)
+        except OSError as exc:
+            raise StoreError(f"cannot write backup {path!r}: {exc}") from exc
+
+    async def now_ms(self) -> int:
+        return int(await self._run(lambda conn: conn.fetchval(Q["now_ms"]), tx=False))
+
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def _ensure_listener(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        if self._closed:
+            raise StoreError("the store is closed")
+        try:
+            listener = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT_S)
+            await listener.add_listener(CHANNEL, self._on_notify)
+            listener.add_termination_listener(self._on_notify)
+        except RelayMeshError:
+            raise
+        except Exception as exc:
+            raise _translate(exc) from exc
+        self._listener = listener
+        # Notifications sent while we were not listening are lost: look once.
+        self._wake.set()
+
+    async def wait_for_work(self, timeout_ms: int) -> None:
+        """LISTEN ``relaymesh_work``: submits, readied dependents, retries, releases,
+        replays and reclaims NOTIFY it in their transaction."""
+        await self._ensure_listener()
+        if not self._wake.is_set():
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(timeout_ms, 0) / 1000)
+            except TimeoutError:
+                return
+        self._wake.clear()
+
+    # -- shared transaction pieces --------------------------------------------------------
+
+    @staticmethod
+    async def _audit(
+        conn: Conn, actor: str, action: str, *, target: str | None, details: Any
+    ) -> None:
+        await conn.execute(Q["audit_insert"], actor, action, target, rows.dumps(details))
+
+    @staticmethod
+    async def _refresh_workflows(conn: Conn, workflow_ids: Collection[str]) -> None:
+        if not workflow_ids:
+            return
+        for r in await conn.fetch(Q["workflow_shapes"], sorted(workflow_ids)):
+            status = rows.workflow_status(
+                active=r[2], pending=r[3], dead=r[4], cancelled=r[5]
+            ).value
+            if status != r[1]:
+                await conn.execute(Q["workflow_set_status"], r[0], status)
+
+    @staticmethod
+    async def _conflicts(
+        conn: Conn, leases: Sequence[LeaseRef], node: str, event: str
+    ) -> dict[str, tuple[Any, Any]]:
+        """Record one conflict per lease; step id to (actual epoch, actual status)."""
+        if not leases:
+            return {}
+        found = await conn.fetch(Q["conflicts_insert"], *_fence_arrays(leases), node, event)
+        return {r[0]: (r[1], r[2]) for r in found}
+
+    async def _success_many(
+        self, conn: Conn, node: str, items: Sequence[tuple[LeaseRef, Any]]
+    ) -> tuple[list[bool], dict[str, tuple[Any, Any]]]:
+        leases = [lease for lease, _ in items]
+        ids, tokens, epochs = _fence_arrays(leases)
+        await conn.fetch(Q["workflows_lock_for_steps"], ids)
+        done = await conn.fetch(
+            Q["fence_success"], ids, tokens, epochs, [rows.dumps(r) for _, r in items]
+        )
+        committed = {r[0] for r in done}
+        out: list[bool] = []
+        rejected: list[LeaseRef] = []
+        for lease in leases:
+            if lease.step_id in committed:
+                committed.discard(lease.step_id)  # a duplicate item commits once
+                out.append(True)
+            else:
+                out.append(False)
+                rejected.append(lease)
+        conflicts = await self._conflicts(conn, rejected, node, "commit_success")
+        with_locks = [r[0] for r in done if r[2]]
+        if with_locks:
+            await conn.execute(Q["locks_release"], with_locks)
+        with_dependents = [r[0] for r in done if r[3]]
+        if with_dependents:
+            readied = await conn.execute(Q["ready_dependents"], with_dependents)
+            if readied != "UPDATE 0":
+                await conn.execute(Q["notify_work"])
+        await self._refresh_workflows(conn, {r[1] for r in done})
+        return out, conflicts
+
+    # -- workflows (operator) -------------------------------------------------------------
+
+    async def submit_workflow(self, spec: WorkflowSpec, actor: str) -> str:
+        workflow_id = rows.new_id()
+        ids = {step.name: rows.new_id() for step in spec.steps}
+        dependents: dict[str, int] = dict.fromkeys(ids, 0)
+        for step in spec.steps:
+            for dep in step.depends_on:
+                if dep not in ids:
+                    raise WorkflowError(f"step {step.name!r} depends on unknown step {dep!r}")
+                dependents[dep] += 1
+        if len(ids) != len(spec.steps):
+            raise WorkflowError("step names must be unique within a workflow")
+        steps = spec.steps
+        deps = [(ids[s.name], ids[d]) for s in steps for d in dict.fromkeys(s.depends_on)]
+
+        async def submit(conn: Conn) -> str:
+            now = await conn.fetchval(Q["now_ms"])
+            status = WorkflowStatus.RUNNING if steps else WorkflowStatus.SUCCEEDED
+            await conn.execute(Q["workflow_insert"], workflow_id, spec.name, status.value, now)
+            if steps:
+                await conn.execute(
+                    Q["steps_insert"],
+                    workflow_id,
+                    now,
+                    [ids[s.name] for s in steps],
+                    [s.name for s in steps],
+                    [s.agent for s in steps],
+                    [
+                        (StepStatus.PENDING if s.depends_on else StepStatus.READY).value
+                        for s in steps
+                    ],
+                    [int(s.priority) for s in steps],
+                    [s.max_attempts for s in steps],
+                    [s.base_backoff_ms for s in steps],
+                    [s.max_backoff_ms for s in steps],
+                    [json.dumps(list(s.depends_on)) for s in steps],
+                    [json.dumps(sorted(set(s.locks))) for s in steps],
+                    [dependents[s.name] for s in steps],
+                    [rows.dumps(s.input) for s in steps],
+                )
+            if deps:
+                await conn.execute(
+                    Q["step_deps_insert"], [d[0] for d in deps], [d[1] for d in deps]
+                )
+            await self._audit(
+                conn,
+                actor,
+                "submit",
+                target=workflow_id,
+                details={"workflow_id": workflow_id, "name": spec.name, "steps": len(steps)},
+            )
+            await conn.execute(Q["notify_work"])
+            return workflow_id
+
+        return await self._run(submit)
+
+    async def get_workflow(self, workflow_id: str) -> tuple[WorkflowRecord, list[StepRecord]]:
+        async def get(conn: Conn) -> tuple[WorkflowRecord, list[StepRecord]]:
+            row = await conn.fetchrow(Q["workflow_get"], workflow_id)
+            if row is None:
+                raise NotFoundError(f"no workflow {workflow_id!r}")
+            steps = await conn.fetch(Q["workflow_steps"], workflow_id)
+            return rows.workflow_record(row), [rows.step_record(s) for s in steps]
+
+        return await self._run(get)
+
+    async def get_step(self, step_id: str) -> StepRecord:
+        async def get(conn: Conn) -> StepRecord:
+            row = await conn.fetchrow(Q["step_get"], step_id)
+            if row is None:
+                raise NotFoundError(f"no step {step_id!r}")
+            return rows.step_record(row)
+
+        return await self._run(get, tx=False)
+
+    async def list_steps(
+        self,
+        *,
+        status: StepStatus | None = None,
+        workflow_id: str | None = None,
+        agent: str | None = None,
+        limit: int = 100,
+    ) -> list[StepRecord]:
+        status_text = None if status is None else StepStatus(status).value
+
+        async def listing(conn: Conn) -> list[StepRecord]:
+            found = await conn.fetch(Q["steps_list"], status_text, workflow_id, agent, limit)
+            return [rows.step_record(r) for r in found]
+
+        return await self._run(listing, tx=False)
+
+    async def cancel_workflow(self, workflow_id: str, mode: str, actor: str) -> CancelResult:
+        if mode not in ("soft", "hard"):
+            raise InvalidStateError(f"unknown cancel mode {mode!r}: use soft or hard")
+
+        async def cancel(conn: Conn) -> CancelResult:
+            if not await conn.fetch(Q["workflows_lock"], [workflow_id]):
+                raise NotFoundError(f"no workflow {workflow_id!r}")
+            tag = await conn.execute(Q["cancel_waiting"], workflow_id)
+            cancelled = int(tag.split()[-1])
+            fenced: list[str] = []
+            if mode == "hard":
+                running = await conn.fetch(Q["cancel_running"], workflow_id)
+                fenced = [r[0] for r in running]
+                with_locks = [r[0] for r in running if r[3]]
+                if with_locks:
+                    await conn.execute(Q["locks_release"], with_locks)
+                if running:
+                    await conn.execute(
+                        Q["events_insert"],
+                        fenced,
+                        [r[1] for r in running],
+                        [r[2] for r in running],
+                        "cancelled",
+                        actor,
+                    )
+            await self._refresh_workflows(conn, [workflow_id])
+            result = CancelResult(cancelled=cancelled + len(fenced), fenced_running=tuple(fenced))
+            await self._audit(
+                conn,
+                actor,
+                "cancel",
+                target=workflow_id,
+                details={
+                    "workflow_id": workflow_id,
+                    "mode": mode,
+                    "cancelled": result.cancelled,
+                    "fenced_running": fenced,
+                },
+            )
+            return result
+
+        return await self._run(cancel)
+
+    @staticmethod
+    async def _replay_one(conn: Conn, step_id: str, actor: str) -> str | None:
+        """Back to READY (PENDING when a dependency has not succeeded); the workflow id,
+        or None when the step is not replayable. The caller holds the workflow lock."""
+        ready = await conn.fetchval(Q["deps_all_succeeded"], step_id)
+        new_status = StepStatus.READY if ready else StepStatus.PENDING
+        row = await conn.fetchrow(Q["replay_update"], step_id, new_status.value)
+        if row is None:
+            return None
+        await conn.execute(Q["events_insert"], [step_id], [None], [row[1]], "replayed", actor)
+        return str(row[0])
+
+    async def replay_step(self, step_id: str, actor: str) -> StepRecord:
+        async def replay(conn: Conn) -> StepRecord:
+            await conn.fetch(Q["workflows_lock_for_steps"], [step_id])
+            row = await conn.fetchrow(Q["step_get"], step_id)
+            if row is None:
+                raise NotFoundError(f"no step {step_id!r}")
+            before = rows.step_record(row)
+            workflow_id = await self._replay_one(conn, step_id, actor)
+            if workflow_id is None:
+                raise InvalidStateError(
+                    f"step {step_id} is {before.status.value}: only DEAD_LETTER or CANCELLED "
+                    "steps can be replayed"
+                )
+            await self._refresh_workflows(conn, [workflow_id])
+            await self._audit(
+                conn,
+                actor,
+                "replay",
+                target=step_id,
+                details={
+                    "step_id": step_id,
+                    "workflow_id": workflow_id,
+                    "from": before.status.value,
+                },
+            )
+            await conn.execute(Q["notify_work"])
+            return rows.step_record(await conn.fetchrow(Q["step_get"], step_id))
+
+        return await self._run(replay)
+
+    async def replay_batch(
+        self,
+        *,
+        status: StepStatus,
+        limit: int,
+        actor: str,
+        agent: str | None = None,
+        workflow_id: str | None = None,
+    ) -> int:
+        status = StepStatus(status)
+        if status not in (StepStatus.DEAD_LETTER, StepStatus.CANCELLED):
+            raise InvalidStateError(
+                f"cannot replay {status.value} steps: only DEAD_LETTER or CANCELLED"
+            )
+
+        async def replay(conn: Conn) -> int:
+            found = await conn.fetch(
+                Q["replay_candidates"], status.value, agent, workflow_id, limit
+            )
+            await conn.fetch(Q["workflows_lock"], sorted({r[1] for r in found}))
+            replayed: list[str] = []
+            touched: set[str] = set()
+            for r in found:
+                # Re-checked under the workflow lock: a concurrent batch replays a step once.
+                wf = await self._replay_one(conn, r[0], actor)
+                if wf is not None:
+                    replayed.append(r[0])
+                    touched.add(wf)
+            await self._refresh_workflows(conn, touched)
+            await self._audit(
+                conn,
+                actor,
+                "replay-batch",
+                target=workflow_id,
+                details={
+                    "status": status.value,
+                    "agent": agent,
+                    "workflow_id": workflow_id,
+                    "limit": limit,
+                    "count": len(replayed),
+                    "step_ids": replayed,
+                },
+            )
+            if replayed:
+                await conn.execute(Q["notify_work"])
+            return len(replayed)
+
+        return await self._run(replay)
+
+    # -- worker (fenced) ------------------------------------------------------------------
+
+    async def claim_steps(
+        self,
+        node: str,
+        *,
+        limit: int,
+        lease_ms: int,
+        agents: Collection[str] | None = None,
+        exclude_agents: Collection[str] = (),
+        low_first: int = 0,
+    ) -> list[Claim]:
+        if limit <= 0:
+            return []
+        agent_list = None if agents is None else list(agents)
+        excluded = list(exclude_agents)
+
+        async def claim(conn: Conn) -> list[Claim]:
+            seen: list[str] = []
+            picked: list[str] = []
+            held: set[str] = set()
+
+            async def fill(query: str, want: int) -> None:
+                while len(picked) < want:
+                    page = want - len(picked)
+                    found = await conn.fetch(query, agent_list, excluded, page, seen)
+                    seen.extend(r[0] for r in found)
+                    for step_id, keys in found:
+                        if len(picked) >= want:
+                            break
+                        if any(key in held for key in keys):
+                            continue
+                        if keys:
+                            got = await conn.fetch(Q["claim_locks"], keys, step_id)
+                            if len(got) != len(keys):
+                                if got:
+                                    await conn.execute(Q["locks_release"], [step_id])
+                                continue
+                        picked.append(step_id)
+                        held.update(keys)
+                    if len(found) < page:
+                        return
+
+            if low_first > 0:
+                await fill(Q["claim_candidates_low"], min(low_first, limit))
+            await fill(Q["claim_candidates"], limit)
+            if not picked:
+                return []
+            claimed = await conn.fetch(Q["claim_update"], picked, node, lease_ms)
+            upstream: dict[str, dict[str, Any]] = {}
+            with_deps = [r[0] for r in claimed if r[15]]
+            if with_deps:
+                for step_id, name, result in await conn.fetch(Q["upstream_results"], with_deps):
+                    upstream.setdefault(step_id, {})[name] = rows.loads(result)
+            order = {step_id: i for i, step_id in enumerate(picked)}
+            return [
+                Claim(
+                    step_id=r[0],
+                    workflow_id=r[1],
+                    name=r[2],
+                    agent=r[3],
+                    input=rows.loads(r[4]),
+                    upstream=upstream.get(r[0], {}),
+                    attempt=r[5],
+                    max_attempts=r[6],
+                    base_backoff_ms=r[7],
+                    max_backoff_ms=r[8],
+                    priority=Priority(r[9]),
+                    lease_token=r[10],
+                    lease_epoch=r[11],
+                    lease_expires_at_ms=r[12],
+                    ready_at_ms=r[13],
+                    locks=tuple(r[14]),
+                )
+                for r in sorted(claimed, key=lambda r: order[r[0]])
+            ]
+
+        return await self._run(claim)
+
+    async def heartbeat(self, lease: LeaseRef, node: str, lease_ms: int) -> int:
+        async def beat(conn: Conn) -> tuple[int | None, tuple[Any, Any]]:
+            found = await conn.fetch(Q["fence_heartbeat"], *_fence_arrays([lease]), lease_ms)
+            if found:
+                return int(found[0][1]), (None, None)
+            conflicts = await self._conflicts(conn, [lease], node, "heartbeat")
+            return None, conflicts.get(lease.step_id, (None, None))
+
+        expires, actual = await self._run(beat)
+        if expires is None:
+            raise _lease_lost(lease, "heartbeat", actual)
+        return expires
+
+    async def heartbeat_many(
+        self, node: str, leases: Sequence[LeaseRef], lease_ms: int
+    ) -> dict[str, int | None]:
+        if not leases:
+            return {}
+        ordered = sorted(leases, key=lambda lease: lease.step_id)
+
+        async def beat(conn: Conn) -> dict[str, int | None]:
+            found = await conn.fetch(Q["fence_heartbeat"], *_fence_arrays(ordered), lease_ms)
+            extended = {r[0]: int(r[1]) for r in found}
+            rejected = [lease for lease in ordered if lease.step_id not in extended]
+            await self._conflicts(conn, rejected, node, "heartbeat")
+            return {lease.step_id: extended.get(lease.step_id) for lease in leases}
+
+        return await self._run(beat)
+
+    async def commit_success(self, lease: LeaseRef, node: str, result: Any) -> None:
+        out, conflicts = await self._run(
+            lambda conn: self._success_many(conn, node, [(lease, result)])
+        )
+        if not out[0]:
+            raise _lease_lost(lease, "commit_success", conflicts.get(lease.step_id, (None, None)))
+
+    async def commit_success_many(
+        self, node: str, items: Sequence[tuple[LeaseRef, Any]]
+    ) -> list[bool]:
+        if not items:
+            return []
+        out, _ = await self._run(lambda conn: self._success_many(conn, node, items))
+        return out
+
+    async def commit_failure(
+        self, lease: LeaseRef, node: str, error: dict[str, Any], retry_delay_ms: int | None
+    ) -> StepStatus:
+        fence = (lease.step_id, lease.lease_token, lease.lease_epoch, rows.dumps(error))
+
+        async def fail(conn: Conn) -> tuple[StepStatus | None, tuple[Any, Any]]:
+            if retry_delay_ms is None:
+                await conn.fetch(Q["workflows_lock_for_steps"], [lease.step_id])
+                row = await conn.fetchrow(Q["fence_dead_letter"], *fence)
+                status = StepStatus.DEAD_LETTER
+            else:
+                row = await conn.fetchrow(Q["fence_retry"], *fence, max(retry_delay_ms, 0))
+                status = StepStatus.RETRY_WAIT
+            if row is None:
+                conflicts = await self._conflicts(conn, [lease], node, "commit_failure")
+                return None, conflicts.get(lease.step_id, (None, None))
+            if row[1]:
+                await conn.execute(Q["locks_release"], [lease.step_id])
+            if status is StepStatus.DEAD_LETTER:
+                await self._refresh_workflows(conn, [row[0]])
+            else:
+                await conn.execute(Q["notify_work"])
+            return status, (None, None)
+
+        status, actual = await self._run(fail)
+        if status is None:
+            raise _lease_lost(lease, "commit_failure", actual)
+        return status
+
+    async def release(self, lease: LeaseRef, node: str, reason: str) -> None:
+        async def give_back(conn: Conn) -> tuple[bool, tuple[Any, Any]]:
+            row = await conn.fetchrow(
+                Q["fence_release"],
+                lease.step_id,
+                lease.lease_token,
+                lease.lease_epoch,
+                node,
+                reason,
+            )
+            if row is None:
+                conflicts = await self._conflicts(conn, [lease], node, "release")
+                return False, conflicts.get(lease.step_id, (None, None))
+            if row[0]:
+                await conn.execute(Q["locks_release"], [lease.step_id])
+            await conn.execute(Q["notify_work"])
+            return True, (None, None)
+
+        ok, actual = await self._run(give_back)
+        if not ok:
+            raise _lease_lost(lease, "release", actual)
+
+    async def lost_leases(self, leases: Sequence[LeaseRef]) -> list[str]:
+        if not leases:
+            return []
+
+        async def check(conn: Conn) -> list[str]:
+            found = await conn.fetch(Q["lease_states"], [lease.step_id for lease in leases])
+            state = {r[0]: (r[1], r[2], r[3]) for r in found}
+            return [
+                lease.step_id
+                for lease in leases
+                if state.get(lease.step_id)
+                != (lease.lease_token, lease.lease_epoch, StepStatus.RUNNING.value)
+            ]
+
+        return await self._run(check, tx=False)
+
+    # -- recovery and maintenance ------------------------------------------------------------
+
+    async def _reclaim(
+        self, conn: Conn, ids: list[str], *, mode: str, event: str, why: str
+    ) -> list[tuple[str, str | None]]:
+        """Put these RUNNING steps back to READY, or DEAD_LETTER (kind ``lost``) when out
+        of attempts; ``mode`` ``expired`` re-checks the expiry under the row lock.
+        Returns (step id, previous owner) of each step reclaimed."""
+        if not ids:
+            return []
+        await conn.fetch(Q["workflows_lock_for_steps"], ids)
+        found = await conn.fetch(Q["reclaim_lock_rows"], ids, mode)
+        if not found:
+            return []
+        dead = [r for r in found if r[3] >= r[4]]
+        back = [r[0] for r in found if r[3] < r[4]]
+        epochs: dict[str, int] = {}
+        if back:
+            for step_id, epoch in await conn.fetch(Q["reclaim_ready"], back):
+                epochs[step_id] = epoch
+        if dead:
+            errors = [rows.dumps(rows.lost_error(r[3], why)) for r in dead]
+            for step_id, epoch in await conn.fetch(
+                Q["reclaim_dead_letter"], [r[0] for r in dead], errors
+            ):
+                epochs[step_id] = epoch
+        with_locks = [r[0] for r in found if r[5]]
+        if with_locks:
+            await conn.execute(Q["locks_release"], with_locks)
+        reclaimed = [r[0] for r in found]
+        await conn.execute(
+            Q["events_insert"],
+            reclaimed,
+            [r[2] for r in found],
+            [epochs[step_id] for step_id in reclaimed],
+            event,
+            why,
+        )
+        await self._refresh_workflows(conn, {r[1] for r in dead})
+        if back:
+            await conn.execute(Q["notify_work"])
+        return [(r[0], r[2]) for r in found]
+
+    async def reclaim_expired(self, limit: int) -> list[str]:
+        async def reclaim(conn: Conn) -> list[str]:
+            ids = [r[0] for r in await conn.fetch(Q["expired_running"], limit)]
+            done = await self._reclaim(
+                conn, ids, mode="expired", event="lease_expired", why="lease expired"
+            )
+            return [step_id for step_id, _ in done]
+
+        return await self._run(reclaim)
+
+    async def reclaim_dead_owners(
+        self, *, limit: int, actor: str, nodes: Collection[str] | None = None
+    ) -> list[str]:
+        async def reclaim(conn: Conn) -> list[str]:
+            if nodes is None:
+                found = await conn.fetch(Q["dead_owner_running"], limit)
+            else:
+                found = await conn.fetch(Q["named_owner_running"], limit, list(nodes))
+            done = await self._reclaim(
+                conn,
+                [r[0] for r in found],
+                mode="owner",
+                event="dead_owner",
+                why="owner node dead",
+            )
+            reclaimed = [step_id for step_id, _ in done]
+            await self._audit(
+                conn,
+                actor,
+                "recover",
+                target=None,
+                details={
+                    "step_ids": reclaimed,
+                    "owners": sorted({owner for _, owner in done if owner is not None}),
+                    "count": len(reclaimed),
+                },
+            )
+            return reclaimed
+
+        return await self._run(reclaim)
+
+    async def promote_retries(self, limit: int) -> int:
+        async def promote(conn: Conn) -> int:
+            tag = await conn.execute(Q["promote_retries"], limit)
+            return int(tag.split()[-1])
+
+        return await self._run(promote)
+
+    async def acquire_leader(self, node: str, lease_ms: int) -> LeaderLease | None:
+        async def acquire(conn: Conn) -> LeaderLease | None:
+            holder, epoch, holder_expires, now = await conn.fetchrow(Q["leader_get"])
+            if holder_expires > now and holder != node:
+                return None
+            if not (holder == node and holder_expires > now):
+                epoch += 1
+            expires = await conn.fetchval(Q["leader_set"], node, epoch, lease_ms)
+            return LeaderLease(node, int(epoch), int(expires))
+
+        return await self._run(acquire)
+
+    async def release_leader(self, lease: LeaderLease) -> None:
+        await self._run(lambda conn: conn.execute(Q["leader_release"], lease.node, lease.epoch))
+
+    # -- mesh ------------------------------------------------------------------------------
+
+    async def upsert_mesh_nodes(self, reporter: str, nodes: Sequence[MeshNode]) -> None:
+        if not nodes:
+            return
+        args = [
+            (
+                n.name,
+                n.address,
+                n.status.value,
+                n.incarnation,
+                rows.dumps(n.metadata),
+                n.status_changed_at_ms,
+                reporter,
+            )
+            for n in sorted(nodes, key=lambda n: n.name)
+        ]
+        await self._run(lambda conn: conn.executemany(Q["mesh_upsert"], args))
+
+    async def list_mesh_nodes(self) -> list[MeshNode]:
+        async def listing(conn: Conn) -> list[MeshNode]:
+            return [rows.mesh_node(r) for r in await conn.fetch(Q["mesh_list"])]
+
+        return await self._run(listing, tx=False)
+
+    async def prune_mesh_nodes(self, *, older_than_ms: int, limit: int, actor: str) -> int:
+        async def prune(conn: Conn) -> int:
+            names = [r[0] for r in await conn.fetch(Q["mesh_prune"], older_than_ms, limit)]
+            await self._audit(
+                conn,
+                actor,
+                "prune",
+                target=None,
+                details={"names": names, "count": len(names), "older_than_ms": older_than_ms},
+            )
+            return len(names)
+
+        return await self._run(prune)
+
+    async def running_by_owner_status(self) -> dict[str, int]:
+        async def count(conn: Conn) -> dict[str, int]:
+            found = await conn.fetch(Q["running_by_owner_status"])
+            return {str(status): int(n) for status, n in found}
+
+        return await self._run(count, tx=False)
+
+    # -- operations -------------------------------------------------------------------------
+
+    async def step_counts(self) -> dict[StepStatus, int]:
+        async def count(conn: Conn) -> dict[StepStatus, int]:
+            counts = rows.zero_counts()
+            for status, n in await conn.fetch(Q["step_counts"]):
+                counts[StepStatus(status)] = int(n)
+            return counts
+
+        return await self._run(count, tx=False)
+
+    async def queue_lag_ms(self) -> int:
+        lag = await self._run(lambda conn: conn.fetchval(Q["queue_lag"]), tx=False)
+        return max(0, int(lag))
+
+    async def list_ownership_events(
+        self, *, since_ms: int | None = None, limit: int = 100
+    ) -> list[OwnershipEvent]:
+        async def listing(conn: Conn) -> list[OwnershipEvent]:
+            found = await conn.fetch(Q["ownership_events_list"], since_ms, limit)
+            return [rows.event_record(r) for r in found]
+
+        return await self._run(listing, tx=False)
+
+    async def list_conflicts(
+        self, *, since_ms: int | None = None, limit: int = 100
+    ) -> list[LeaseConflict]:
+        async def listing(conn: Conn) -> list[LeaseConflict]:
+            found = await conn.fetch(Q["conflicts_list"], since_ms, limit)
+            return [rows.conflict_record(r) for r in found]
+
+        return await self._run(listing, tx=False)
+
+    async def conflict_report(
+        self, *, since_ms: int | None = None, top: int = 10
+    ) -> ConflictReport:
+        async def report(conn: Conn) -> ConflictReport:
+            async def pairs(name: str) -> list[tuple[str, int]]:
+                return [(str(k), int(n)) for k, n in await conn.fetch(Q[name], since_ms, top)]
+
+            return ConflictReport(
+                total=int(await conn.fetchval(Q["conflicts_total"], since_ms)),
+                by_step=await pairs("conflicts_by_step"),
+                by_node=await pairs("conflicts_by_node"),
+                by_event=await pairs("conflicts_by_event"),
+            )
+
+        return await self._run(report)
+
+    async def record_audit(
+        self, actor: str, action: str, target: str | None, details: dict[str, Any]
+    ) -> None:
+        await self._run(
+            lambda conn: self._audit(conn, actor, action, target=target, details=details)
+        )
+
+    async def query_audit(
+        self,
+        *,
+        task_id: str | None = None,
+        action: str | None = None,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        async def query(conn: Conn) -> list[AuditRecord]:
+            found = await conn.fetch(Q["audit_query"], task_id, action, from_ms, to_ms, limit)
+            return [rows.audit_record(r) for r in found]
+
+        return await self._run(query, tx=False)
+
+    async def record_settings_change(self, node: str, fields: Sequence[str]) -> None:
+        async def record(conn: Conn) -> None:
+            await conn.execute(Q["settings_insert"], node, rows.dumps(list(fields)))
+            await self._audit(
+                conn, f"node:{node}", "reload", target=node, details={"fields": list(fields)}
+            )
+
+        await self._run(record)
+
+    async def list_settings_history(self, limit: int = 20) -> list[SettingsChange]:
+        async def listing(conn: Conn) -> list[SettingsChange]:
+            return [rows.settings_change(r) for r in await conn.fetch(Q["settings_list"], limit)]
+
+        return await self._run(listing, tx=False)
+
+
+def _write_json(path: str, document: dict[str, Any]) -> None:
+    partial = f"{path}.partial-{os.getpid()}"
+    with open(partial, "w", encoding="utf-8") as out:
+        json.dump(document, out, default=str, separators=(",", ":"))
+    os.replace(partial, path)
