@@ -178,9 +178,10 @@ def demo(
             click.echo(
                 f"  demo-{i + 1}  gossip 127.0.0.1:{gossip_ports[i]}  http://127.0.0.1:{port}/"
             )
+        click.echo(f"console: http://127.0.0.1:{http_ports[0]}/")
         click.echo(
             f"API: http://127.0.0.1:{http_ports[0]}/api/stats  "
-            f"(also /api/tasks, /api/members, /api/dead, /metrics)"
+            f"(also /api/tasks, /api/members, /api/dead, /api/openapi.json, /metrics)"
         )
         settings = load_settings(str(config), {"node": {"store_url": store_url}})
         outcome = asyncio.run(

@@ -4,6 +4,9 @@ Handlers parse the request, call one function of ``relaymesh.ops.services`` and
 render JSON; they hold no logic. A GET never changes anything; every write is a
 POST audited as ``web:<token name>@<client address>``.
 
+``GET /`` serves the console, a static page whose script reads this API (and its SSE
+stream ``/api/events``) with the caller's token.
+
 Authentication (``[web] tokens`` in the settings, re-read on every request so a
 reload rotates tokens without a restart): ``Authorization: Bearer <token>`` or the
 console's ``relaymesh_token`` cookie; the token's SHA-256 (hex) is compared with
@@ -27,6 +30,7 @@ import ipaddress
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -47,6 +51,7 @@ __all__ = ["COOKIE_NAME", "Api", "Principal", "hash_token"]
 
 COOKIE_NAME = "relaymesh_token"
 _MAX_LIMIT = 10_000
+_CONSOLE_HTML = (Path(__file__).parent / "static" / "console.html").read_text(encoding="utf-8")
 _SSE_INTERVAL_S = 2.0
 
 
@@ -100,6 +105,7 @@ class Api:
         r = self._read
         w = self._write
         return [
+            web.get("/", self.console),
             web.get("/api/openapi.json", self.openapi),
             web.get("/api/members", r(self.members)),
             web.get("/api/stats", r(self.stats)),
@@ -164,6 +170,11 @@ class Api:
         return wrapped
 
     # -- reads ---------------------------------------------------------------------------
+
+    async def console(self, request: web.Request) -> web.Response:
+        """The console page; it holds no data, its script calls the API with the caller's
+        token (cookie), so serving it needs no token."""
+        return web.Response(text=_CONSOLE_HTML, content_type="text/html")
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(OPENAPI, dumps=_dumps)

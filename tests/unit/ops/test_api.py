@@ -113,6 +113,9 @@ async def test_errors_are_json_lines(store: Store) -> None:
         assert bad.status == 400
         bad_body = await client.post("/api/replay", data=b"not json")
         assert bad_body.status == 400
+        page = await client.get("/")
+        assert page.status == 200
+        assert "RelayMesh console" in await page.text()
         spec = await client.get("/api/openapi.json")
         assert "/api/replay-batch" in (await spec.json())["paths"]
     finally:
@@ -129,5 +132,22 @@ async def test_replay_batch_over_http_is_idempotent(store: Store) -> None:
         second = await (await client.post("/api/replay-batch", json=body)).json()
         assert first == {"replayed": 1}
         assert second == {"replayed": 0}
+    finally:
+        await client.close()
+
+
+async def test_events_stream_pushes_stats_members_and_conflicts(store: Store) -> None:
+    client = await client_for(store, Settings())
+    try:
+        resp = await client.get("/api/events")
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        seen: set[str] = set()
+        while len(seen) < 3:
+            line = (await resp.content.readline()).decode()
+            if line.startswith("event: "):
+                seen.add(line.removeprefix("event: ").strip())
+        assert seen == {"stats", "members", "conflicts"}
+        resp.close()
     finally:
         await client.close()
