@@ -72,6 +72,9 @@ _UNAVAILABLE = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.exceptions.TransactionRollbackError,
+    # A connection killed under the driver can leave its protocol in a state it reports
+    # this way; the connection is discarded and the next call gets a fresh one.
+    asyncpg.exceptions.InternalClientError,
     OSError,
     ConnectionError,
 )
@@ -146,10 +149,15 @@ class PostgresStore:
             await self.connect()
         try:
             async with self._pool.acquire() as conn:
-                if not tx:
-                    return await fn(conn)
-                async with conn.transaction():
-                    return await fn(conn)
+                try:
+                    if not tx:
+                        return await fn(conn)
+                    async with conn.transaction():
+                        return await fn(conn)
+                except _UNAVAILABLE:
+                    # Never hand a possibly broken connection back to the pool.
+                    conn.terminate()
+                    raise
         except RelayMeshError:
             raise
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
