@@ -21,7 +21,7 @@ import uvloop
 from aiohttp import web
 
 from relaymesh.cli.common import CliContext, fail, pass_cli
-from relaymesh.exceptions import RelayMeshError
+from relaymesh.exceptions import ConfigError, RelayMeshError
 from relaymesh.logging import configure_logging, get_logger
 from relaymesh.ops.metrics import Metrics
 from relaymesh.ops.systemd import SystemdNotifier, capture_signals
@@ -29,6 +29,7 @@ from relaymesh.settings import RELOADABLE_SECTIONS, Settings, diff_fields
 
 if TYPE_CHECKING:
     from relaymesh.membership.driver import MembershipService
+    from relaymesh.web.server import HttpServer
 
 __all__ = ["build_service", "gossip", "keygen", "register"]
 
@@ -82,7 +83,7 @@ def build_service(settings: Settings, metrics: Metrics) -> MembershipService:
     from relaymesh.membership.seeds import load_seeds
 
     node = settings.node
-    host, port = parse_address(node.bind)
+    _, port = parse_address(node.bind)
     seeds: list[str] = []
     if node.seeds_file:
         seeds = load_seeds(Path(node.seeds_file))
@@ -91,7 +92,7 @@ def build_service(settings: Settings, metrics: Metrics) -> MembershipService:
     name = node.name or f"{socket.gethostname()}-{port if port else os.getpid()}"
     return MembershipService(
         name=name,
-        bind=f"{host}:{port}",
+        bind=node.bind,
         advertise=node.advertise,
         seeds=seeds,
         settings=settings.gossip,
@@ -107,8 +108,6 @@ async def _serve(
     service: MembershipService,
     metrics: Metrics,
 ) -> None:
-    from relaymesh.web.server import HttpServer
-
     loop = asyncio.get_running_loop()
     notifier = SystemdNotifier()
     stop_requested = asyncio.Event()
@@ -148,18 +147,7 @@ async def _serve(
         try:
             await service.start()
             if settings.node.http:
-                http = HttpServer(
-                    settings.node.http,
-                    metrics,
-                    service.health,
-                    before_metrics=service.update_metrics,
-                )
-
-                async def api_members(request: web.Request) -> web.Response:
-                    return web.json_response(service.members_json())
-
-                http.add_routes([web.get("/api/members", api_members)])
-                await http.start()
+                http = await _start_http(settings.node.http, metrics, service)
             notifier.ready(status=f"gossiping as {service.name}")
             watchdog = asyncio.create_task(notifier.run_watchdog(), name="sd-watchdog")
             log.info(
@@ -178,6 +166,26 @@ async def _serve(
                 await http.stop()
             notifier.close()
     log.info("gossip_stopped", node=service.name)
+
+
+async def _start_http(bind: str, metrics: Metrics, service: MembershipService) -> HttpServer:
+    """/healthz, /metrics and GET /api/members (the view, for scripts and benchmarks)."""
+    from relaymesh.web.server import HttpServer
+
+    try:
+        http = HttpServer(bind, metrics, service.health, before_metrics=service.update_metrics)
+    except ValueError as exc:
+        raise ConfigError(f"--http: {exc}") from exc
+
+    async def api_members(request: web.Request) -> web.Response:
+        return web.json_response(service.members_json())
+
+    http.add_routes([web.get("/api/members", api_members)])
+    try:
+        await http.start()
+    except OSError as exc:
+        raise ConfigError(f"cannot serve HTTP on {bind}: {exc.strerror or exc}") from exc
+    return http
 
 
 def _run_async(main: Coroutine[Any, Any, None]) -> None:

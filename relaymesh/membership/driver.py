@@ -152,17 +152,24 @@ class MembershipService:
         bound_port = self._udp.local_address[1]
         adv_host, adv_port = self._advertise or (_advertise_host(host), bound_port)
         self.address = (adv_host, adv_port or bound_port)
-        incarnation = self._initial_incarnation()
-        self._swim = Swim(
-            self.name,
-            self.address,
-            SwimConfig.from_settings(self._settings),
-            self._clock,
-            self._rng,
-            keyring=self._keyring,
-            incarnation=incarnation,
-            metadata=self._metadata,
-        )
+        try:
+            incarnation = self._initial_incarnation()
+            self._swim = Swim(
+                self.name,
+                self.address,
+                SwimConfig.from_settings(self._settings),
+                self._clock,
+                self._rng,
+                keyring=self._keyring,
+                incarnation=incarnation,
+                metadata=self._metadata,
+            )
+        except BaseException:
+            # Bad settings (label, metadata size): do not leave the port bound.
+            self._udp.close()
+            if self._tcp is not None:
+                await self._tcp.close()
+            raise
         self._running = True
         self._drain_core()
         self._tasks.append(asyncio.create_task(self._run_loop(), name="membership-loop"))
@@ -470,13 +477,13 @@ class MembershipService:
     async def _resolve_seeds(self) -> list[Address]:
         loop = asyncio.get_running_loop()
         own = {self.address, self._bind}
+        # Our UDP socket speaks one address family; a seed must be reachable in it.
+        family = socket.AF_INET6 if ":" in self._bind[0] else socket.AF_INET
         found: list[Address] = []
         for seed in self._seeds:
             host, port = parse_address(seed)
             try:
-                infos = await loop.getaddrinfo(
-                    host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM
-                )
+                infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
             except OSError as exc:
                 log.debug("seed_unresolved", seed=seed, error=str(exc))
                 continue

@@ -46,7 +46,8 @@ __all__ = [
 Address = tuple[str, int]
 
 DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
-"""A full snapshot of ~10,000 members fits; anything larger is an attack or a bug."""
+"""A full snapshot of tens of thousands of members (~100 bytes each) fits; anything
+larger is an attack or a bug. With ``max_connections`` it bounds push/pull memory."""
 
 _FRAME_HEADER = struct.Struct(">I")
 
@@ -200,7 +201,7 @@ class PushPullServer:
         on_drop: Callable[[str], None],
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         read_timeout_s: float = 5.0,
-        max_connections: int = 32,
+        max_connections: int = 16,
     ) -> None:
         self._handler = handler
         self._on_drop = on_drop
