@@ -276,7 +276,17 @@ class Cluster:
             seen["doc"] = self.status(workflow_id)
             return seen["doc"]["workflow"]["status"] in statuses
 
-        wait_until(done, timeout_s, interval_s=0.2, what=f"workflow in {statuses}")
+        try:
+            wait_until(done, timeout_s, interval_s=0.2, what=f"workflow in {statuses}")
+        except BaseException:
+            steps = [
+                (s["name"], s["status"], s["owner_node"], s["lease_epoch"], s["error"])
+                for s in seen.get("doc", {}).get("steps", [])
+            ]
+            print("workflow steps:", json.dumps(steps, indent=1))
+            for name in self.nodes:
+                print(f"--- {name} log tail ---\n{self.log_tail(name, 15)}")
+            raise
         return seen["doc"]
 
     def journal_lines(self) -> list[dict[str, Any]]:

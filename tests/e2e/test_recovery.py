@@ -26,7 +26,7 @@ def test_kill9_steps_reclaimed_via_dead_verdict(
     c.start("n1", "n2", "n3")
     for name in c.nodes:
         c.wait_members(name, 3)
-    steps = [record_step(f"s{i}", c.journal, 3.0) for i in range(6)]
+    steps = [record_step(f"s{i}", c.journal, 2.0) for i in range(4)]
     steps.append({"name": "join", "agent": "echo", "depends_on": [s["name"] for s in steps]})
     wid = c.submit({"name": "kill9", "steps": steps})
 
