@@ -43,7 +43,7 @@ from relaymesh.clock import SystemClock
 from relaymesh.exceptions import RelayMeshError, StoreUnavailableError
 from relaymesh.logging import get_logger
 from relaymesh.membership.protocol import MemberChanged
-from relaymesh.model import MemberStatus, MeshNode
+from relaymesh.model import MemberStatus, MeshNode, StepStatus
 from relaymesh.ops import services
 from relaymesh.ops.metrics import Metrics
 from relaymesh.ops.systemd import SystemdNotifier, capture_signals
@@ -425,8 +425,9 @@ class Node:
             return
         try:
             counts = await asyncio.wait_for(store.step_counts(), 2.0)
-            for status, n in counts.items():
-                self.metrics.steps.labels(status=str(getattr(status, "value", status))).set(n)
+            for status in StepStatus:
+                self.metrics.steps.labels(status=status.value).set(counts.get(status, 0))
+            self.metrics.dead_letter_growth.set(counts.get(StepStatus.DEAD_LETTER, 0))
             lag_ms = await asyncio.wait_for(store.queue_lag_ms(), 2.0)
             self.metrics.queue_lag_seconds.set(lag_ms / 1000)
         except (RelayMeshError, TimeoutError):
