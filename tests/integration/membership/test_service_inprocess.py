@@ -85,10 +85,22 @@ async def test_two_services_join_see_each_other_and_see_leave(
     assert b.health()["ok"] is True
     assert b.health()["members"]["alive"] == 2
 
+    # Anti-entropy finds the two views equal: that closes a convergence measurement.
+    async def converged() -> bool:
+        return a.last_convergence_s is not None or b.last_convergence_s is not None
+
+    await async_wait_until(converged, 10, what="a push/pull to find the views equal")
     b.update_metrics()
     text = b.metrics.render().decode()
     assert 'relaymesh_members{status="alive"} 2.0' in text
-    assert "relaymesh_gossip_packets_sent_total" in text
+    assert 'relaymesh_packets_dropped_total{reason="auth"} 0.0' in text
+    assert _sample(text, "relaymesh_gossip_packets_sent_total") > 0
+
+    async def rtt_observed() -> bool:
+        b.update_metrics()
+        return _sample(b.metrics.render().decode(), "relaymesh_probe_rtt_seconds_count") > 0
+
+    await async_wait_until(rtt_observed, 5, what="a probe RTT in the histogram")
 
     incarnation_before = b.member("b").incarnation  # type: ignore[union-attr]
     await b.stop(leave=True, timeout_s=2.0)
@@ -201,3 +213,10 @@ async def test_bad_tcp_frames_are_dropped_and_counted(
     assert a.local_is_alive()
     a.update_metrics()
     assert 'relaymesh_packets_dropped_total{reason="too_large"}' in a.metrics.render().decode()
+
+
+def _sample(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in metrics")
