@@ -141,6 +141,12 @@ async def _serve(
         signal.SIGINT: request_stop,
         signal.SIGHUP: reload_settings,
     }
+
+    def report_status(_event: object) -> None:
+        # `systemctl status` shows the view as this node sees it.
+        counts = service.health()["members"]
+        notifier.status(", ".join(f"{n} {status}" for status, n in counts.items()))
+
     http: HttpServer | None = None
     watchdog: asyncio.Task[None] | None = None
     with capture_signals(loop, handlers):
@@ -149,6 +155,8 @@ async def _serve(
             if settings.node.http:
                 http = await _start_http(settings.node.http, metrics, service)
             notifier.ready(status=f"gossiping as {service.name}")
+            if notifier.enabled:
+                service.subscribe(report_status)
             watchdog = asyncio.create_task(notifier.run_watchdog(), name="sd-watchdog")
             log.info(
                 "gossip_ready",

@@ -90,8 +90,10 @@ def test_sigterm_leaves_gracefully_and_notifies_systemd(
 
         messages = [notify.recv(4096).decode()]
         assert messages[0].splitlines()[0] == "READY=1", messages
-        # The loop pings the watchdog every WATCHDOG_USEC / 2 once it is ready.
-        messages.append(notify.recv(4096).decode())
+        # The loop pings the watchdog every WATCHDOG_USEC / 2 once it is ready (STATUS
+        # lines about members joining may come in between).
+        while "WATCHDOG=1" not in messages[-1] and len(messages) < 50:
+            messages.append(notify.recv(4096).decode())
         assert "WATCHDOG=1" in messages[-1], messages
 
         everyone = {p.name: "ALIVE" for p in procs}
@@ -123,6 +125,8 @@ def test_sigterm_leaves_gracefully_and_notifies_systemd(
             except TimeoutError:
                 break
         assert any(m.startswith("STOPPING=1") for m in rest), rest
+        statuses = [m for m in messages + rest if m.startswith("STATUS=")]
+        assert any("3 alive" in m for m in statuses), statuses
         assert '"event": "gossip_stopped"' in leaver.log_text()
     finally:
         notify.close()
