@@ -177,3 +177,18 @@ def test_different_keys_cannot_talk_and_a_secondary_key_can(
     )
     assert a.members() == {"a": "ALIVE"}
     assert b.members() == {"b": "ALIVE"}
+
+
+def test_default_timings_detect_a_killed_node(gossip_procs: GossipFactory, tmp_path: Path) -> None:
+    # The LAN profile as shipped (probe 1 s, timeout 500 ms, suspicion mult 4), so the
+    # fast timings above are not hiding a problem that only real timings show.
+    ports = [free_port() for _ in range(3)]
+    seeds = write_seeds(tmp_path / "seeds.txt", ports)
+    procs = [gossip_procs(f"d{i}", seeds, config_toml="", port=p) for i, p in enumerate(ports)]
+    everyone = {p.name: "ALIVE" for p in procs}
+    wait_for(lambda: all_see(procs, everyone), START_TIMEOUT_S, "3 nodes to converge", procs)
+
+    victim, survivors = procs[0], procs[1:]
+    victim.signal(signal.SIGKILL)
+    # ~6 s on loopback: a probe round, then Lifeguard's suspicion timeout for 3 nodes.
+    wait_for(lambda: all_see(survivors, {"d0": "DEAD"}), 40, "DEAD at default timings", survivors)
