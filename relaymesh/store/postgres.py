@@ -604,27 +604,24 @@ class PostgresStore:
                     upstream.setdefault(step_id, {})[name] = rows.loads(result)
             order = {step_id: i for i, step_id in enumerate(picked)}
             return [
-                Claim(
-                    step_id=r[0],
-                    workflow_id=r[1],
-                    name=r[2],
-                    agent=r[3],
-                    input=rows.loads(r[4]),
-                    upstream=upstream.get(r[0], {}),
-                    attempt=r[5],
-                    max_attempts=r[6],
-                    base_backoff_ms=r[7],
-                    max_backoff_ms=r[8],
-                    priority=Priority(r[9]),
-                    lease_token=r[10],
-                    lease_epoch=r[11],
-                    lease_expires_at_ms=r[12],
-                    ready_at_ms=r[13],
-                    locks=tuple(r[14]),
-                )
+                _claim(r, upstream.get(r[0], {}))
                 for r in sorted(claimed, key=lambda r: order[r[0]])
             ]
 
+        async def fast(conn: Conn) -> list[Claim] | None:
+            found = await conn.fetch(Q["claim_fast"], agent_list, excluded, limit, node, lease_ms)
+            if found[0][0] is None:
+                return None if found[0][18] else []
+            return [
+                _claim(r, rows.loads(r[17]) or {})
+                for r in sorted(found, key=lambda r: (r[9], r[13] or 0))
+            ]
+
+        if low_first <= 0:
+            # One statement, one round trip; None: a candidate needs lock keys.
+            claims = await self._run(fast, tx=False)
+            if claims is not None:
+                return claims
         return await self._run(claim)
 
     async def heartbeat(self, lease: LeaseRef, node: str, lease_ms: int) -> int:
@@ -975,6 +972,28 @@ class PostgresStore:
             return [rows.settings_change(r) for r in await conn.fetch(Q["settings_list"], limit)]
 
         return await self._run(listing, tx=False)
+
+
+def _claim(r: Any, upstream: dict[str, Any]) -> Claim:
+    """From the RETURNING columns of ``claim_update`` / ``claim_fast``."""
+    return Claim(
+        step_id=r[0],
+        workflow_id=r[1],
+        name=r[2],
+        agent=r[3],
+        input=rows.loads(r[4]),
+        upstream=upstream,
+        attempt=r[5],
+        max_attempts=r[6],
+        base_backoff_ms=r[7],
+        max_backoff_ms=r[8],
+        priority=Priority(r[9]),
+        lease_token=r[10],
+        lease_epoch=r[11],
+        lease_expires_at_ms=r[12],
+        ready_at_ms=r[13],
+        locks=tuple(r[14]),
+    )
 
 
 def _write_json(path: str, document: dict[str, Any]) -> None:

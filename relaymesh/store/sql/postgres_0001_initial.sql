@@ -49,7 +49,9 @@ CREATE INDEX steps_claimable ON steps (priority, ready_at_ms)
 CREATE INDEX steps_running_expiry ON steps (lease_expires_at_ms) WHERE status = 'RUNNING';
 CREATE INDEX steps_running_owner ON steps (owner_node) WHERE status = 'RUNNING';
 CREATE INDEX steps_workflow_status ON steps (workflow_id, status);
-CREATE INDEX steps_status_updated ON steps (status, updated_at_ms);
+-- No index leads with status alone: with stale statistics the planner would scan all
+-- RUNNING/PENDING rows through it instead of going by id. Dead letters get their own.
+CREATE INDEX steps_dead_letter ON steps (updated_at_ms) WHERE status = 'DEAD_LETTER';
 CREATE INDEX steps_updated ON steps (updated_at_ms);
 
 CREATE TABLE step_deps (

@@ -3,6 +3,10 @@
 -- Writers that change a step in a way that can change its workflow's status or its
 -- dependents lock the workflow rows first (workflows_lock*), always in id order: that
 -- serialises "last dependency succeeded" decisions and keeps lock order deadlock-free.
+-- `(status || '') = 'X'` where rows are found by id: it keeps the planner on the primary
+-- key (no partial index on status can match it), whatever its statistics say.
+-- In WHERE clauses the clock is read as (SELECT rm_now_ms()): evaluated once per
+-- statement, so the planner can use it as an index bound (a bare volatile call cannot).
 
 -- name: migrate_lock
 SELECT pg_advisory_xact_lock(7262738119071220161);
@@ -82,7 +86,7 @@ LIMIT $4;
 -- Claimable rows in claim order whose lock keys no RUNNING step holds; rows another
 -- claimer has locked are skipped, never waited for. $4: ids already looked at.
 SELECT id, locks FROM steps
-WHERE status IN ('READY', 'RETRY_WAIT') AND ready_at_ms <= rm_now_ms()
+WHERE status IN ('READY', 'RETRY_WAIT') AND ready_at_ms <= (SELECT rm_now_ms())
   AND ($1::text[] IS NULL OR agent = ANY ($1::text[]))
   AND NOT (agent = ANY ($2::text[]))
   AND NOT (id = ANY ($4::text[]))
@@ -95,7 +99,7 @@ FOR UPDATE SKIP LOCKED;
 -- name: claim_candidates_low
 -- The same for LOW priority only (the anti-starvation picks).
 SELECT id, locks FROM steps
-WHERE status IN ('READY', 'RETRY_WAIT') AND priority = 2 AND ready_at_ms <= rm_now_ms()
+WHERE status IN ('READY', 'RETRY_WAIT') AND priority = 2 AND ready_at_ms <= (SELECT rm_now_ms())
   AND ($1::text[] IS NULL OR agent = ANY ($1::text[]))
   AND NOT (agent = ANY ($2::text[]))
   AND NOT (id = ANY ($4::text[]))
@@ -104,6 +108,52 @@ WHERE status IN ('READY', 'RETRY_WAIT') AND priority = 2 AND ready_at_ms <= rm_n
 ORDER BY priority, ready_at_ms
 LIMIT $3
 FOR UPDATE SKIP LOCKED;
+
+-- name: claim_fast
+-- The whole claim in one statement (one round trip, autocommit) when none of the
+-- first $3 candidates needs a lock key; otherwise it claims nothing and reports how
+-- many did ("locked"), and the caller takes the general path (claim_candidates...).
+WITH candidates AS (
+    SELECT id, n_locks FROM steps
+    WHERE status IN ('READY', 'RETRY_WAIT') AND ready_at_ms <= (SELECT rm_now_ms())
+      AND ($1::text[] IS NULL OR agent = ANY ($1::text[]))
+      AND NOT (agent = ANY ($2::text[]))
+      AND (n_locks = 0 OR NOT EXISTS (
+            SELECT 1 FROM step_locks AS l WHERE l.lock_key = ANY (steps.locks)))
+    ORDER BY priority, ready_at_ms
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), chosen AS (
+    SELECT id FROM candidates WHERE NOT EXISTS (SELECT 1 FROM candidates WHERE n_locks > 0)
+), claimed AS (
+    UPDATE steps SET
+        status = 'RUNNING',
+        lease_token = replace(gen_random_uuid()::text, '-', ''),
+        lease_epoch = lease_epoch + 1,
+        attempt = attempt + 1,
+        owner_node = $4,
+        lease_expires_at_ms = rm_now_ms() + $5,
+        not_before_ms = NULL,
+        started_at_ms = rm_now_ms(),
+        updated_at_ms = rm_now_ms()
+    WHERE id IN (SELECT id FROM chosen)
+    RETURNING id, workflow_id, name, agent, input, attempt, max_attempts, base_backoff_ms,
+              max_backoff_ms, priority, lease_token, lease_epoch, lease_expires_at_ms,
+              ready_at_ms, locks, depends_on, started_at_ms
+), events AS (
+    INSERT INTO ownership_events (step_id, node, event, lease_epoch, at_ms)
+    SELECT id, $4, 'claimed', lease_epoch, started_at_ms FROM claimed
+)
+SELECT c.*,
+       (SELECT json_object_agg(u.name, u.result::json)::text
+        FROM step_deps AS d JOIN steps AS u ON u.id = d.depends_on_id
+        WHERE d.step_id = c.id) AS upstream,
+       (SELECT count(*) FROM candidates WHERE n_locks > 0) AS locked
+FROM claimed AS c
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL, (SELECT count(*) FROM candidates WHERE n_locks > 0)
+WHERE NOT EXISTS (SELECT 1 FROM claimed);
 
 -- name: claim_locks
 -- Take a step's lock keys without ever waiting: the advisory try-lock fails at once if
@@ -158,7 +208,7 @@ SELECT id FROM workflows WHERE id = ANY ($1::text[]) ORDER BY id FOR UPDATE;
 UPDATE steps AS s SET lease_expires_at_ms = rm_now_ms() + $4
 FROM unnest($1::text[], $2::text[], $3::bigint[]) AS v(id, token, epoch)
 WHERE s.id = v.id AND s.lease_token = v.token AND s.lease_epoch = v.epoch
-  AND s.status = 'RUNNING'
+  AND (s.status || '') = 'RUNNING'
 RETURNING s.id, s.lease_expires_at_ms;
 
 -- name: fence_success
@@ -167,7 +217,7 @@ UPDATE steps AS s SET
     finished_at_ms = rm_now_ms(), updated_at_ms = rm_now_ms()
 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS v(id, token, epoch, result)
 WHERE s.id = v.id AND s.lease_token = v.token AND s.lease_epoch = v.epoch
-  AND s.status = 'RUNNING'
+  AND (s.status || '') = 'RUNNING'
 RETURNING s.id, s.workflow_id, s.n_locks, s.n_dependents;
 
 -- name: fence_retry
@@ -216,7 +266,7 @@ FROM unnest($1::text[], $2::text[], $3::bigint[]) AS v(step_id, node, epoch);
 -- name: ready_dependents
 -- PENDING dependents of $1 whose dependencies have now all succeeded.
 UPDATE steps SET status = 'READY', ready_at_ms = rm_now_ms(), updated_at_ms = rm_now_ms()
-WHERE status = 'PENDING'
+WHERE (status || '') = 'PENDING'
   AND id IN (SELECT step_id FROM step_deps WHERE depends_on_id = ANY ($1::text[]))
   AND NOT EXISTS (
         SELECT 1 FROM step_deps AS d JOIN steps AS u ON u.id = d.depends_on_id
@@ -245,7 +295,7 @@ SELECT id, lease_token, lease_epoch, status FROM steps WHERE id = ANY ($1::text[
 
 -- name: expired_running
 SELECT id FROM steps
-WHERE status = 'RUNNING' AND lease_expires_at_ms < rm_now_ms()
+WHERE status = 'RUNNING' AND lease_expires_at_ms < (SELECT rm_now_ms())
 ORDER BY lease_expires_at_ms LIMIT $1;
 
 -- name: dead_owner_running
@@ -263,8 +313,8 @@ ORDER BY started_at_ms LIMIT $1;
 -- Re-check under row locks (after the workflow locks) which steps are still to reclaim.
 -- $2: 'expired' (lease passed) or anything else (the caller checked the owner).
 SELECT id, workflow_id, owner_node, attempt, max_attempts, n_locks FROM steps
-WHERE id = ANY ($1::text[]) AND status = 'RUNNING'
-  AND ($2::text <> 'expired' OR lease_expires_at_ms < rm_now_ms())
+WHERE id = ANY ($1::text[]) AND (status || '') = 'RUNNING'
+  AND ($2::text <> 'expired' OR lease_expires_at_ms < (SELECT rm_now_ms()))
 ORDER BY id FOR UPDATE;
 
 -- name: reclaim_ready
@@ -286,7 +336,7 @@ RETURNING s.id, s.lease_epoch;
 UPDATE steps SET status = 'READY', updated_at_ms = rm_now_ms()
 WHERE id IN (
     SELECT id FROM steps
-    WHERE status = 'RETRY_WAIT' AND ready_at_ms <= rm_now_ms()
+    WHERE status = 'RETRY_WAIT' AND ready_at_ms <= (SELECT rm_now_ms())
     ORDER BY priority, ready_at_ms LIMIT $1
     FOR UPDATE SKIP LOCKED);
 
@@ -354,7 +404,7 @@ FROM mesh_nodes ORDER BY name;
 -- name: mesh_prune
 DELETE FROM mesh_nodes WHERE name IN (
     SELECT name FROM mesh_nodes
-    WHERE status IN ('DEAD', 'LEFT') AND status_changed_at_ms < rm_now_ms() - $1
+    WHERE status IN ('DEAD', 'LEFT') AND status_changed_at_ms < (SELECT rm_now_ms()) - $1
     ORDER BY status_changed_at_ms LIMIT $2
     FOR UPDATE)
 RETURNING name;
@@ -371,13 +421,13 @@ SELECT status, count(*) FROM steps GROUP BY status;
 -- name: queue_lag
 SELECT coalesce(rm_now_ms() - min(m), 0) FROM (
     SELECT min(ready_at_ms) AS m FROM steps
-    WHERE status IN ('READY', 'RETRY_WAIT') AND priority = 0 AND ready_at_ms <= rm_now_ms()
+    WHERE status IN ('READY', 'RETRY_WAIT') AND priority = 0 AND ready_at_ms <= (SELECT rm_now_ms())
     UNION ALL
     SELECT min(ready_at_ms) FROM steps
-    WHERE status IN ('READY', 'RETRY_WAIT') AND priority = 1 AND ready_at_ms <= rm_now_ms()
+    WHERE status IN ('READY', 'RETRY_WAIT') AND priority = 1 AND ready_at_ms <= (SELECT rm_now_ms())
     UNION ALL
     SELECT min(ready_at_ms) FROM steps
-    WHERE status IN ('READY', 'RETRY_WAIT') AND priority = 2 AND ready_at_ms <= rm_now_ms()
+    WHERE status IN ('READY', 'RETRY_WAIT') AND priority = 2 AND ready_at_ms <= (SELECT rm_now_ms())
 ) AS oldest;
 
 -- name: ownership_events_list
