@@ -727,15 +727,7 @@ class Worker:
             changed.cancel()
 
     async def _wait_for_work(self, poll_ms: int) -> None:
-        stop = asyncio.ensure_future(self._stop.wait())
-        work = asyncio.ensure_future(self.store.wait_for_work(poll_ms))
-        try:
-            await asyncio.wait({stop, work}, return_when=asyncio.FIRST_COMPLETED)
-            if work.done():
-                work.result()  # a StoreError surfaces to the claim loop
-        finally:
-            stop.cancel()
-            if not work.done():
-                work.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StoreError):
-                    await work
+        # Not raced against stop(): cancelling a store call half-way (a LISTEN connection
+        # being set up) can leak a connection; stop() waits at most ``poll_ms`` here, and
+        # drain() does not wait for this loop at all.
+        await self.store.wait_for_work(poll_ms)

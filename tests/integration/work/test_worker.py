@@ -153,9 +153,10 @@ async def test_hard_cancel_kills_running_agent_and_fences_late_commit(store: Any
     assert steps["slow"].status is StepStatus.CANCELLED
     assert steps["slow"].result is None
     conflicts = await store.list_conflicts()
-    assert [(c.step_id, c.event, c.expected_epoch) for c in conflicts] == [
-        (running.id, "commit_success", claim.lease_epoch)
-    ]
+    # A heartbeat may have raced the cancel too; the late commit is certainly recorded.
+    assert {(c.step_id, c.expected_epoch) for c in conflicts} == {(running.id, claim.lease_epoch)}
+    assert "commit_success" in {c.event for c in conflicts}
+    assert {c.event for c in conflicts} <= {"commit_success", "heartbeat"}
     assert conflicts[0].actual_epoch is not None and conflicts[0].actual_epoch > claim.lease_epoch
 
 
