@@ -137,6 +137,7 @@ class Worker:
         self._commit_backoff = _Backoff(rng)
         self._loop_running = False
         self._starting = False
+        self._closing = False
         self._latency: dict[str, Any] = {}
 
     # -- public API ---------------------------------------------------------------------
@@ -148,6 +149,7 @@ class Worker:
         if self._loop_running:
             raise RuntimeError("Worker.run is already running")
         self._loop_running = True
+        self._closing = False
         helpers = [
             asyncio.create_task(self._commit_loop(), name="worker-commit"),
             asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat"),
@@ -160,6 +162,7 @@ class Worker:
                 self._changed.clear()
                 await self._changed.wait()
         finally:
+            self._closing = True  # nothing queued may start while we tear down
             for task in helpers:
                 task.cancel()
             tasks = [h.task for h in self._held.values() if h.task is not None]
@@ -180,6 +183,7 @@ class Worker:
         if timeout_s is None:
             timeout_s = self._settings().worker.drain_timeout_s
         self.stop()
+        self._closing = True  # queued steps are given back, not started
         log.info("drain_started", node=self.node, held=len(self._held), timeout_s=timeout_s)
         queued = list(self._queued)
         self._queued.clear()
@@ -307,6 +311,8 @@ class Worker:
             self._breakers[name].on_claimed(len(got))
             if got:
                 log.info("breaker_probe_claimed", agent=name, step_id=got[0].step_id)
+            # Accepted at once: a store error in the next call must not orphan it.
+            self._accept(got, worker.lease_ms)
             claims += got
         allowed = sorted(names - exclude - set(probes))
         if len(claims) < limit and allowed:
@@ -319,8 +325,8 @@ class Worker:
                 low_first=low_first,
             )
             self._note_priorities(got, forced=low_first > 0)
+            self._accept(got, worker.lease_ms)
             claims += got
-        self._accept(claims, worker.lease_ms)
         return len(claims)
 
     def _note_priorities(self, claims: list[Claim], *, forced: bool) -> None:
@@ -372,7 +378,7 @@ class Worker:
     def _start_queued(self) -> None:
         """Start every queued step whose agent has room. Not re-entrant: an inline run
         that ends inside the loop only marks the queue for another pass."""
-        if self._starting or not self._queued:
+        if self._starting or self._closing or not self._queued:
             return
         self._starting = True
         try:

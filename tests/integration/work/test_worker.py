@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from relaymesh.exceptions import LeaseLostError
 from relaymesh.model import StepStatus, WorkflowStatus
@@ -141,10 +142,13 @@ async def test_hard_cancel_kills_running_agent_and_fences_late_commit(store: Any
         worker = h.start()
         running = await wait_step(store, wf, "slow", StepStatus.RUNNING)
         await async_wait_until(lambda: _true(bool(worker.running())), 5, what="held")
-        result = await store.cancel_workflow(wf, "hard", "test")
-        assert result.fenced_running == (running.id,)
-        # The watch loop sees the lost lease and kills the agent within a poll or two.
-        await async_wait_until(lambda: _true(not worker.running()), 5, what="agent killed")
+        with capture_logs() as logs:
+            result = await store.cancel_workflow(wf, "hard", "test")
+            assert result.fenced_running == (running.id,)
+            # The watch loop sees the lost lease and kills the agent within a poll or two.
+            await async_wait_until(lambda: _true(not worker.running()), 5, what="agent killed")
+        lost = [e for e in logs if e["event"] == "lease_lost"]
+        assert lost and lost[0]["step_id"] == running.id
         assert h.metrics.running_steps._value.get() == 0
     claim = proxy.claims[0]
     with pytest.raises(LeaseLostError):

@@ -8,6 +8,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from structlog.testing import capture_logs
+
 from relaymesh.clock import FakeClock, SystemClock
 from relaymesh.model import StepStatus, WorkflowStatus
 from relaymesh.store import open_store
@@ -154,9 +156,13 @@ async def test_safe_mode_claims_nothing_until_alive(store: Any) -> None:
     cfg = settings()
     wf = await submit(store, {"name": "s", "steps": [{"name": "e", "agent": "echo"}]}, cfg)
     async with harness(store, cfg, local_alive=lambda: alive) as h:
-        worker = h.start()
-        paused = h.metrics.worker_paused.labels("local_not_alive")
-        await async_wait_until(holds(lambda: paused._value.get() >= 5), WAIT_S, what="pauses")
+        with capture_logs() as logs:
+            worker = h.start()
+            paused = h.metrics.worker_paused.labels("local_not_alive")
+            await async_wait_until(holds(lambda: paused._value.get() >= 5), WAIT_S, what="pauses")
+        paused_logs = [e for e in logs if e["event"] == "worker_paused"]
+        assert len(paused_logs) == 1  # said once, counted every round
+        assert paused_logs[0]["reason"] == "local_not_alive"
         assert worker.paused_reason == "local_not_alive"
         assert (await steps_by_name(store, wf))["e"].status is StepStatus.READY
         assert h.metrics.claims._value.get() == 0
