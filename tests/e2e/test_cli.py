@@ -63,6 +63,7 @@ def test_malformed_workflows_give_one_line_and_write_nothing(make_cluster: Clust
     assert c.cli_json("audit-query") == []
 
 
+@pytest.mark.timeout(300)  # ~35 CLI processes; each pays the interpreter start-up
 def test_operator_commands(make_cluster: ClusterFactory) -> None:
     c = make_cluster()
     c.add_nodes("n1")

@@ -12,6 +12,7 @@ from tests.e2e.harness import RELAYMESH
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.timeout(180)
 def test_demo_runs_the_sample_workflow_and_stops(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYMESH_")}
     result = subprocess.run(
@@ -23,6 +24,10 @@ def test_demo_runs_the_sample_workflow_and_stops(tmp_path) -> None:
         timeout=110,
         check=False,
     )
+    if result.returncode != 0:
+        for log in sorted((tmp_path / "demo-data").glob("node-*.log")):
+            lines = log.read_text(errors="replace").splitlines()
+            print(f"--- {log.name} ---\n" + "\n".join(lines[-25:]))
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "http://127.0.0.1:" in out
