@@ -295,10 +295,12 @@ class PostgresStore:
         self, conn: Conn, node: str, items: Sequence[tuple[LeaseRef, Any]]
     ) -> tuple[list[bool], dict[str, tuple[Any, Any]]]:
         leases = [lease for lease, _ in items]
-        ids, tokens, epochs = _fence_arrays(leases)
+        # Rows are locked in step id order, like every other batch writer (no deadlock).
+        ordered = sorted(items, key=lambda item: item[0].step_id)
+        ids, tokens, epochs = _fence_arrays([lease for lease, _ in ordered])
         await conn.fetch(Q["workflows_lock_for_steps"], ids)
         done = await conn.fetch(
-            Q["fence_success"], ids, tokens, epochs, [rows.dumps(r) for _, r in items]
+            Q["fence_success"], ids, tokens, epochs, [rows.dumps(r) for _, r in ordered]
         )
         committed = {r[0] for r in done}
         out: list[bool] = []
@@ -804,6 +806,8 @@ class PostgresStore:
                 why="owner node dead",
             )
             reclaimed = [step_id for step_id, _ in done]
+            if not reclaimed:  # maintenance calls this often: audit changes, not no-ops
+                return reclaimed
             await self._audit(
                 conn,
                 actor,
@@ -869,6 +873,8 @@ class PostgresStore:
     async def prune_mesh_nodes(self, *, older_than_ms: int, limit: int, actor: str) -> int:
         async def prune(conn: Conn) -> int:
             names = [r[0] for r in await conn.fetch(Q["mesh_prune"], older_than_ms, limit)]
+            if not names:  # maintenance calls this often: audit changes, not no-ops
+                return 0
             await self._audit(
                 conn,
                 actor,

@@ -956,6 +956,8 @@ class SqliteStore:
                 ).fetchall()
             owners = sorted({r[2] for r in found if r[2] is not None})
             reclaimed = self._reclaim(conn, now, found, "dead_owner", "owner node dead")
+            if not reclaimed:  # maintenance calls this often: audit changes, not no-ops
+                return reclaimed
             self._audit(
                 conn,
                 now,
@@ -1042,6 +1044,8 @@ class SqliteStore:
                     Q["mesh_prune_candidates"], {"cutoff": now - older_than_ms, "limit": limit}
                 )
             ]
+            if not names:  # maintenance calls this often: audit changes, not no-ops
+                return 0
             conn.executemany(Q["mesh_delete"], [{"name": name} for name in names])
             self._audit(
                 conn,
