@@ -56,6 +56,7 @@ class Maintenance:
         self._stop = asyncio.Event()
         self._lease: LeaderLease | None = None
         self._last_prune_ms: int | None = None
+        self._renewed_ms = 0
 
     @property
     def is_leader(self) -> bool:
@@ -73,6 +74,7 @@ class Maintenance:
                 except StoreError as exc:
                     self.metrics.store_errors.labels("maintenance").inc()
                     log.warning("store_error", op="maintenance", error=str(exc))
+                    self._expire_belief(settings)
                 except Exception:
                     log.exception("maintenance_error", node=self.node)
                 with contextlib.suppress(TimeoutError):
@@ -96,8 +98,20 @@ class Maintenance:
         if self._lease is None or self._lease.epoch != lease.epoch:
             log.info("maintenance_leader", node=self.node, epoch=lease.epoch)
         self._lease = lease
+        self._renewed_ms = self.clock.monotonic_ms()
         self.metrics.is_leader.set(1)
         await self.run_once()
+
+    def _expire_belief(self, settings: Settings) -> None:
+        """Unable to renew: past ``leader_lease_ms`` another node may lead, so stop
+        claiming to (the store's fencing makes acting on a stale belief harmless anyway)."""
+        if (
+            self._lease is not None
+            and self.clock.monotonic_ms() - self._renewed_ms >= settings.maintenance.leader_lease_ms
+        ):
+            log.warning("maintenance_leadership_lost", node=self.node, why="renewal failed")
+            self._lease = None
+            self.metrics.is_leader.set(0)
 
     async def _resign(self) -> None:
         lease, self._lease = self._lease, None
