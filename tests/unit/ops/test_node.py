@@ -3,6 +3,7 @@ DEAD verdicts forwarded at once, settings reloads recorded, reload requests poll
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,11 @@ async def test_lifecycle_mesh_view_and_reload(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(node_module, "RELOAD_POLL_S", 0.1)
+    notify_path = str(tmp_path / "notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    notify.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", notify_path)
     settings = make_settings(tmp_path)
     fresh = {"settings": settings}
     node = Node(settings, reload=lambda: fresh["settings"])
@@ -71,7 +77,16 @@ async def test_lifecycle_mesh_view_and_reload(
     finally:
         node.request_stop()
         await node.shutdown()
-    assert node.store is not None
+    messages = []
+    while True:
+        try:
+            messages.append(notify.recv(4096).decode())
+        except BlockingIOError:
+            break
+    notify.close()
+    assert messages[0].startswith("READY=1")
+    assert any(m.startswith("RELOADING=1") for m in messages)
+    assert messages[-1].startswith("STOPPING=1")
 
 
 async def _ready(node: Node) -> bool:
