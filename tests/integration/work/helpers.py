@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,6 +166,15 @@ async def harness(store: Any, cfg: Settings, **kwargs: Any) -> AsyncIterator[Har
         yield h
     finally:
         await h.close()
+
+
+def holds(fn: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    """A synchronous condition as an ``async_wait_until`` predicate."""
+
+    async def check() -> bool:
+        return bool(fn())
+
+    return check
 
 
 async def submit(store: Any, doc: dict[str, Any], cfg: Settings | None = None) -> str:

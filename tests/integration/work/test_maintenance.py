@@ -18,6 +18,7 @@ from tests.integration.work.helpers import (
     WAIT_S,
     ProxyStore,
     harness,
+    holds,
     settings,
     steps_by_name,
     submit,
@@ -55,10 +56,10 @@ async def test_one_leader_and_graceful_handover(store: Any) -> None:
     standby = ProxyStore(store)
     m1, m2 = maintenance(store, "n1", cfg), maintenance(standby, "n2", cfg)
     async with running(m1):
-        await async_wait_until(_holds(lambda: m1.is_leader), WAIT_S, what="n1 leads")
+        await async_wait_until(holds(lambda: m1.is_leader), WAIT_S, what="n1 leads")
         async with running(m2):
             await async_wait_until(
-                _holds(lambda: standby.calls.get("acquire_leader", 0) >= 3),
+                holds(lambda: standby.calls.get("acquire_leader", 0) >= 3),
                 WAIT_S,
                 what="n2 to try for leadership",
             )
@@ -66,15 +67,8 @@ async def test_one_leader_and_graceful_handover(store: Any) -> None:
             assert standby.calls.get("reclaim_expired", 0) == 0  # the standby does nothing
             assert leader_gauge(m1) == 1 and leader_gauge(m2) == 0
             m1.stop()  # graceful: gives the lease up, n2 takes over at its next tick
-            await async_wait_until(_holds(lambda: m2.is_leader), 2, what="n2 takes over")
+            await async_wait_until(holds(lambda: m2.is_leader), 2, what="n2 takes over")
             assert leader_gauge(m1) == 0 and leader_gauge(m2) == 1
-
-
-def _holds(fn: Any) -> Any:
-    async def check() -> bool:
-        return bool(fn())
-
-    return check
 
 
 async def test_failover_when_the_leader_dies(store: Any) -> None:
@@ -82,7 +76,7 @@ async def test_failover_when_the_leader_dies(store: Any) -> None:
     dying = ProxyStore(store)
     m1, m2 = maintenance(dying, "n1", cfg), maintenance(store, "n2", cfg)
     t1 = asyncio.create_task(m1.run())
-    await async_wait_until(_holds(lambda: m1.is_leader), WAIT_S, what="n1 leads")
+    await async_wait_until(holds(lambda: m1.is_leader), WAIT_S, what="n1 leads")
     async with running(m2):
         # n1 dies without giving the lease up: n2 must wait for expiry, then lead.
         dying.fail = {"release_leader": 1}
@@ -90,7 +84,7 @@ async def test_failover_when_the_leader_dies(store: Any) -> None:
         await asyncio.gather(t1, return_exceptions=True)
         loop = asyncio.get_running_loop()
         died = loop.time()
-        await async_wait_until(_holds(lambda: m2.is_leader), WAIT_S, what="failover")
+        await async_wait_until(holds(lambda: m2.is_leader), WAIT_S, what="failover")
         assert loop.time() - died < 3.0
 
 
@@ -115,7 +109,7 @@ async def test_run_once_reclaims_expired_leases(store: Any) -> None:
 
         await async_wait_until(expired, WAIT_S, interval_s=0.05, what="expiry reclaim")
         # The owner learns it lost the lease and kills its agent.
-        await async_wait_until(_holds(lambda: not worker.running()), WAIT_S, what="agent killed")
+        await async_wait_until(holds(lambda: not worker.running()), WAIT_S, what="agent killed")
     assert m.metrics.lease_expired_reclaimed._value.get() == 1
     step = (await steps_by_name(store, wf))["s"]
     assert step.status is StepStatus.READY
@@ -207,10 +201,10 @@ async def test_leader_that_cannot_renew_stops_believing_it_leads(store: Any) -> 
     proxy = ProxyStore(store)
     m = maintenance(proxy, "n1", cfg)
     async with running(m):
-        await async_wait_until(_holds(lambda: m.is_leader), WAIT_S, what="leads")
+        await async_wait_until(holds(lambda: m.is_leader), WAIT_S, what="leads")
         proxy.fail = {"acquire_leader": 10**9}
-        await async_wait_until(_holds(lambda: not m.is_leader), WAIT_S, what="belief dropped")
+        await async_wait_until(holds(lambda: not m.is_leader), WAIT_S, what="belief dropped")
         assert leader_gauge(m) == 0
         assert m.metrics.store_errors.labels("maintenance")._value.get() > 0
         proxy.fail = {}
-        await async_wait_until(_holds(lambda: m.is_leader), WAIT_S, what="leads again")
+        await async_wait_until(holds(lambda: m.is_leader), WAIT_S, what="leads again")

@@ -17,6 +17,7 @@ from tests.conftest import async_wait_until
 from tests.integration.work.helpers import (
     ProxyStore,
     harness,
+    holds,
     settings,
     steps_by_name,
     submit,
@@ -141,12 +142,12 @@ async def test_hard_cancel_kills_running_agent_and_fences_late_commit(store: Any
     async with harness(proxy, cfg) as h:
         worker = h.start()
         running = await wait_step(store, wf, "slow", StepStatus.RUNNING)
-        await async_wait_until(lambda: _true(bool(worker.running())), 5, what="held")
+        await async_wait_until(holds(lambda: bool(worker.running())), 5, what="held")
         with capture_logs() as logs:
             result = await store.cancel_workflow(wf, "hard", "test")
             assert result.fenced_running == (running.id,)
             # The watch loop sees the lost lease and kills the agent within a poll or two.
-            await async_wait_until(lambda: _true(not worker.running()), 5, what="agent killed")
+            await async_wait_until(holds(lambda: not worker.running()), 5, what="agent killed")
         lost = [e for e in logs if e["event"] == "lease_lost"]
         assert lost and lost[0]["step_id"] == running.id
         assert h.metrics.running_steps._value.get() == 0
@@ -175,14 +176,14 @@ async def test_hard_cancel_kills_a_script_process_group(store: Any, tmp_path: Pa
     async with harness(store, cfg) as h:
         worker = h.start()
         await async_wait_until(
-            lambda: _true(pid_file.exists() and pid_file.read_text() != ""),
+            holds(lambda: pid_file.exists() and pid_file.read_text() != ""),
             10,
             what="script started",
         )
         pid = int(pid_file.read_text())
         await store.cancel_workflow(wf, "hard", "test")
-        await async_wait_until(lambda: _true(not worker.running()), 5, what="agent killed")
-        await async_wait_until(lambda: _true(not _alive(pid)), 5, what="process gone")
+        await async_wait_until(holds(lambda: not worker.running()), 5, what="agent killed")
+        await async_wait_until(holds(lambda: not _alive(pid)), 5, what="process gone")
 
 
 async def test_soft_cancel_lets_running_steps_finish(store: Any) -> None:
@@ -220,7 +221,7 @@ async def test_priorities_high_first(store: Any) -> None:
         )
     async with harness(proxy, cfg) as h:
         h.start()
-        await async_wait_until(lambda: _true(len(proxy.claims) == 3), WAIT_S, what="3 claims")
+        await async_wait_until(holds(lambda: len(proxy.claims) == 3), WAIT_S, what="3 claims")
     assert [c.priority.label for c in proxy.claims] == ["high", "normal", "low"]
 
 
@@ -240,7 +241,7 @@ async def test_starvation_guard_forces_a_low_claim(store: Any) -> None:
     )
     async with harness(proxy, cfg) as h:
         h.start()
-        await async_wait_until(lambda: _true(len(proxy.claims) == 9), WAIT_S, what="9 claims")
+        await async_wait_until(holds(lambda: len(proxy.claims) == 9), WAIT_S, what="9 claims")
     labels = [c.priority.label for c in proxy.claims]
     assert labels == ["high"] * 3 + ["low"] + ["high"] * 5
     assert h.metrics.low_starvation_count._value.get() == 1
@@ -306,14 +307,6 @@ async def test_heartbeats_keep_a_long_step_past_its_lease(store: Any) -> None:
     assert reclaimed == []
     events = [e.event for e in await store.list_ownership_events()]
     assert "lease_expired" not in events
-
-
-async def _true_async(value: bool) -> bool:
-    return value
-
-
-def _true(value: bool) -> Any:
-    return _true_async(value)
 
 
 def _alive(pid: int) -> bool:

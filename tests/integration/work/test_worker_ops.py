@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 from structlog.testing import capture_logs
@@ -19,19 +19,13 @@ from tests.integration.work.helpers import (
     WAIT_S,
     ProxyStore,
     harness,
+    holds,
     settings,
     steps_by_name,
     submit,
     wait_step,
     wait_workflow,
 )
-
-
-def holds(fn: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        return fn()
-
-    return check
 
 
 async def test_breaker_opens_stops_claims_then_probes(store: Any) -> None:
