@@ -29,83 +29,118 @@ def retransmit_limit(retransmit_mult: int, n: int) -> int:
 
 
 class _Item:
-    __slots__ = ("name", "payload", "transmits")
+    __slots__ = ("dead", "name", "payload", "transmits")
 
     def __init__(self, name: str, payload: bytes) -> None:
         self.name = name
         self.payload = payload
         self.transmits = 0
+        self.dead = False
 
 
 class BroadcastQueue:
-    """Updates waiting to be piggybacked, one per member name, bucketed by sends."""
+    """Updates waiting to be piggybacked, one per member name, bucketed by sends.
 
-    __slots__ = ("_buckets", "_by_name", "_retransmit_mult")
+    Each bucket is a stack (newest on top) so taking the next update is a pop; an
+    update replaced by a newer one is only marked dead and skipped when reached
+    (the stacks are compacted when dead entries outnumber live ones).
+    """
+
+    __slots__ = ("_buckets", "_by_name", "_dead", "_retransmit_mult")
 
     def __init__(self, retransmit_mult: int) -> None:
         self._retransmit_mult = retransmit_mult
         self._by_name: dict[str, _Item] = {}
-        # transmits -> {name: item}, insertion order = age within the bucket
-        self._buckets: dict[int, dict[str, _Item]] = {}
+        self._buckets: dict[int, list[_Item]] = {}
+        self._dead = 0
 
     def __len__(self) -> int:
         return len(self._by_name)
 
     def queue(self, name: str, payload: bytes) -> None:
         """Queue an encoded update about ``name``, replacing any older one about it."""
-        old = self._by_name.pop(name, None)
+        old = self._by_name.get(name)
         if old is not None:
-            self._drop_from_bucket(old)
+            old.dead = True
+            self._dead += 1
+            if self._dead > len(self._by_name) + 64:
+                self._compact()
         item = _Item(name, payload)
         self._by_name[name] = item
-        self._buckets.setdefault(0, {})[name] = item
+        bucket = self._buckets.get(0)
+        if bucket is None:
+            self._buckets[0] = [item]
+        else:
+            bucket.append(item)
 
     def get(self, space_bytes: int, n_members: int, max_count: int) -> list[bytes]:
         """Encoded updates fitting in ``space_bytes`` (at most ``max_count``); counts a send."""
-        if not self._by_name or space_bytes <= 0 or max_count <= 0:
+        if not self._by_name or space_bytes <= 2 or max_count <= 0:
             return []
         limit = retransmit_limit(self._retransmit_mult, n_members)
+        buckets = self._buckets
+        by_name = self._by_name
         picked: list[_Item] = []
         skipped = 0
-        for transmits in sorted(self._buckets):
-            bucket = self._buckets[transmits]
-            for item in reversed(bucket.values()):
+        full = False
+        for transmits in sorted(buckets):
+            stack = buckets[transmits]
+            too_big: list[_Item] = []
+            while stack:
+                item = stack.pop()
+                if item.dead:
+                    self._dead -= 1
+                    continue
                 size = len(item.payload)
                 if size > space_bytes:
+                    too_big.append(item)
                     skipped += 1
                     if skipped >= _MAX_SKIPPED:
+                        full = True
                         break
                     continue
                 picked.append(item)
                 space_bytes -= size
                 if len(picked) >= max_count or space_bytes <= 2:
+                    full = True
                     break
-            else:
-                continue
-            break
+            if too_big:
+                too_big.reverse()
+                stack.extend(too_big)
+            if not stack:
+                del buckets[transmits]
+            if full:
+                break
         for item in picked:
-            self._drop_from_bucket(item)
             item.transmits += 1
             if item.transmits >= limit:
-                del self._by_name[item.name]
+                del by_name[item.name]
+                continue
+            nxt = buckets.get(item.transmits)
+            if nxt is None:
+                buckets[item.transmits] = [item]
             else:
-                self._buckets.setdefault(item.transmits, {})[item.name] = item
+                nxt.append(item)
         return [item.payload for item in picked]
 
     def clear(self) -> None:
         self._by_name.clear()
         self._buckets.clear()
+        self._dead = 0
 
     def transmits(self, name: str) -> int | None:
         """How often the queued update about ``name`` was sent; None when none is queued."""
         item = self._by_name.get(name)
         return None if item is None else item.transmits
 
-    def _drop_from_bucket(self, item: _Item) -> None:
-        bucket = self._buckets[item.transmits]
-        del bucket[item.name]
-        if not bucket:
-            del self._buckets[item.transmits]
+    def _compact(self) -> None:
+        for transmits in list(self._buckets):
+            live = [item for item in self._buckets[transmits] if not item.dead]
+            if live:
+                self._buckets[transmits] = live
+            else:
+                del self._buckets[transmits]
+        self._dead = 0
 
 
 class DedupCache:

@@ -44,6 +44,7 @@ from relaymesh.membership.wire import (
     Dead,
     Left,
     Message,
+    MessageType,
     Nack,
     Ping,
     PingReq,
@@ -86,7 +87,20 @@ _T_SUSPECT = 2
 _T_RECOVER = 3
 _T_RELAY = 4
 
+_TAG_ALIVE = int(MessageType.ALIVE)
+_TAG_SUSPECT = int(MessageType.SUSPECT)
+_TAG_DEAD = int(MessageType.DEAD)
+_TAG_LEFT = int(MessageType.LEFT)
+
 _HEADER_BYTES = 3
+
+_DEAD_PUSHPULL_ODDS = 4
+
+# which peers _random_peers may return
+_WANT_ALIVE = 0
+_WANT_GOSSIP = 1
+"""ALIVE, SUSPECT, and DEAD for gossip_to_the_dead_ms (so it can refute)."""
+_WANT_DEAD = 2
 """Room for the compound's msgpack array header."""
 
 
@@ -361,7 +375,7 @@ class Swim:
             stats.dropped["too_large"] += 1
             return
         try:
-            messages = decode_packet(unframe(data, self._label, self._keyring))
+            messages = decode_packet(unframe(data, self._label, self._keyring), self._dedup)
         except ProtocolError as exc:
             stats.dropped[exc.reason] += 1
             return
@@ -394,8 +408,17 @@ class Swim:
     # --- public: anti-entropy -------------------------------------------------
 
     def pushpull_target(self) -> Address | None:
-        """A random ALIVE peer to exchange full state with, or None."""
-        peers = self._random_peers(1, None, alive_only=True)
+        """A random ALIVE peer to exchange full state with, or None.
+
+        One time in ``_DEAD_PUSHPULL_ODDS`` a DEAD member is tried instead (as serf's
+        reconnector does), so the two sides of a healed partition, which each think
+        the other dead and so never probe or gossip to it, find each other again.
+        """
+        if self._live_count < len(self._members) and self._rng.randrange(_DEAD_PUSHPULL_ODDS) == 0:
+            dead = self._random_peers(1, None, want=_WANT_DEAD)
+            if dead:
+                return dead[0].address
+        peers = self._random_peers(1, None, want=_WANT_ALIVE)
         if peers:
             return peers[0].address
         if self._seeds and self._live_count <= 1:
@@ -434,27 +457,24 @@ class Swim:
     # --- dispatch -------------------------------------------------------------
 
     def _dispatch(self, msg: Message, src: Address, now: int) -> None:
+        # Update keys follow wire.update_key, which decode_packet skips when known.
         dedup = self._dedup
         if isinstance(msg, Alive):
-            key: tuple[object, ...] = (4, msg.name, msg.incarnation)
-            if key not in dedup and self._apply_alive(msg, now) is not None:
-                dedup.add(key)
+            if self._apply_alive(msg, now) is not None:
+                dedup.add((_TAG_ALIVE, msg.name, msg.incarnation))
         elif isinstance(msg, Ack):
             self._on_ack(msg.seq, src, now)
         elif isinstance(msg, Ping):
             self._on_ping(msg, src)
         elif isinstance(msg, Suspect):
-            key = (5, msg.name, msg.incarnation, msg.sender)
-            if key not in dedup and self._apply_suspect(msg, now) is not None:
-                dedup.add(key)
+            if self._apply_suspect(msg, now) is not None:
+                dedup.add((_TAG_SUSPECT, msg.name, msg.incarnation, msg.sender))
         elif isinstance(msg, Dead):
-            key = (6, msg.name, msg.incarnation)
-            if key not in dedup and self._apply_dead(msg, now) is not None:
-                dedup.add(key)
+            if self._apply_dead(msg, now) is not None:
+                dedup.add((_TAG_DEAD, msg.name, msg.incarnation))
         elif isinstance(msg, Left):
-            key = (7, msg.name, msg.incarnation)
-            if key not in dedup and self._apply_left(msg, now) is not None:
-                dedup.add(key)
+            if self._apply_left(msg, now) is not None:
+                dedup.add((_TAG_LEFT, msg.name, msg.incarnation))
         elif isinstance(msg, PingReq):
             self._on_ping_req(msg, src, now)
         else:
@@ -553,7 +573,7 @@ class Swim:
 
     def _send_indirect(self, probe: _Probe) -> None:
         probe.indirect_sent = True
-        peers = self._random_peers(self._config.indirect_checks, probe.target, alive_only=True)
+        peers = self._random_peers(self._config.indirect_checks, probe.target, want=_WANT_ALIVE)
         nack = self._config.lifeguard
         payload = encode_message(PingReq(probe.seq, probe.target, probe.address, nack))
         for peer in peers:
@@ -609,7 +629,9 @@ class Swim:
     # --- gossip ---------------------------------------------------------------
 
     def _queue_update(self, name: str, msg: Alive | Suspect | Dead | Left, now: int) -> None:
-        payload = encode_message(msg)
+        self._queue_payload(name, encode_message(msg), now)
+
+    def _queue_payload(self, name: str, payload: bytes, now: int) -> None:
         if len(payload) > self._config.max_packet_bytes - self._overhead_bytes:
             return  # can never ride in a datagram; anti-entropy carries it
         self._broadcasts.queue(name, payload)
@@ -627,7 +649,7 @@ class Swim:
         self._last_gossip_ms = now
         config = self._config
         if len(self._broadcasts):
-            for peer in self._random_peers(config.gossip_nodes, None, alive_only=False, now=now):
+            for peer in self._random_peers(config.gossip_nodes, None, want=_WANT_GOSSIP, now=now):
                 if not len(self._broadcasts) or not self._send(peer.address, [], gossip=True):
                     break
         if len(self._broadcasts):
@@ -635,9 +657,9 @@ class Swim:
             self._push_timer(self._gossip_due_ms, _T_GOSSIP, None)
 
     def _random_peers(
-        self, k: int, exclude: str | None, *, alive_only: bool, now: int = 0
+        self, k: int, exclude: str | None, *, want: int, now: int = 0
     ) -> list[Member]:
-        """Up to ``k`` distinct random peers: ALIVE, or (gossip) SUSPECT and recently DEAD."""
+        """Up to ``k`` distinct random peers of the ``want`` kind (few tries, O(k))."""
         names = self._peer_names
         n = len(names)
         if n == 0 or k <= 0:
@@ -653,9 +675,12 @@ class Swim:
                 continue
             m = members[name]
             status = m.status
-            if status is _ALIVE:
+            if want == _WANT_DEAD:
+                if status is not _DEAD:
+                    continue
+            elif status is _ALIVE:
                 pass
-            elif alive_only:
+            elif want == _WANT_ALIVE:
                 continue
             elif status is _DEAD:
                 if now - self._changed_mono_ms[name] > dead_window_ms:
@@ -876,12 +901,8 @@ class Swim:
         self._local.incarnation = incarnation + 1
         self._encode_local_alive()
         self._awareness.apply_delta(1)
-        local = self._local
-        self._queue_update(
-            self._name,
-            Alive(self._name, local.incarnation, local.address, local.metadata),
-            now,
-        )
+        # The very bytes object, so _send can tell when the refutation went out.
+        self._queue_payload(self._name, self._local_alive_bytes, now)
 
     def _encode_local_alive(self) -> None:
         local = self._local

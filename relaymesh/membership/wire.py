@@ -21,7 +21,7 @@ concatenating cached encodings behind an array header.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -63,6 +63,7 @@ __all__ = [
     "frame_overhead",
     "pack_compound",
     "unframe",
+    "update_key",
 ]
 
 MAX_NAME_LEN = 128
@@ -281,17 +282,42 @@ def _unpack(body: bytes, max_array_len: int) -> Any:
         raise ProtocolError("decode", f"not msgpack: {type(exc).__name__}") from exc
 
 
-def decode_packet(body: bytes) -> list[Message]:
+def update_key(tag: int, name: str, incarnation: int, sender: str = "") -> tuple[object, ...]:
+    """The dedup identity of an update: what makes a second copy of it news-free."""
+    if tag == MessageType.SUSPECT:
+        return (tag, name, incarnation, sender)
+    return (tag, name, incarnation)
+
+
+_UPDATE_TAGS = frozenset((MessageType.ALIVE, MessageType.DEAD, MessageType.LEFT))
+
+
+def decode_packet(body: bytes, known: Container[object] | None = None) -> list[Message]:
     """The messages of a packet body; ``ProtocolError`` when any is invalid.
 
-    Messages of a type this version does not know are skipped (the enum only grows),
-    so older nodes keep working next to newer ones.
+    Updates whose ``update_key`` is in ``known`` (already handled) are skipped before
+    the costly field checks: in a large cluster most piggybacked updates are repeats.
+    Messages of a type this version does not know are skipped too (the enum only
+    grows), so older nodes keep working next to newer ones.
     """
     obj = _unpack(body, MAX_MESSAGES_PER_PACKET)
     if type(obj) is not list:
         raise ProtocolError("schema", "packet is not a list of messages")
     messages: list[Message] = []
     for raw in obj:
+        if known is not None and type(raw) is list and len(raw) >= 3 and type(raw[0]) is int:
+            tag = raw[0]
+            key: tuple[object, ...] | None = None
+            if tag in _UPDATE_TAGS:
+                key = (tag, raw[1], raw[2])
+            elif tag == MessageType.SUSPECT and len(raw) >= 4:
+                key = (tag, raw[1], raw[2], raw[3])
+            if key is not None:
+                try:
+                    if key in known:
+                        continue
+                except TypeError:
+                    pass  # unhashable field: let the full check reject it
         msg = _parse_message(raw)
         if msg is not None:
             messages.append(msg)
