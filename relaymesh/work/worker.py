@@ -286,48 +286,62 @@ class Worker:
         return reason
 
     async def _claim_round(self, settings: Settings, free: int) -> int:
+        """One claim round. Agents are split three ways: a half-open breaker's agent gets
+        its one probe; an agent whose concurrency room is below the batch is claimed
+        for exactly that room (so this node never hoards steps it cannot start while
+        other nodes idle); everything else shares one batch claim, in priority order."""
         worker = settings.worker
         limit = min(free, worker.claim_batch)
         names = self._registry.names()
-        exclude: set[str] = set()
-        probes: list[str] = []
-        for name in names:
+        general: list[str] = []
+        exact: list[tuple[str, int]] = []
+        for name in sorted(names):
             breaker = self._breakers.get(name)
             allowance = breaker.allowance() if breaker is not None else None
             agent = self._registry.get(name)
             cap = agent.concurrency if agent is not None else None
-            if allowance == 0 or (cap is not None and self._load[name] >= cap):
-                exclude.add(name)
-            elif allowance == 1:
-                probes.append(name)
+            room = limit if cap is None else min(limit, cap - self._load[name])
+            if allowance == 0 or room <= 0:
+                continue
+            if allowance == 1:
+                exact.append((name, 1))
+            elif room < limit:
+                exact.append((name, room))
+            else:
+                general.append(name)
 
-        claims: list[Claim] = []
-        for name in probes:
-            if len(claims) >= limit:
+        claimed = 0
+        for name, room in exact:
+            if claimed >= limit:
                 break
             got = await self.store.claim_steps(
-                self.node, limit=1, lease_ms=worker.lease_ms, agents=[name]
+                self.node,
+                limit=min(room, limit - claimed),
+                lease_ms=worker.lease_ms,
+                agents=[name],
             )
-            self._breakers[name].on_claimed(len(got))
-            if got:
-                log.info("breaker_probe_claimed", agent=name, step_id=got[0].step_id)
-            # Accepted at once: a store error in the next call must not orphan it.
+            breaker = self._breakers.get(name)
+            if breaker is not None and breaker.allowance() == 1:
+                breaker.on_claimed(len(got))
+                if got:
+                    log.info("breaker_probe_claimed", agent=name, step_id=got[0].step_id)
+            self._note_priorities(got, forced=False)
+            # Accepted at once: a store error in the next call must not orphan them.
             self._accept(got, worker.lease_ms)
-            claims += got
-        allowed = sorted(names - exclude - set(probes))
-        if len(claims) < limit and allowed:
+            claimed += len(got)
+        if claimed < limit and general:
             low_first = 1 if self._non_low_streak >= worker.low_starvation_threshold else 0
             got = await self.store.claim_steps(
                 self.node,
-                limit=limit - len(claims),
+                limit=limit - claimed,
                 lease_ms=worker.lease_ms,
-                agents=allowed,
+                agents=general,
                 low_first=low_first,
             )
             self._note_priorities(got, forced=low_first > 0)
             self._accept(got, worker.lease_ms)
-            claims += got
-        return len(claims)
+            claimed += len(got)
+        return claimed
 
     def _note_priorities(self, claims: list[Claim], *, forced: bool) -> None:
         """Anti-starvation bookkeeping: count consecutive non-LOW claims; a LOW claim

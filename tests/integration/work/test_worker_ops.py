@@ -256,3 +256,35 @@ async def test_stop_lets_held_steps_finish(store: Any) -> None:
         worker.stop()
         await asyncio.wait_for(h.task, WAIT_S)  # type: ignore[arg-type]
     assert (await steps_by_name(store, wf))["a"].status is StepStatus.SUCCEEDED
+
+
+async def test_concurrency_limited_agent_is_not_hoarded(store: Any, store_url: str) -> None:
+    import sys
+
+    from relaymesh.settings import AgentSettings
+
+    cfg = settings(
+        worker={"slots": 8},
+        agents={
+            "one": AgentSettings(
+                command=[sys.executable, "-c", "import time; time.sleep(0.5); print('{}')"],
+                concurrency=1,
+            )
+        },
+    )
+    wf = await submit(
+        store,
+        {"name": "h", "steps": [{"name": "a", "agent": "one"}, {"name": "b", "agent": "one"}]},
+        cfg,
+    )
+    second = await open_store(store_url)
+    try:
+        async with harness(store, cfg, node="n1") as h1, harness(second, cfg, node="n2") as h2:
+            w1 = h1.start()
+            await async_wait_until(holds(lambda: len(w1.running()) == 1), WAIT_S, what="n1")
+            h2.start()
+            await wait_workflow(store, wf, WorkflowStatus.SUCCEEDED)
+    finally:
+        await second.close()
+    events = await store.list_ownership_events()
+    assert {e.node for e in events if e.event == "claimed"} == {"n1", "n2"}
