@@ -107,6 +107,9 @@ class Node:
         self._status_since_ms: dict[str, int] = {}
         self._worker_task: asyncio.Task[None] | None = None
         self._drain: asyncio.Future[None] | None = None
+        self._maintenance_task: asyncio.Task[None] | None = None
+        self.fatal: RelayMeshError | None = None
+        """Why the node stopped on its own (store unusable, worker crashed); ``serve`` raises it."""
         self._clock = SystemClock()
         self._rng = random.Random()
 
@@ -164,6 +167,8 @@ class Node:
                 log.warning("drain_incomplete", node=self.name, error=repr(exc))
         if self.maintenance is not None:
             self.maintenance.stop()  # its task resigns leadership on the way out
+            if self._maintenance_task is not None:
+                await asyncio.wait({self._maintenance_task}, timeout=CLOSE_TIMEOUT_S)
         if self.membership is not None:
             await self.membership.stop(leave=True, timeout_s=LEAVE_TIMEOUT_S)
         # The LEAVE is out; record it ourselves too so the CLI sees it without a peer.
@@ -192,7 +197,7 @@ class Node:
         handlers = {
             signal.SIGTERM: self.request_stop,
             signal.SIGINT: self.request_stop,
-            signal.SIGHUP: lambda: self._spawn(self.reload_settings("sighup"), "reload"),
+            signal.SIGHUP: self._on_sighup,
         }
         with capture_signals(loop, handlers):
             try:
@@ -200,6 +205,11 @@ class Node:
                 await self.run()
             finally:
                 await self.shutdown()
+        if self.fatal is not None:
+            raise self.fatal
+
+    def _on_sighup(self) -> None:
+        self._spawn(self.reload_settings("sighup"), "reload")
 
     def request_stop(self) -> None:
         self._signals += 1
@@ -227,7 +237,7 @@ class Node:
                 delay_s = min(STORE_RETRY_MAX_S, delay_s * 2)
             except RelayMeshError as exc:
                 log.error("store_open_failed", node=self.name, error=str(exc))
-                self.request_stop()
+                self._fail(exc)
                 return
         self.store = store
         with contextlib.suppress(RelayMeshError):
@@ -265,11 +275,26 @@ class Node:
             rng=self._rng,
             local_alive=lambda: bool(membership.local_is_alive()),
         )
-        self._spawn(self.maintenance.run(), "maintenance")
+        self._maintenance_task = self._spawn(self.maintenance.run(), "maintenance")
         self._worker_task = asyncio.create_task(self.worker.run(), name="worker")
+        self._worker_task.add_done_callback(self._worker_ended)
         for name in sorted(self._dead_pending):
             self._notify_dead(name)
         self._dead_pending.clear()
+
+    def _worker_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._stop.is_set():
+            return
+        exc = task.exception()
+        log.error("worker_crashed", node=self.name, error=repr(exc))
+        # A node that gossips but never works would look healthy and do nothing: stop, so
+        # the supervisor restarts it (its leases are reclaimed when peers see it go).
+        self._fail(RelayMeshError(f"the worker stopped unexpectedly: {exc!r}"))
+
+    def _fail(self, exc: RelayMeshError) -> None:
+        if self.fatal is None:
+            self.fatal = exc
+        self.request_stop()
 
     # -- membership -> store ------------------------------------------------------------------
 
@@ -435,7 +460,7 @@ class Node:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[None]:
         async def guarded() -> None:
             try:
                 await coro
@@ -444,7 +469,9 @@ class Node:
             except Exception:
                 log.exception("task_failed", node=self.name, task=name)
 
-        self._tasks.append(asyncio.create_task(guarded(), name=name))
+        task = asyncio.create_task(guarded(), name=name)
+        self._tasks.append(task)
+        return task
 
 
 # -- entry points ---------------------------------------------------------------------------
