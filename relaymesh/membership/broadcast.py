@@ -15,7 +15,7 @@ bounded: the queue holds at most one update per member, the cache a fixed count.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
+from collections.abc import Container, Hashable
 
 __all__ = ["BroadcastQueue", "DedupCache", "retransmit_limit"]
 
@@ -29,11 +29,12 @@ def retransmit_limit(retransmit_mult: int, n: int) -> int:
 
 
 class _Item:
-    __slots__ = ("dead", "name", "payload", "transmits")
+    __slots__ = ("dead", "name", "payload", "size", "transmits")
 
     def __init__(self, name: str, payload: bytes) -> None:
         self.name = name
         self.payload = payload
+        self.size = len(payload)
         self.transmits = 0
         self.dead = False
 
@@ -81,6 +82,7 @@ class BroadcastQueue:
         buckets = self._buckets
         by_name = self._by_name
         picked: list[_Item] = []
+        room = max_count
         skipped = 0
         full = False
         for transmits in sorted(buckets):
@@ -91,7 +93,7 @@ class BroadcastQueue:
                 if item.dead:
                     self._dead -= 1
                     continue
-                size = len(item.payload)
+                size = item.size
                 if size > space_bytes:
                     too_big.append(item)
                     skipped += 1
@@ -101,7 +103,8 @@ class BroadcastQueue:
                     continue
                 picked.append(item)
                 space_bytes -= size
-                if len(picked) >= max_count or space_bytes <= 2:
+                room -= 1
+                if not room or space_bytes <= 2:
                     full = True
                     break
             if too_big:
@@ -159,6 +162,11 @@ class DedupCache:
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._keys
+
+    @property
+    def keys(self) -> Container[Hashable]:
+        """The remembered keys, for fast read-only membership tests."""
+        return self._keys
 
     def seen(self, key: Hashable) -> bool:
         """True if ``key`` was seen (and refresh it); else remember it and return False."""

@@ -351,6 +351,9 @@ class Swim:
             if addr != self._address and addr not in self._seeds:
                 self._seeds.append(addr)
         self._announce()
+        # Gossip our own ALIVE too, so members that hold an older record of us (we
+        # restarted, or were declared dead) hear the news from us, not only the seeds.
+        self._queue_payload(self._name, self._local_alive_bytes, self._clock.monotonic_ms())
 
     def leave(self) -> None:
         """Broadcast LEFT at incarnation + 1 and stop probing; gossip goes on so it spreads."""
@@ -375,7 +378,7 @@ class Swim:
             stats.dropped["too_large"] += 1
             return
         try:
-            messages = decode_packet(unframe(data, self._label, self._keyring), self._dedup)
+            messages = decode_packet(unframe(data, self._label, self._keyring), self._dedup.keys)
         except ProtocolError as exc:
             stats.dropped[exc.reason] += 1
             return
@@ -608,7 +611,8 @@ class Swim:
     def _add_to_probe_order(self, name: str) -> None:
         order = self._probe_order
         order.append(name)
-        j = self._rng.randint(min(self._probe_index, len(order) - 1), len(order) - 1)
+        lo = min(self._probe_index, len(order) - 1)
+        j = lo + int(self._rng.random() * (len(order) - lo))
         order[j], order[-1] = order[-1], order[j]
 
     def _schedule_probe(self, at_ms: int) -> None:
@@ -665,12 +669,12 @@ class Swim:
         if n == 0 or k <= 0:
             return []
         members = self._members
-        rng = self._rng
+        rand = self._rng.random
         dead_window_ms = self._config.gossip_to_the_dead_ms
         chosen: list[Member] = []
         picked: set[str] = set()
         for _ in range(3 * n if n < 64 else 3 * k + 64):
-            name = names[rng.randrange(n)]
+            name = names[int(rand() * n)]
             if name in picked or name == exclude:
                 continue
             m = members[name]
