@@ -312,7 +312,8 @@ class _Run:
         await self.proc.wait()
 
     def stderr_tail(self) -> str:
-        return bytes(self.stderr[-STDERR_TAIL_BYTES:]).decode("utf-8", errors="replace")
+        text = bytes(self.stderr[-STDERR_TAIL_BYTES:]).decode("utf-8", errors="replace")
+        return text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
 
     async def _write(self, payload: bytes) -> None:
         stdin = self.proc.stdin
@@ -375,15 +376,19 @@ def _parse_output(raw: bytes) -> tuple[Any, str | None]:
         text = raw.decode("utf-8")
         if not text.strip():
             return None, None
-        return json.loads(text), None
+        return json.loads(text, parse_constant=_reject_constant), None
     except json.JSONDecodeError as exc:
         return None, f"line {exc.lineno} column {exc.colno}: {exc.msg}"
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        return None, type(exc).__name__
+        return None, str(exc) if isinstance(exc, ValueError) else type(exc).__name__
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _snippet(raw: bytes) -> str:
-    text = raw.decode("utf-8", errors="replace").strip()
+    text = raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd").strip()
     return text[:SNIPPET_CHARS] + ("..." if len(text) > SNIPPET_CHARS else "")
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relaymesh.clock import Clock
-from relaymesh.exceptions import LeaseLostError, StoreError
+from relaymesh.exceptions import LeaseLostError, StoreError, StoreUnavailableError
 from relaymesh.logging import get_logger
 from relaymesh.model import Claim, Priority, StepStatus
 from relaymesh.ops.metrics import Metrics
@@ -528,29 +528,10 @@ class Worker:
 
     async def _flush_once(self) -> bool:
         """Commit one batch of successes and the pending failures. False when the store
-        failed (what was not committed stays queued)."""
+        is unavailable (what was not committed stays queued, in order)."""
         async with self._write_lock:
-            if self._successes:
-                batch = self._successes[:COMMIT_BATCH]
-                live = [(h, r) for h, r in batch if not h.lost]
-                oks: list[bool] = []
-                if live:
-                    try:
-                        oks = await self.store.commit_success_many(
-                            self.node, [(h.claim.lease, r) for h, r in live]
-                        )
-                    except StoreError as exc:
-                        self.metrics.store_errors.labels("commit_success").inc()
-                        log.warning("store_error", op="commit_success", error=str(exc))
-                        return False
-                del self._successes[: len(batch)]
-                for held, _ in batch:
-                    if held.lost:
-                        self._forget(held)
-                for (held, _), ok in zip(live, oks, strict=True):
-                    if not ok:
-                        self._lose(held, "commit_success", conflict=True)
-                    self._forget(held)
+            if self._successes and not await self._commit_successes():
+                return False
             while self._failures:
                 held, outcome = self._failures[0]
                 if not held.lost and not await self._commit_failure(held, outcome):
@@ -558,6 +539,69 @@ class Worker:
                 self._failures.pop(0)
                 self._forget(held)
         self._commit_backoff.reset()
+        return True
+
+    async def _commit_successes(self) -> bool:
+        batch = self._successes[:COMMIT_BATCH]
+        live = [(h, r) for h, r in batch if not h.lost]
+        oks: list[bool] = []
+        if live:
+            try:
+                oks = await self.store.commit_success_many(
+                    self.node, [(h.claim.lease, r) for h, r in live]
+                )
+            except StoreUnavailableError as exc:
+                self.metrics.store_errors.labels("commit_success").inc()
+                log.warning("store_error", op="commit_success", error=str(exc))
+                return False
+            except StoreError as exc:
+                # Not an outage: something in the batch cannot be stored (a result the
+                # backend rejects). Retrying the batch would block every commit behind it.
+                self.metrics.store_errors.labels("commit_success").inc()
+                log.warning("store_error", op="commit_success", error=str(exc), isolating=True)
+                return await self._commit_successes_one_by_one(len(batch))
+        del self._successes[: len(batch)]
+        for held, _ in batch:
+            if held.lost:
+                self._forget(held)
+        for (held, _), ok in zip(live, oks, strict=True):
+            if not ok:
+                self._lose(held, "commit_success", conflict=True)
+            self._forget(held)
+        return True
+
+    async def _commit_successes_one_by_one(self, count: int) -> bool:
+        for _ in range(count):
+            held, result = self._successes[0]
+            if not held.lost:
+                try:
+                    ok = (
+                        await self.store.commit_success_many(
+                            self.node, [(held.claim.lease, result)]
+                        )
+                    )[0]
+                except StoreUnavailableError as exc:
+                    self.metrics.store_errors.labels("commit_success").inc()
+                    log.warning("store_error", op="commit_success", error=str(exc))
+                    return False
+                except StoreError as exc:
+                    log.error("result_not_storable", step_id=held.claim.step_id, error=str(exc))
+                    self._successes.pop(0)
+                    self._failures.append(
+                        (
+                            held,
+                            AgentOutcome.failure(
+                                ErrorKind.PERMANENT,
+                                "unstorable_result",
+                                f"the store rejected the result: {_clip(str(exc))}",
+                            ),
+                        )
+                    )
+                    continue
+                if not ok:
+                    self._lose(held, "commit_success", conflict=True)
+            self._successes.pop(0)
+            self._forget(held)
         return True
 
     async def _commit_failure(self, held: _Held, outcome: AgentOutcome) -> bool:
@@ -573,14 +617,36 @@ class Worker:
         )
         error = {**(outcome.error or {}), "attempt": claim.attempt, "node": self.node}
         try:
-            status = await self.store.commit_failure(claim.lease, self.node, error, delay_ms)
+            try:
+                status = await self.store.commit_failure(claim.lease, self.node, error, delay_ms)
+            except StoreUnavailableError:
+                raise
+            except StoreError as exc:
+                # The error object itself was rejected (odd bytes from an agent): keep the
+                # verdict with a plain message rather than block every commit behind it.
+                self.metrics.store_errors.labels("commit_failure").inc()
+                log.warning("store_error", op="commit_failure", error=str(exc), simplified=True)
+                error = {
+                    "kind": error.get("kind", ErrorKind.PERMANENT.value),
+                    "reason": str(error.get("reason", "unknown")),
+                    "message": _clip(ascii(error.get("message", ""))),
+                    "attempt": claim.attempt,
+                    "node": self.node,
+                }
+                status = await self.store.commit_failure(claim.lease, self.node, error, delay_ms)
         except LeaseLostError:
             self._lose(held, "commit_failure", conflict=True)
             return True
-        except StoreError as exc:
+        except StoreUnavailableError as exc:
             self.metrics.store_errors.labels("commit_failure").inc()
             log.warning("store_error", op="commit_failure", error=str(exc))
             return False
+        except StoreError as exc:
+            # Still rejected: give up on this verdict; the lease expires and maintenance
+            # puts the step back, so it is retried, never lost.
+            self.metrics.store_errors.labels("commit_failure").inc()
+            log.error("failure_not_storable", step_id=claim.step_id, error=str(exc))
+            return True
         if status == StepStatus.DEAD_LETTER:
             self.metrics.dead_letter.inc()
             log.warning(
@@ -751,3 +817,7 @@ class Worker:
         # being set up) can leak a connection; stop() waits at most ``poll_ms`` here, and
         # drain() does not wait for this loop at all.
         await self.store.wait_for_work(poll_ms)
+
+
+def _clip(text: str, limit: int = 500) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."

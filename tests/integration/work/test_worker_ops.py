@@ -288,3 +288,72 @@ async def test_concurrency_limited_agent_is_not_hoarded(store: Any, store_url: s
         await second.close()
     events = await store.list_ownership_events()
     assert {e.node for e in events if e.event == "claimed"} == {"n1", "n2"}
+
+
+class PoisonStore(ProxyStore):
+    """Rejects (as a non-transient StoreError) any success batch holding a poison result."""
+
+    async def commit_success_many(self, node: str, items: Any) -> Any:
+        from relaymesh.exceptions import StoreError
+
+        self.calls["commit_success_many"] = self.calls.get("commit_success_many", 0) + 1
+        if any(result == "poison" for _, result in items):
+            raise StoreError("cannot store this result")
+        return await self.inner.commit_success_many(node, items)
+
+
+async def test_unstorable_result_is_isolated_and_dead_lettered(store: Any) -> None:
+    proxy = PoisonStore(store)
+    cfg = settings(worker={"slots": 16, "claim_batch": 16})
+    wf = await submit(
+        store,
+        {
+            "name": "p",
+            "steps": [
+                {"name": f"e{i}", "agent": "echo", "input": "poison" if i == 3 else i}
+                for i in range(8)
+            ],
+        },
+        cfg,
+    )
+    async with harness(proxy, cfg) as h:
+        h.start()
+        steps = await wait_workflow(store, wf, WorkflowStatus.FAILED)
+    bad = steps.pop("e3")
+    assert bad.status is StepStatus.DEAD_LETTER
+    assert bad.error["reason"] == "unstorable_result"
+    assert all(s.status is StepStatus.SUCCEEDED for s in steps.values())
+    assert await store.list_conflicts() == []
+
+
+async def test_nul_in_a_result_never_blocks_commits(store: Any) -> None:
+    import sys
+
+    from relaymesh.settings import AgentSettings
+
+    code = "import json; print(json.dumps({'s': 'a\\u0000b'}))"
+    cfg = settings(agents={"nul": AgentSettings(command=[sys.executable, "-c", code])})
+    wf = await submit(
+        store,
+        {
+            "name": "n",
+            "steps": [{"name": "nul", "agent": "nul"}, {"name": "ok", "agent": "echo", "input": 1}],
+        },
+        cfg,
+    )
+    async with harness(store, cfg) as h:
+        h.start()
+
+        async def settled() -> bool:
+            steps = await steps_by_name(store, wf)
+            return steps["nul"].status in (StepStatus.SUCCEEDED, StepStatus.DEAD_LETTER) and (
+                steps["ok"].status is StepStatus.SUCCEEDED
+            )
+
+        await async_wait_until(settled, WAIT_S, what="both steps to settle")
+    nul = (await steps_by_name(store, wf))["nul"]
+    # SQLite stores it; PostgreSQL's jsonb cannot hold NUL, so the step dead-letters with why.
+    if nul.status is StepStatus.DEAD_LETTER:
+        assert nul.error["reason"] == "unstorable_result"
+    else:
+        assert nul.result == {"s": "a\x00b"}

@@ -335,3 +335,18 @@ async def test_script_result_json_round_trip(tmp_path: Path) -> None:
     outcome = await agent.run(request([1, 2, 3]))
     assert outcome.ok and json.dumps(outcome.result) == '{"sum": 6}'
     assert os.environ.get("RELAYMESH_STEP_ID") is None  # never leaks into our process
+
+
+async def test_script_nan_output_is_not_json(tmp_path: Path) -> None:
+    outcome = await script(tmp_path, "print('{\"x\": NaN}')\n").run(request())
+    assert outcome.error is not None and outcome.error["reason"] == "bad_output"
+    assert "NaN" in outcome.error["message"]
+
+
+async def test_script_stderr_nul_bytes_are_replaced(tmp_path: Path) -> None:
+    outcome = await script(tmp_path, "import sys; sys.stderr.write('a\\x00b'); sys.exit(1)\n").run(
+        request()
+    )
+    assert outcome.error is not None
+    assert "\x00" not in outcome.error["stderr_tail"]
+    assert outcome.error["stderr_tail"] == "a\ufffdb"
