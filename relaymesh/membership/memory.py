@@ -89,6 +89,9 @@ class MemoryNetwork:
         self.packets_delivered = 0
         self.packets_lost = 0
         self.bytes_sent = 0
+        """Datagrams only; push/pull (a stream in a real driver) is counted apart."""
+        self.pushpull_exchanges = 0
+        self.pushpull_bytes = 0
 
     # --- membership of the network --------------------------------------------
 
@@ -269,9 +272,14 @@ class MemoryNetwork:
         self._push(self.now_ms + interval_ms, _PUSHPULL, node, node.generation)
 
     def _exchange(self, a: _Node, b: _Node, *, join: bool) -> None:
+        self.pushpull_exchanges += 1
         try:
-            b.swim.merge_state(a.swim.encode_state(join))
-            a.swim.merge_state(b.swim.encode_state())
+            request = a.swim.encode_state(join)
+            self.pushpull_bytes += len(request)
+            b.swim.merge_state(request)
+            reply = b.swim.encode_state()
+            self.pushpull_bytes += len(reply)
+            a.swim.merge_state(reply)
         except ProtocolError:
             pass  # counted by the core that refused it
         self._after(a)

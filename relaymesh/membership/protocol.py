@@ -610,6 +610,8 @@ class Swim:
 
     def _add_to_probe_order(self, name: str) -> None:
         order = self._probe_order
+        if len(order) - self._probe_index > 2 * len(self._peer_names):
+            return  # flapping members: the next round's reshuffle includes it anyway
         order.append(name)
         lo = min(self._probe_index, len(order) - 1)
         j = lo + int(self._rng.random() * (len(order) - lo))
@@ -768,10 +770,11 @@ class Swim:
         if now < ready_at_ms:
             # Jitter suppression: hold the recovery until the dwell ends, but stop the
             # suspicion now so a refutation we hold can never turn into a false DEAD.
+            if pending is None:  # one timer per dwell, however many refutations arrive
+                self._push_timer(ready_at_ms, _T_RECOVER, a.name)
             self._pending_alive[a.name] = a
             self._suspicions.pop(a.name, None)
             self.stats.recoveries_suppressed += 1
-            self._push_timer(ready_at_ms, _T_RECOVER, a.name)
             self._queue_update(a.name, a, now)
             return True
         self._recover(cur, a, now)

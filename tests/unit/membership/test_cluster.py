@@ -183,3 +183,25 @@ def test_runs_are_deterministic() -> None:
         return [(t, o, e.name, e.status.value) for t, o, e in c.events]
 
     assert trace() == trace()
+
+
+def test_memory_network_counts_pushpull_apart_from_datagrams() -> None:
+    c = Cluster(4, config=replace(FAST, push_pull_interval_ms=5_000))
+    c.run(20_000)
+    assert c.net.pushpull_exchanges >= 3 + 4  # the joins, then periodic ones
+    assert c.net.pushpull_bytes > 0
+    assert c.net.packets_sent >= c.net.packets_delivered + c.net.packets_lost
+    assert all(s.stats.anti_entropy_merges > 0 for s in c.swims)
+
+
+def test_partition_without_pushpull_needs_the_dead_peer_retry() -> None:
+    c = Cluster(4)
+    c.run(3_000)
+    c.net.partition([[c.address(0), c.address(1)]])  # n2, n3 form the other group
+    assert not c.net.reachable(c.address(0), c.address(2))
+    assert c.net.reachable(c.address(2), c.address(3))
+    c.run(30_000)
+    assert c.statuses("n2", among=c.swims[:2]) == {"DEAD"}
+    c.net.heal()
+    c.run(200_000)
+    assert c.converged()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -34,7 +36,7 @@ from relaymesh.membership.wire import (
 )
 from relaymesh.model import MemberStatus
 
-from ._helpers import core, packet
+from ._helpers import FAST, core, packet
 
 ALL: list[Message] = [
     Ping(1, "b"),
@@ -169,7 +171,7 @@ def test_random_bytes_never_raise(data: bytes) -> None:
     assert_survives(b"\x01\x00" + data)
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@settings(max_examples=250, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.data())
 def test_mutated_valid_packets_never_raise(data: st.DataObject) -> None:
     raw = bytearray(VALID)
@@ -187,10 +189,11 @@ def test_mutated_valid_packets_never_raise(data: st.DataObject) -> None:
     assert_survives(bytes(raw))
 
 
-json_like = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=4), inner),
-    max_leaves=8,
+scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=10)
+json_like = (
+    scalars
+    | st.lists(scalars, max_size=4)
+    | st.dictionaries(st.text(max_size=3), scalars, max_size=3)
 )
 
 
@@ -201,3 +204,29 @@ def test_well_formed_msgpack_with_wrong_shapes_never_raises(messages: list[objec
     swim.handle_packet(frame(msgpack.packb(messages), b"", None), ("10.9.9.9", 1))
     swim.tick()
     assert swim.stats.packets_received == 1
+
+
+SEALING = Keyring([b"s" * 32])
+SEALED_VALID = packet(*ALL, label="prod", keyring=SEALING)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.integers(0, len(SEALED_VALID) - 1), st.integers(1, 255))
+def test_tampered_sealed_packets_are_dropped_as_auth_or_label(i: int, xor: int) -> None:
+    raw = bytearray(SEALED_VALID)
+    raw[i] ^= xor
+    swim, _ = core(keyring=SEALING, config=replace(FAST, label="prod"))
+    swim.handle_packet(bytes(raw), ("10.9.9.9", 1))
+    assert sum(swim.stats.dropped.values()) == 1
+    assert swim.take_outbound() == []
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.binary(max_size=400))
+def test_merge_state_raises_only_protocol_errors(data: bytes) -> None:
+    swim, _ = core()
+    for blob in (data, b"\x01\x00" + data):
+        try:
+            swim.merge_state(blob)
+        except ProtocolError as exc:
+            assert exc.reason in DROP_REASONS
