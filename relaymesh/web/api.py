@@ -16,8 +16,13 @@ new one is added before the old one is removed (rotation). With no token configu
 at all, only loopback clients are served (as ``local``, admin) and everybody else
 gets 401.
 
+Writes must be ``Content-Type: application/json`` (415 otherwise): a page on another
+site cannot send that without a CORS preflight, which this API never grants, so the
+loopback-without-tokens mode and the cookie cannot be abused cross-site.
+
 Errors: 400 bad input, 401 no valid token, 403 role too low, 404 unknown id,
-409 not applicable in the current state, 503 store unavailable; body
+409 not applicable in the current state, 415 a write that is not JSON, 503 store
+unavailable; body
 ``{"error": "<one line>"}``.
 """
 
@@ -151,6 +156,10 @@ class Api:
             principal = self.authenticate(request)
             if write and principal.role != "admin":
                 raise _error(web.HTTPForbidden, "an admin token is required for writes")
+            if write and request.content_type != "application/json":
+                # A cross-site page can send text/plain POSTs without a CORS preflight;
+                # requiring JSON makes the browser ask first, and nobody answers it.
+                raise _error(web.HTTPUnsupportedMediaType, "writes take application/json")
             try:
                 result = await handler(request, principal)
             except NotFoundError as exc:

@@ -111,8 +111,12 @@ async def test_errors_are_json_lines(store: Store) -> None:
         assert "nope" in (await missing.json())["error"]
         bad = await client.get("/api/tasks?status=SIDEWAYS")
         assert bad.status == 400
-        bad_body = await client.post("/api/replay", data=b"not json")
+        bad_body = await client.post(
+            "/api/replay", data=b"not json", headers={"Content-Type": "application/json"}
+        )
         assert bad_body.status == 400
+        form = await client.post("/api/replay", data=b'{"step_id": "x"}')  # text/plain-ish
+        assert form.status == 415
         page = await client.get("/")
         assert page.status == 200
         assert "RelayMesh console" in await page.text()
