@@ -328,7 +328,7 @@ CASES: tuple[tuple[str, int, str], ...] = (
 def run_all(quick: bool, runs: int | None = None) -> list[dict[str, Any]]:
     """Every case, ``runs`` times each; one summary row per case (median claims/s)."""
     runs = runs or (1 if quick else 3)
-    seconds = 1.5 if quick else 3.0
+    seconds = 1.5 if quick else 2.0
     rows = []
     for backend, clients, variant in CASES:
         results = []

@@ -58,6 +58,8 @@ TARGET_PG_4_NODES = 2000.0
 TARGET_P50_MS = {"sqlite": 10.0, "postgresql": 5.0}
 HUEY_ELSEWHERE = 1750.0
 PROCRASTINATE_ELSEWHERE = (200.0, 340.0)
+DEFAULT_SLOTS = 4
+"""``worker.slots`` as shipped (relaymesh/settings.py)."""
 
 
 @dataclass(frozen=True)
@@ -72,13 +74,14 @@ class Plan:
     procrastinate_jobs: int
     node_counts: tuple[int, ...] = (1, 2, 4)
     slots: int = 64
+    default_slots_rows: bool = True
 
 
 FULL = Plan(
     runs=3,
     steps=20_000,
     steps_per_workflow=1000,
-    latency_s=8.0,
+    latency_s=6.0,
     latency_runs=3,
     rate=50.0,
     huey_tasks=20_000,
@@ -449,6 +452,36 @@ def _median_run(results: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return sorted(results, key=lambda r: r[key])[len(results) // 2]
 
 
+def _drain_row(backend: str, nodes: int, plan: Plan, tmp: Path) -> dict[str, Any]:
+    runs = []
+    for i in range(plan.runs):
+        started = time.monotonic()
+        run = drain_run(backend, nodes, plan, tmp, f"d{backend[:2]}{nodes}s{plan.slots}r{i}")
+        log(
+            f"    run {i + 1}: {run['per_s']:,.0f}/s, submit {run['submit_per_s']:,.0f} steps/s, "
+            f"{time.monotonic() - started:.0f} s"
+        )
+        runs.append(run)
+    med = _median_run(runs, "per_s")
+    row = {
+        **med,
+        "slots": plan.slots,
+        "runs": [round(r["per_s"]) for r in runs],
+        "median_per_s": statistics.median(r["per_s"] for r in runs),
+        "median_whole_per_s": statistics.median(r["whole_per_s"] for r in runs),
+    }
+    log(
+        f"  drain   {backend:<10} nodes={nodes} slots={plan.slots} "
+        f"median={row['median_per_s']:,.0f}/s runs={row['runs']} "
+        f"whole={row['median_whole_per_s']:,.0f}/s shares={[round(x, 3) for x in row['shares']]} "
+        f"cpu={row['cpu_us_per_step']:.0f}us/step conflicts={row['conflicts']} "
+        f"reruns={row['reruns']}"
+    )
+    for line in med["warnings"]:
+        log(f"    node warning: {line}")
+    return row
+
+
 def relaymesh_suite(plan: Plan, tmp: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"drain": [], "latency": [], "skipped": {}}
     for backend in ("sqlite", "postgresql"):
@@ -458,27 +491,21 @@ def relaymesh_suite(plan: Plan, tmp: Path) -> dict[str, Any]:
             log(f"  {backend}: skipped: {why}")
             continue
         for nodes in plan.node_counts:
-            runs = [
-                drain_run(backend, nodes, plan, tmp, f"d{backend[:2]}{nodes}r{i}")
-                for i in range(plan.runs)
-            ]
-            med = _median_run(runs, "per_s")
-            row = {
-                **med,
-                "runs": [round(r["per_s"]) for r in runs],
-                "median_per_s": statistics.median(r["per_s"] for r in runs),
-                "median_whole_per_s": statistics.median(r["whole_per_s"] for r in runs),
-            }
-            out["drain"].append(row)
-            log(
-                f"  drain   {backend:<10} nodes={nodes} median={row['median_per_s']:,.0f}/s "
-                f"runs={row['runs']} whole={row['median_whole_per_s']:,.0f}/s "
-                f"shares={[round(s, 3) for s in row['shares']]} "
-                f"cpu={row['cpu_us_per_step']:.0f}us/step conflicts={row['conflicts']} "
-                f"reruns={row['reruns']}"
-            )
-            for line in med["warnings"]:
-                log(f"    node warning: {line}")
+            out["drain"].append(_drain_row(backend, nodes, plan, tmp))
+        if plan.default_slots_rows:
+            # The same target configurations with the shipped worker.slots, for contrast.
+            nodes = 2 if backend == "sqlite" else 4
+            if nodes in plan.node_counts:
+                # One smaller run: with 4 rows per transaction this is the slow case.
+                default = Plan(
+                    **{
+                        **plan.__dict__,
+                        "slots": DEFAULT_SLOTS,
+                        "runs": 1,
+                        "steps": min(plan.steps, 5000),
+                    }
+                )
+                out["drain"].append(_drain_row(backend, nodes, default, tmp))
         for nodes in plan.node_counts:
             runs = [
                 latency_run(backend, nodes, plan, tmp, f"l{backend[:2]}{nodes}r{i}")
@@ -663,15 +690,18 @@ def render(
         lines += [
             "## RelayMesh: draining a pre-submitted backlog",
             "",
-            "| store | nodes | steps/s (all nodes running) | runs | whole drain steps/s | "
-            "claims share per node | node CPU us/step | lease conflicts | re-runs |",
-            "| --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: |",
+            "| store | nodes | worker.slots | backlog | steps/s (all nodes running) | runs | "
+            "whole drain steps/s | claims share per node | node CPU us/step | "
+            "lease conflicts | re-runs |",
+            "| --- | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: |",
         ]
         for row in rm["drain"]:
-            drain_by[(row["backend"], row["nodes"])] = row
+            if row["slots"] == plan.slots:
+                drain_by[(row["backend"], row["nodes"])] = row
             shares = " / ".join(f"{s:.0%}" for s in row["shares"])
             lines.append(
-                f"| {row['backend']} | {row['nodes']} | {row['median_per_s']:,.0f} | "
+                f"| {row['backend']} | {row['nodes']} | {row['slots']} | {row['steps']:,} | "
+                f"{row['median_per_s']:,.0f} | "
                 f"{', '.join(f'{v:,}' for v in row['runs'])} | "
                 f"{row['median_whole_per_s']:,.0f} | {shares} | "
                 f"{row['cpu_us_per_step']:.0f} | {row['conflicts']} | {row['reruns']} |"
