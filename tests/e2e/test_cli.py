@@ -109,29 +109,24 @@ def test_operator_commands(make_cluster: ClusterFactory) -> None:
     # reload-settings: the node polls the request from the store and records it.
     req = c.cli_json("reload-settings", "--node", "n1")
     assert req["node"] == "n1"
-    wait_until(
-        lambda: any(r["node"] == "n1" for r in c.cli_json("settings-history")),
-        15,
-        what="n1 to pick up the reload request",
-    )
-    history = c.cli_json("settings-history", "--limit", "5")
+    history: list[dict[str, object]] = []
+
+    def recorded(field: str | None) -> bool:
+        history[:] = c.cli_json("settings-history", "--limit", "5")
+        return any(r["node"] == "n1" and (field is None or field in r["fields"]) for r in history)
+
+    wait_until(lambda: recorded(None), 15, what="n1 to pick up the reload request")
     assert {"id", "at", "node", "fields"} <= set(history[0])
     assert "cli:" in c.cli_json("audit-query", "--action", "reload_request")[0]["actor"]
 
     # SIGHUP: the hot part is reloaded and the changed field names recorded.
-    write_settings(c.config, {"worker": {"slots": 3}, "node": {"bind": "127.0.0.1:1"}})
+    write_settings(c.config, {"worker": {"slots": 3}, "gossip": {"probe_interval_ms": 300}})
     c.signal("n1", signal.SIGHUP)
-    wait_until(
-        lambda: any("worker.slots" in r["fields"] for r in c.cli_json("settings-history")),
-        15,
-        what="the SIGHUP reload to be recorded",
-    )
-    changed = next(r for r in c.cli_json("settings-history") if "worker.slots" in r["fields"])
+    wait_until(lambda: recorded("worker.slots"), 15, what="the SIGHUP reload to be recorded")
+    changed = next(r for r in history if "worker.slots" in r["fields"])  # type: ignore[operator]
     assert changed["node"] == "n1"
-    assert changed["fields"] == ["worker.slots"]  # node.bind needs a restart: not applied
-    assert "slots" not in json.dumps(
-        c.cli_json("audit-query", "--action", "reload")[0]["details"]
-    ).replace("worker.slots", "")
+    # gossip timings need a restart: logged as such, not applied, not recorded.
+    assert changed["fields"] == ["worker.slots"]
 
     # Stop the node so replays stay put, then replay.
     c.signal("n1", signal.SIGTERM)
