@@ -49,7 +49,7 @@ class SimResult:
     simulated_s: float
     wall_s: float
     converged_at_s: float | None = None
-    """First moment every live node had every other node ALIVE in its view."""
+    """First moment every node held every other as a member (ALIVE or SUSPECT)."""
     detections: list[Detection] = field(default_factory=list)
     false_suspect: int = 0
     """SUSPECT marks (observer, subject) of a node that was not killed, not across a cut."""

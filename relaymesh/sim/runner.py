@@ -55,7 +55,7 @@ class _Observer:
         self.clock = clock
         self.index = index
         self.alive_seen = [0] * n
-        """How many members (itself included) each node holds ALIVE."""
+        """How many members (itself included) each node holds ALIVE or SUSPECT."""
         self.full_views = 0
         self.started = [False] * n
         self.killed_at_ms: list[int | None] = [None] * n
@@ -83,8 +83,10 @@ class _Observer:
             return
         status = event.status
         previous = event.previous
-        if (status is _ALIVE) != (previous is _ALIVE):
-            if status is _ALIVE:
+        # "Sees" a member: holds it ALIVE or SUSPECT (a member still, not DEAD or unknown).
+        is_up = status is _ALIVE or status is _SUSPECT
+        if is_up != (previous is _ALIVE or previous is _SUSPECT):
+            if is_up:
                 self.alive_seen[o] += 1
                 if self.alive_seen[o] == len(self.alive_seen):
                     self.full_views += 1
