@@ -1,3 +1,3 @@
-from tests.integration.work.helpers import store, store_url
+from tests.integration.work.helpers import store, store_url, work_pg_database
 
-__all__ = ["store", "store_url"]
+__all__ = ["store", "store_url", "work_pg_database"]

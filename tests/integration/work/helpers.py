@@ -7,11 +7,12 @@ import asyncio
 import contextlib
 import json
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from relaymesh.clock import Clock, SystemClock
@@ -32,9 +33,38 @@ from relaymesh.work.guard import Readings, ResourceGuard
 from relaymesh.work.worker import Worker
 from relaymesh.work.workflow import parse_workflow
 from tests.conftest import async_wait_until, require_pg
-from tests.pgutil import fresh_pg_database
+from tests.pgutil import fresh_pg_database_sync
 
 WAIT_S = 15.0
+
+
+@pytest.fixture(scope="session")
+def work_pg_database() -> Iterator[str]:
+    """One fresh PostgreSQL database for this session's work tests (creating one per test
+    costs seconds on a loaded host); ``store_url`` empties it before each test."""
+    with fresh_pg_database_sync(require_pg()) as url:
+        yield url
+
+
+async def _empty_pg_database(url: str) -> None:
+    """Every row of every table gone, the schema kept; the leader row back to unheld."""
+    conn = await asyncpg.connect(url)
+    try:
+        tables = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename NOT IN ('schema_version', 'leader_lease')"
+            )
+        ]
+        if tables:
+            await conn.execute(
+                "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
+            )
+        if await conn.fetchval("SELECT to_regclass('public.leader_lease')") is not None:
+            await conn.execute("UPDATE leader_lease SET node = NULL, epoch = 0, expires_at_ms = 0")
+    finally:
+        await conn.close()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
@@ -42,8 +72,9 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'relaymesh.db'}"
         return
-    async with fresh_pg_database(require_pg()) as url:
-        yield url
+    url = request.getfixturevalue("work_pg_database")
+    await _empty_pg_database(url)
+    yield url
 
 
 @pytest.fixture
