@@ -100,11 +100,8 @@ def node_command(impl: str, i: int, size: int, seeds_file: Path, workdir: Path) 
     http = f"127.0.0.1:{BASE_PORT + HTTP_OFFSET + i}"
     py = sys.executable
     if impl == "relaymesh":
-        store = f"sqlite:///{workdir / (name + '.db')}"
         return [
             *(_relaymesh_exe()),
-            "--store",
-            store,
             "--log-level",
             "warning",
             "gossip",
@@ -116,6 +113,8 @@ def node_command(impl: str, i: int, size: int, seeds_file: Path, workdir: Path) 
             bind,
             "--http",
             http,
+            "--state-dir",
+            str(workdir / name),
         ]
     module = {"kinship": "bench.peers.kinship_node", "swim-protocol": "bench.peers.swim_node"}[impl]
     return [
