@@ -250,7 +250,9 @@ def _wait_for_interrupt(procs: list[subprocess.Popen[bytes]]) -> None:
     def handler(signum: int, frame: object) -> None:
         stop["now"] = True
 
+    # SIGINT too: a shell that starts us in the background leaves SIGINT ignored.
     old = signal.signal(signal.SIGTERM, handler)
+    old_int = signal.signal(signal.SIGINT, handler)
     try:
         while not stop["now"]:
             for i, proc in enumerate(procs):
@@ -260,6 +262,7 @@ def _wait_for_interrupt(procs: list[subprocess.Popen[bytes]]) -> None:
             time.sleep(0.5)
     finally:
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
