@@ -439,6 +439,7 @@ class Node:
     def health(self) -> dict[str, Any]:
         doc: dict[str, Any] = dict(self.membership.health()) if self.membership else {"ok": False}
         doc["store"] = "ready" if self._store_ready.is_set() else "connecting"
+        doc["worker_paused"] = self.worker.paused_reason if self.worker is not None else None
         doc["draining"] = self._stop.is_set()
         return doc
 

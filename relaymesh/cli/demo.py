@@ -35,6 +35,7 @@ __all__ = ["register"]
 _EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 _STOP_TIMEOUT_S = 15.0
 _START_TIMEOUT_S = 30.0
+STALL_REPORT_S = 5.0
 
 _FALLBACK_WORKFLOW = {
     "name": "demo",
@@ -82,6 +83,10 @@ def _config_text(with_scripts: bool) -> str:
         "[maintenance]",
         "interval_ms = 500",
         "leader_lease_ms = 3000",
+        "",
+        "[guard]",
+        "# Three nodes and their agents on one laptop: do not pause on a busy machine.",
+        "max_load = 64.0",
     ]
     if with_scripts:
         py = json.dumps(sys.executable)
@@ -89,6 +94,21 @@ def _config_text(with_scripts: bool) -> str:
             script = json.dumps(str(_EXAMPLES / "agents" / f"{agent}.py"))
             lines += ["", f"[agents.{agent}]", f"command = [{py}, {script}]", "timeout_s = 60"]
     return "\n".join(lines) + "\n"
+
+
+def _why_stalled(http_ports: list[int]) -> str:
+    """What each node says about its worker (paused for load, memory, safe mode...)."""
+    parts = []
+    for i, port in enumerate(http_ports):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1.0) as r:
+                doc = json.loads(r.read())
+        except (OSError, ValueError):
+            parts.append(f"demo-{i + 1} unreachable")
+            continue
+        paused = doc.get("worker_paused")
+        parts.append(f"demo-{i + 1} {'paused: ' + paused if paused else 'working'}")
+    return ", ".join(parts)
 
 
 def _healthy(url: str) -> bool:
@@ -126,6 +146,10 @@ def demo(
         workflow_file = data / "workflow.json"
         workflow_file.write_text(json.dumps(_FALLBACK_WORKFLOW, indent=2))
 
+    # Ctrl-C and SIGTERM both stop the cluster cleanly, whatever we inherited (a shell
+    # that starts us in the background leaves SIGINT ignored).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     env = {**os.environ, "RELAYMESH_CONFIG": str(config), "RELAYMESH_STORE_URL": store_url}
     for key in [k for k in env if k.startswith("RELAYMESH_NODE__")]:
         del env[key]
@@ -185,13 +209,13 @@ def demo(
         )
         settings = load_settings(str(config), {"node": {"store_url": store_url}})
         outcome = asyncio.run(
-            _submit_and_watch(store_url, settings, workflow_file, http_ports[0], timeout_s)
+            _submit_and_watch(store_url, settings, workflow_file, http_ports, timeout_s)
         )
         if exit_when_done:
             code = 0 if outcome == WorkflowStatus.SUCCEEDED else 1
         else:
             click.echo("cluster stays up; press Ctrl-C to stop it")
-            _wait_for_interrupt(procs)
+            _wait_for_nodes(procs)
             code = 0
     except KeyboardInterrupt:
         code = 0
@@ -206,7 +230,7 @@ def demo(
 
 
 async def _submit_and_watch(
-    store_url: str, settings: Any, workflow_file: Path, http_port: int, timeout_s: float
+    store_url: str, settings: Any, workflow_file: Path, http_ports: list[int], timeout_s: float
 ) -> WorkflowStatus:
     from relaymesh.work.workflow import load_workflow_file
 
@@ -216,15 +240,16 @@ async def _submit_and_watch(
     async with store_session(store_url) as store:
         workflow_id = await services.submit_workflow(store, spec, services.cli_actor())
         click.echo(f"submitted workflow {spec.name}: {workflow_id}")
-        click.echo(f"  watch it: http://127.0.0.1:{http_port}/api/workflows/{workflow_id}")
+        click.echo(f"  watch it: http://127.0.0.1:{http_ports[0]}/api/workflows/{workflow_id}")
         seen: dict[str, tuple[str, int, str | None]] = {}
-        started = time.monotonic()
+        started = last_change = time.monotonic()
         while True:
             workflow, steps = await services.workflow_status(store, workflow_id)
             for step in steps:
                 key = (step.status.value, step.attempt, step.owner_node)
                 if seen.get(step.id) != key:
                     seen[step.id] = key
+                    last_change = time.monotonic()
                     where = f" on {step.owner_node}" if step.owner_node else ""
                     click.echo(
                         f"  {time.monotonic() - started:6.1f}s  {step.name:<14} "
@@ -238,31 +263,27 @@ async def _submit_and_watch(
                 if last is not None and last.result is not None:
                     click.echo(f"result of {last.name}: {json.dumps(last.result)[:400]}")
                 return workflow.status
+            if time.monotonic() - last_change > STALL_REPORT_S:
+                last_change = time.monotonic()
+                click.echo(f"  (no progress for {STALL_REPORT_S:.0f}s: {_why_stalled(http_ports)})")
             if time.monotonic() - started > timeout_s:
                 click.echo(f"workflow still {workflow.status.value} after {timeout_s:.0f}s")
                 return workflow.status
             await asyncio.sleep(0.25)
 
 
-def _wait_for_interrupt(procs: list[subprocess.Popen[bytes]]) -> None:
-    stop = {"now": False}
+def _wait_for_nodes(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Until Ctrl-C / SIGTERM (KeyboardInterrupt) or a node exits on its own."""
+    while True:
+        for i, proc in enumerate(procs):
+            if proc.poll() is not None:
+                click.echo(f"node demo-{i + 1} exited with {proc.returncode}")
+                return
+        time.sleep(0.5)
 
-    def handler(signum: int, frame: object) -> None:
-        stop["now"] = True
 
-    # SIGINT too: a shell that starts us in the background leaves SIGINT ignored.
-    old = signal.signal(signal.SIGTERM, handler)
-    old_int = signal.signal(signal.SIGINT, handler)
-    try:
-        while not stop["now"]:
-            for i, proc in enumerate(procs):
-                if proc.poll() is not None:
-                    click.echo(f"node demo-{i + 1} exited with {proc.returncode}")
-                    return
-            time.sleep(0.5)
-    finally:
-        signal.signal(signal.SIGTERM, old)
-        signal.signal(signal.SIGINT, old_int)
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
