@@ -161,20 +161,27 @@ class Maintenance:
         Returns the reclaimed step ids."""
         if name == self.node:
             return []  # Others think we are dead; we are not, and our worker has paused.
-        for attempt in range(1, NOTIFY_TRIES + 1):
+        reclaimed: list[str] = []
+        failures = 0
+        while True:
             try:
                 ids = await self.store.reclaim_dead_owners(
                     limit=RECLAIM_LIMIT, actor=self._actor, nodes=[name]
                 )
             except StoreError as exc:
+                failures += 1
                 self.metrics.store_errors.labels("reclaim_dead_owners").inc()
                 log.warning("store_error", op="reclaim_dead_owners", dead=name, error=str(exc))
-                if attempt < NOTIFY_TRIES:
-                    await asyncio.sleep(backoff_ms(attempt, 200, 2000, self._rng) / 1000.0)
+                if failures >= NOTIFY_TRIES:
+                    # Maintenance's regular pass reclaims them (DEAD owners, or at expiry).
+                    log.error("dead_owner_reclaim_failed", dead=name, reclaimed=len(reclaimed))
+                    return reclaimed
+                await asyncio.sleep(backoff_ms(failures, 200, 2000, self._rng) / 1000.0)
                 continue
             if ids:
                 self.metrics.dead_owner_reclaimed.inc(len(ids))
-            log.info("dead_owner_reclaimed", dead=name, count=len(ids), step_ids=ids[:20])
-            return ids
-        log.error("dead_owner_reclaim_failed", dead=name)
-        return []
+            reclaimed += ids
+            if len(ids) < RECLAIM_LIMIT:
+                break
+        log.info("dead_owner_reclaimed", dead=name, count=len(reclaimed), step_ids=reclaimed[:20])
+        return reclaimed
