@@ -7,7 +7,8 @@ No I/O here: every function is plain and fast, so the rules are unit-tested alon
 from __future__ import annotations
 
 import json
-import uuid
+import secrets
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -51,7 +52,9 @@ Candidate = tuple[str, tuple[str, ...]]
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """32 hex digits: 12 of wall-clock ms, then 20 random. Ids made later sort later, so
+    inserts land at the right edge of the id indexes instead of on random pages."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
 def dumps(value: Any) -> str:

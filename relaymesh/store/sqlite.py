@@ -79,11 +79,6 @@ _BUSY_SLEEP_MAX_S = 0.0005
 """Longest sleep between two tries for the write lock (fairness between processes)."""
 _DEFAULT_BUSY_TIMEOUT_MS = 5000
 _DEFAULT_POLL_MS = 3
-_FENCE_QUERIES = {
-    "heartbeat": "fence_heartbeat",
-    "commit_success": "fence_success",
-    "release": "fence_release",
-}
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -104,6 +99,11 @@ def _translate(exc: BaseException) -> RelayMeshError:
     if isinstance(exc, ValueError) and "closed" in str(exc).lower():
         return StoreError("the store is closed")
     return StoreError(f"sqlite store failed: {exc!r}")
+
+
+def _keys(text: str) -> tuple[str, ...]:
+    """A step's lock keys from their JSON text (most steps have none)."""
+    return () if text == "[]" else tuple(json.loads(text))
 
 
 def _check_directory(path: str) -> None:
@@ -379,26 +379,41 @@ class SqliteStore:
     def _fence_params(lease: LeaseRef) -> dict[str, Any]:
         return {"step_id": lease.step_id, "token": lease.lease_token, "epoch": lease.lease_epoch}
 
-    def _success_one(
-        self, conn: Conn, now: int, node: str, item: tuple[LeaseRef, Any], touched: set[str]
-    ) -> _Conflict | None:
-        lease, result = item
-        params = self._fence_params(lease)
-        params.update(result=rows.dumps(result), now=now)
-        row = conn.execute(Q["fence_success"], params).fetchone()
-        if row is None:
-            return self._conflict(conn, now, lease, node, "commit_success")
-        workflow_id, n_locks, n_dependents = row
-        if n_locks:
-            conn.execute(Q["locks_release"], {"step_id": lease.step_id})
-        if n_dependents:
-            readied = conn.execute(
-                Q["ready_dependents"], {"step_id": lease.step_id, "now": now}
-            ).rowcount
-            if readied:
-                self._signal()
-        touched.add(workflow_id)
-        return None
+    def _success_many(
+        self, conn: Conn, now: int, node: str, items: Sequence[tuple[LeaseRef, Any]]
+    ) -> tuple[list[bool], dict[str, _Conflict]]:
+        """Commit every matching lease in one UPDATE; record a conflict for the rest."""
+        payload = json.dumps(
+            [
+                [lease.step_id, lease.lease_token, lease.lease_epoch, rows.dumps(result)]
+                for lease, result in items
+            ]
+        )
+        done = conn.execute(Q["fence_success_many"], {"items": payload, "now": now}).fetchall()
+        committed = {r[0] for r in done}
+        out: list[bool] = []
+        conflicts: dict[str, _Conflict] = {}
+        for lease, _ in items:
+            if lease.step_id in committed:
+                committed.discard(lease.step_id)  # a duplicate item commits once
+                out.append(True)
+            else:
+                out.append(False)
+                conflicts[lease.step_id] = self._conflict(conn, now, lease, node, "commit_success")
+        with_locks = [r[0] for r in done if r[2]]
+        if with_locks:
+            conn.execute(Q["locks_release_many"], {"ids": json.dumps(with_locks)})
+        readied = 0
+        for step_id, _, _, n_dependents in done:
+            if n_dependents:
+                readied += conn.execute(
+                    Q["ready_dependents"], {"step_id": step_id, "now": now}
+                ).rowcount
+        if readied:
+            self._signal()
+        for workflow_id in {r[1] for r in done}:
+            self._refresh_workflow(conn, now, workflow_id)
+        return out, conflicts
 
     # -- workflows (operator) -------------------------------------------------------------
 
@@ -691,7 +706,7 @@ class SqliteStore:
             while len(picked) < want:
                 found = conn.execute(query, {**base, "limit": page, "offset": offset}).fetchall()
                 rows.pick_batch(
-                    ((r[0], tuple(json.loads(r[1])) if r[2] else ()) for r in found),
+                    ((r[0], _keys(r[1]) if r[2] else ()) for r in found),
                     want=want,
                     picked=picked,
                     held=held,
@@ -715,9 +730,8 @@ class SqliteStore:
                 {"ids": ids, "node": node, "now": now, "expires_at": now + lease_ms},
             ).fetchall()
             conn.execute(Q["claim_events"], {"ids": ids, "node": node, "now": now})
-            locks = [
-                {"lock_key": key, "step_id": r[0]} for r in claimed for key in json.loads(r[14])
-            ]
+            keys = {r[0]: _keys(r[14]) for r in claimed}
+            locks = [{"lock_key": key, "step_id": sid} for sid, ks in keys.items() for key in ks]
             if locks:
                 conn.executemany(Q["lock_insert"], locks)
             upstream: dict[str, dict[str, Any]] = {}
@@ -746,7 +760,7 @@ class SqliteStore:
                     lease_epoch=r[11],
                     lease_expires_at_ms=r[12],
                     ready_at_ms=r[13],
-                    locks=tuple(json.loads(r[14])),
+                    locks=keys[r[0]],
                 )
                 for r in claimed
             ]
@@ -789,34 +803,19 @@ class SqliteStore:
         return await self._write(beat)
 
     async def commit_success(self, lease: LeaseRef, node: str, result: Any) -> None:
-        def commit(conn: Conn, now: int) -> _Conflict | None:
-            touched: set[str] = set()
-            conflict = self._success_one(conn, now, node, (lease, result), touched)
-            for workflow_id in touched:
-                self._refresh_workflow(conn, now, workflow_id)
-            return conflict
-
-        conflict = await self._write(commit)
-        if conflict is not None:
-            raise _lease_lost(lease, "commit_success", conflict)
+        out, conflicts = await self._write(
+            lambda conn, now: self._success_many(conn, now, node, [(lease, result)])
+        )
+        if not out[0]:
+            raise _lease_lost(lease, "commit_success", conflicts[lease.step_id])
 
     async def commit_success_many(
         self, node: str, items: Sequence[tuple[LeaseRef, Any]]
     ) -> list[bool]:
         if not items:
             return []
-
-        def commit(conn: Conn, now: int) -> list[bool]:
-            touched: set[str] = set()
-            out = [
-                self._success_one(conn, now, node, (lease, result), touched) is None
-                for lease, result in items
-            ]
-            for workflow_id in touched:
-                self._refresh_workflow(conn, now, workflow_id)
-            return out
-
-        return await self._write(commit)
+        out, _ = await self._write(lambda conn, now: self._success_many(conn, now, node, items))
+        return out
 
     async def commit_failure(
         self, lease: LeaseRef, node: str, error: dict[str, Any], retry_delay_ms: int | None

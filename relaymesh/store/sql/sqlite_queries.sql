@@ -110,6 +110,9 @@ INSERT INTO step_locks (lock_key, step_id) VALUES (:lock_key, :step_id);
 -- name: locks_release
 DELETE FROM step_locks WHERE step_id = :step_id;
 
+-- name: locks_release_many
+DELETE FROM step_locks WHERE step_id IN (SELECT value FROM json_each(:ids));
+
 -- name: upstream_results
 SELECT d.step_id, u.name, u.result FROM step_deps AS d JOIN steps AS u ON u.id = d.depends_on_id
 WHERE d.step_id IN (SELECT value FROM json_each(:ids));
@@ -119,12 +122,20 @@ UPDATE steps SET lease_expires_at_ms = :expires_at
 WHERE id = :step_id AND lease_token = :token AND lease_epoch = :epoch AND status = 'RUNNING'
 RETURNING lease_expires_at_ms;
 
--- name: fence_success
+-- name: fence_success_many
+-- :items is a JSON list of [step_id, lease_token, lease_epoch, result_json]; rows are
+-- found by id (+status keeps the planner off the status index).
 UPDATE steps SET
-    status = 'SUCCEEDED', result = :result, error = NULL, lease_expires_at_ms = NULL,
+    status = 'SUCCEEDED', result = v.result, error = NULL, lease_expires_at_ms = NULL,
     finished_at_ms = :now, updated_at_ms = :now
-WHERE id = :step_id AND lease_token = :token AND lease_epoch = :epoch AND status = 'RUNNING'
-RETURNING workflow_id, n_locks, n_dependents;
+FROM (
+    SELECT value ->> 0 AS id, value ->> 1 AS token, value ->> 2 AS epoch,
+           value ->> 3 AS result
+    FROM json_each(:items)
+) AS v
+WHERE steps.id = v.id AND steps.lease_token = v.token AND steps.lease_epoch = v.epoch
+  AND +steps.status = 'RUNNING'
+RETURNING steps.id, steps.workflow_id, steps.n_locks, steps.n_dependents;
 
 -- name: fence_retry
 UPDATE steps SET

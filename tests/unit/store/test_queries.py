@@ -18,9 +18,11 @@ def test_every_named_query_used_exists(backend: str, module: str) -> None:
     if not source.exists():
         pytest.skip(f"{module} not written yet")
     queries = load_queries(backend)
-    used = set(re.findall(r'Q\["(\w+)"\]', source.read_text()))
+    text = source.read_text()
+    used = set(re.findall(r'Q\["(\w+)"\]', text)) | set(re.findall(r'pairs\("(\w+)"\)', text))
     assert used, "the backend calls its queries as Q[name]"
     assert used <= set(queries), used - set(queries)
+    assert set(queries) <= used, f"named queries nobody runs: {set(queries) - used}"
     assert all(sql and not sql.endswith(";") for sql in queries.values())
 
 
