@@ -367,13 +367,13 @@ class Worker:
                 self._held[held.claim.step_id] = held
             self._spawn(self._release_many(held_list, "stopping"))
             return
+        if claims:
+            self.metrics.claims.inc(len(claims))
+        start_latency = self.metrics.step_start_latency_seconds
         for claim in claims:
-            self.metrics.claims.inc()
             if claim.ready_at_ms is not None:
                 claimed_at_ms = claim.lease_expires_at_ms - lease_ms
-                self.metrics.step_start_latency_seconds.observe(
-                    max(0, claimed_at_ms - claim.ready_at_ms) / 1000.0
-                )
+                start_latency.observe(max(0, claimed_at_ms - claim.ready_at_ms) / 1000.0)
             previous = self._held.get(claim.step_id)
             if previous is not None:
                 # Our earlier lease on this step was reclaimed (expiry) and we claimed it
@@ -410,15 +410,18 @@ class Worker:
                 if agent.concurrency is not None and self._running[name] >= agent.concurrency:
                     waiting.append(held)
                     continue
+                run_now = getattr(agent, "run_now", None)
+                if run_now is not None:
+                    # Built-ins that never wait (echo) skip the task and the running-step
+                    # bookkeeping: at thousands of steps per second they would cost more
+                    # than the step.
+                    self._load[name] -= 1
+                    outcome = run_now(AgentRequest.from_claim(held.claim, self.node))
+                    self._verdict(held, outcome, 0)
+                    continue
                 held.state = "running"
                 held.started_ms = self.clock.monotonic_ms()
                 self._running[name] += 1
-                run_now = getattr(agent, "run_now", None)
-                if run_now is not None:
-                    # Built-ins that never wait (echo) skip the task: at thousands of
-                    # steps per second the task would cost more than the step.
-                    self._finish(held, run_now(AgentRequest.from_claim(held.claim, self.node)))
-                    continue
                 held.task = asyncio.create_task(
                     self._execute(held), name=f"step-{held.claim.step_id}"
                 )
@@ -449,9 +452,11 @@ class Worker:
 
     def _finish(self, held: _Held, outcome: AgentOutcome) -> None:
         """A run ended with a verdict: queue it for commit (unless the lease was lost)."""
-        claim = held.claim
         self._run_ended(held)
-        elapsed_ms = self.clock.monotonic_ms() - held.started_ms
+        self._verdict(held, outcome, self.clock.monotonic_ms() - held.started_ms)
+
+    def _verdict(self, held: _Held, outcome: AgentOutcome, elapsed_ms: int) -> None:
+        claim = held.claim
         latency = self._latency.get(claim.agent)
         if latency is None:
             latency = self._latency[claim.agent] = self.metrics.step_latency_seconds.labels(
