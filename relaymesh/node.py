@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from relaymesh.clock import SystemClock
-from relaymesh.exceptions import RelayMeshError, StoreUnavailableError
+from relaymesh.exceptions import ConfigError, RelayMeshError, StoreUnavailableError
 from relaymesh.logging import get_logger
 from relaymesh.membership.protocol import MemberChanged
 from relaymesh.model import MemberStatus, MeshNode, StepStatus
@@ -136,9 +136,9 @@ class Node:
         )
         self.membership.subscribe(self._on_member_changed)
         await self.membership.start()
-        self._spawn(self._open_store(), "store-open")
         if s.node.http:
             await self._start_http(s.node.http)
+        self._spawn(self._open_store(), "store-open")
         self._spawn(self.notifier.run_watchdog(), "sd-watchdog")
         self.notifier.ready(status=f"node {self.name} running")
         log.info(
@@ -427,14 +427,22 @@ class Node:
     _api: Any = None
 
     async def _start_http(self, bind: str) -> None:
+        from relaymesh.web.api import Api
         from relaymesh.web.server import HttpServer
 
-        self.http = HttpServer(bind, self.metrics, self.health, before_metrics=self._before_scrape)
-        from relaymesh.web.api import Api
-
+        try:
+            self.http = HttpServer(
+                bind, self.metrics, self.health, before_metrics=self._before_scrape
+            )
+        except ValueError as exc:
+            raise ConfigError(f"--http: {exc}") from exc
         self._api = Api(self.store, lambda: self.settings)
         self.http.add_routes(self._api.routes())
-        await self.http.start()
+        try:
+            await self.http.start()
+        except OSError as exc:
+            self.http = None
+            raise ConfigError(f"cannot serve HTTP on {bind}: {exc.strerror or exc}") from exc
 
     def health(self) -> dict[str, Any]:
         doc: dict[str, Any] = dict(self.membership.health()) if self.membership else {"ok": False}
