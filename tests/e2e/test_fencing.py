@@ -14,13 +14,32 @@ from tests.e2e.harness import now_ms, record_step
 pytestmark = pytest.mark.slow
 
 
-def test_frozen_worker_is_fenced_out(make_cluster: ClusterFactory) -> None:
-    c = make_cluster(settings={"worker": {"lease_ms": 3000, "heartbeat_ms": 1000}})
+# Which stale write of the frozen worker reaches the store first after SIGCONT decides
+# which one the store rejects: the worker drops a step as soon as one write is refused.
+#   heartbeat: heartbeats every second, so the overdue heartbeat goes first.
+#   commit: no heartbeat or lease watch due for a long time, so the result of the run
+#   that finished during the freeze is committed first, and refused.
+SCENARIOS = {
+    "heartbeat": ({"lease_ms": 3000, "heartbeat_ms": 1000}, "heartbeat"),
+    "commit": (
+        {"lease_ms": 3000, "heartbeat_ms": 120_000, "poll_ms": 120_000},
+        "commit_success",
+    ),
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_frozen_worker_is_fenced_out(make_cluster: ClusterFactory, scenario: str) -> None:
+    worker, expected_event = SCENARIOS[scenario]
+    c = make_cluster(settings={"worker": worker})
     c.add_nodes("a", "b")
     c.start("a", "b")
     c.wait_members("a", 2)
     c.wait_members("b", 2)
-    wid = c.submit({"name": "fence", "steps": [record_step("work", c.journal, 4.0)]})
+    # Slow the first time (the frozen node), quick when the other node runs it again.
+    work = record_step("work", c.journal, 0.3)
+    work["input"]["first_run_seconds"] = 4.0
+    wid = c.submit({"name": "fence", "steps": [work]})
 
     first: dict[str, object] = {}
 
@@ -68,6 +87,7 @@ def test_frozen_worker_is_fenced_out(make_cluster: ClusterFactory) -> None:
 
     wait_until(lambda: bool(rejected()), 15, what=f"{frozen}'s stale writes to be rejected")
     conflicts = rejected()
+    assert expected_event in {x["event"] for x in conflicts}
     assert {x["event"] for x in conflicts} <= {"heartbeat", "commit_success", "commit_failure"}
     assert all(x["expected_epoch"] == epoch1 for x in conflicts)
     assert all(int(x["actual_epoch"]) > epoch1 for x in conflicts)  # type: ignore[call-overload]
