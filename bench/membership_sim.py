@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
 import os
 import statistics
 import subprocess
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from relaymesh.sim import Freeze, Scenario, SimResult, percentile, run_scenario
+from relaymesh.sim import Detection, Freeze, Scenario, SimResult, percentile, run_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -95,7 +96,28 @@ def _run(job: Job) -> tuple[tuple[Any, ...], SimResult]:
     return job.key, run_scenario(job.scenario)
 
 
-def run_jobs(jobs: list[Job], workers: int) -> dict[tuple[Any, ...], Cell]:
+def result_from_json(doc: dict[str, Any]) -> SimResult:
+    doc = dict(doc)
+    doc.pop("detected_all", None)
+    dets = []
+    for det in doc.pop("detections"):
+        dets.append(Detection(**{k: v for k, v in det.items() if k not in ("detected", "gap_s")}))
+    return SimResult(detections=dets, **doc)
+
+
+def load_raw(paths: Sequence[Path]) -> dict[tuple[Any, ...], Cell]:
+    cells: dict[tuple[Any, ...], Cell] = {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            if line.strip():
+                doc = json.loads(line)
+                key = tuple(doc["key"])
+                cells.setdefault(key, Cell()).results.append(result_from_json(doc["result"]))
+    return cells
+
+
+def run_jobs(jobs: list[Job], workers: int, raw: Path | None = None) -> dict[tuple[Any, ...], Cell]:
+    """Run every job; each result is also appended to ``raw`` (JSON lines) as it lands."""
     cells: dict[tuple[Any, ...], Cell] = {}
     # Biggest first, so the long runs do not end up alone at the tail.
     jobs = sorted(jobs, key=lambda j: -j.scenario.nodes * j.scenario.duration_s)
@@ -106,6 +128,9 @@ def run_jobs(jobs: list[Job], workers: int) -> dict[tuple[Any, ...], Cell]:
         for future in concurrent.futures.as_completed(futures):
             key, result = future.result()
             cells.setdefault(key, Cell()).results.append(result)
+            if raw is not None:
+                with raw.open("a") as fh:
+                    fh.write(json.dumps({"key": list(key), "result": result.to_json()}) + "\n")
             done += 1
             if result.scenario["nodes"] >= 1000 or done % 10 == 0 or done == len(jobs):
                 print(
@@ -315,6 +340,10 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--no-targets", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS / "membership_sim.md")
+    parser.add_argument("--raw", type=Path, help="append every run here (JSON lines)")
+    parser.add_argument(
+        "--render", type=Path, nargs="+", help="no runs: build the tables from --raw files"
+    )
     args = parser.parse_args(argv)
     seeds = args.seeds or (1 if args.quick else 3)
     sizes = [int(s) for s in (args.sizes or ("10,100" if args.quick else "10,100,1000")).split(",")]
@@ -337,7 +366,15 @@ def main(argv: list[str]) -> None:
     ]
     if not args.no_targets:
         jobs += [Job(("target", *j.key), j.scenario) for j in target_jobs(seeds, args.quick)]
-    cells = run_jobs(jobs, args.workers)
+    if args.render:
+        cells = load_raw(args.render)
+        sizes = sorted({k[0] for k in cells if isinstance(k[0], int)})
+        seeds = max(
+            (len(c.results) for k, c in cells.items() if isinstance(k[0], int) and k[0] < 1000),
+            default=seeds,
+        )
+    else:
+        cells = run_jobs(jobs, args.workers, args.raw)
     table = {k: c for k, c in cells.items() if k[0] != "target"}
     target_cells = {k[1:]: c for k, c in cells.items() if k[0] == "target"}
 
@@ -374,7 +411,7 @@ def main(argv: list[str]) -> None:
     header = [
         "# membership_sim",
         "",
-        f"Command: `python -m bench.membership_sim {' '.join(argv)}`".replace(" `", " `"),
+        f"Command: `python -m bench.membership_sim {' '.join(argv)}`",
         "",
         f"Core at commit {_commit()}. Sizes {sizes}; {seeds} seed(s) per table cell "
         f"({args.big_seeds} at N=1000); kills per run {KILLS}; "
