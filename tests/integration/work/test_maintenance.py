@@ -163,6 +163,10 @@ async def test_notify_member_dead_reclaims_at_once(store: Any, store_url: str) -
         async with harness(victim, cfg, node="victim") as hv:
             hv.start()
             await wait_step(store, wf, "s", StepStatus.RUNNING)
+            # (PostgreSQL: let its LISTEN connection finish opening before the "crash".)
+            await async_wait_until(
+                holds(lambda: victim.calls.get("wait_for_work", 0) >= 2), WAIT_S, what="idle"
+            )
             # The victim "dies" (like kill -9): its agent is gone, its lease would last
             # ten more minutes.
             hv.task.cancel()  # type: ignore[union-attr]
