@@ -648,7 +648,26 @@ def peers_suite(plan: Plan, tmp: Path) -> dict[str, Any]:
 
 
 def _load() -> str:
-    return Path("/proc/loadavg").read_text().split()[:3].__str__()
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _fsyncs_per_s(directory: Path, seconds: float = 1.0) -> float:
+    """8 kB write + fdatasync per round for ``seconds``: what each durable commit costs
+    on this disk (huey's default synchronous=FULL and PostgreSQL's commits wait on it)."""
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        block = b"x" * 8192
+        count = 0
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            os.pwrite(fd, block, 0)
+            os.fdatasync(fd)
+            count += 1
+        return count / seconds
+    finally:
+        os.close(fd)
+        path.unlink()
 
 
 def _met(ok: bool) -> str:
@@ -862,7 +881,8 @@ def main(argv: list[str] | None = None) -> None:
     only = set(args.only or ("relaymesh", "peers", "raw"))
     started = time.monotonic()
     load_before = _load()
-    log(f"  load average before: {load_before}")
+    fsync_before = _fsyncs_per_s(Path(tempfile.gettempdir()))
+    log(f"  load average before: {load_before}; disk: {fsync_before:,.0f} fdatasync/s")
     rm = peers = raw = None
     with tempfile.TemporaryDirectory(prefix="relaymesh-bench-work-") as tmp_name:
         tmp = Path(tmp_name)
@@ -875,7 +895,10 @@ def main(argv: list[str] | None = None) -> None:
         if "peers" in only:
             peers = peers_suite(plan, tmp)
     load_after = _load()
-    log(f"  load average after: {load_after}")
+    fsync_after = _fsyncs_per_s(Path(tempfile.gettempdir()))
+    log(f"  load average after: {load_after}; disk: {fsync_after:,.0f} fdatasync/s")
+    load_before += f", disk {fsync_before:,.0f} fdatasync/s"
+    load_after += f", disk {fsync_after:,.0f} fdatasync/s"
     text = render(
         plan, args.quick, rm, peers, raw, load_before, load_after, time.monotonic() - started
     )
