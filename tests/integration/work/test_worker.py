@@ -319,3 +319,45 @@ def _alive(pid: int) -> bool:
 
 WAIT_S = 15.0
 _ = asyncio
+
+
+async def test_late_commit_of_a_taken_over_step_is_rejected_and_counted(store: Any) -> None:
+    """A worker that stalls past its lease (no heartbeats, blind to lost leases) finishes
+    after another node took the step over: its commit is fenced, counted and dropped."""
+    from relaymesh.clock import SystemClock
+    from relaymesh.ops.metrics import Metrics
+    from relaymesh.work.maintenance import Maintenance
+
+    stalled_cfg = settings(worker={"lease_ms": 300, "heartbeat_ms": 60_000})
+    cfg = settings()
+    wf = await submit(
+        store,
+        {"name": "late", "steps": [{"name": "s", "agent": "sleep", "input": {"seconds": 1.0}}]},
+        cfg,
+    )
+    blind = ProxyStore(store)
+    blind.fail = {"lost_leases": 10**9}
+    maint = Maintenance(
+        store=store, node="m", settings=lambda: cfg, metrics=Metrics(), clock=SystemClock()
+    )
+    alive = True
+    async with harness(blind, stalled_cfg, node="stalled", local_alive=lambda: alive) as ha:
+        ha.start()
+        await wait_step(store, wf, "s", StepStatus.RUNNING)
+        alive = False  # it claims nothing more; only its stale run goes on
+
+        async def reclaimed() -> bool:
+            return bool((await maint.run_once())["expired"])
+
+        await async_wait_until(reclaimed, WAIT_S, interval_s=0.05, what="expiry")
+        async with harness(store, cfg, node="rescuer") as hb:
+            hb.start()
+            conflicts = ha.metrics.lease_conflicts.labels("commit_success")
+            await async_wait_until(
+                holds(lambda: conflicts._value.get() == 1), WAIT_S, what="late commit fenced"
+            )
+            step = await wait_step(store, wf, "s", StepStatus.SUCCEEDED)
+    assert step.owner_node == "rescuer"
+    rows = await store.list_conflicts()
+    assert [(c.node, c.event) for c in rows] == [("stalled", "commit_success")]
+    assert rows[0].actual_epoch is not None and rows[0].actual_epoch > rows[0].expected_epoch
