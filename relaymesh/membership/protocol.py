@@ -498,7 +498,7 @@ class Swim:
     def _on_ack(self, seq: int, src: Address, now: int) -> None:
         probe = self._probe
         if probe is not None and probe.seq == seq:
-            if src == probe.address:
+            if src == probe.address and now <= probe.timeout_at_ms:
                 self._record_rtt(float(now - probe.started_ms))
             self._awareness.apply_delta(-1)
             self._probe = None
@@ -582,6 +582,9 @@ class Swim:
         for peer in peers:
             self._send(peer.address, [payload])
         probe.expected_nacks = len(peers) if nack else 0
+        # A second direct ping, in the role of memberlist's TCP fallback: with p loss per
+        # datagram a lone lost ping or ack no longer leads to a suspicion with odds ~2p.
+        self._send(probe.address, [encode_message(Ping(probe.seq, probe.target))])
 
     def _probe_failed(self, probe: _Probe, now: int) -> None:
         # Missing nacks mean our own network is the likelier culprit (Lifeguard).

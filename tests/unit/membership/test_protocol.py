@@ -295,6 +295,7 @@ def test_failed_probe_without_nacks_raises_awareness_and_acks_lower_it() -> None
     assert len(reqs) == 3
     assert all(m.seq == ping.seq and m.address == target and m.nack for _, m in reqs)
     assert target not in {dst for dst, _ in reqs}
+    assert (target, ping) in sent  # a second direct try, like memberlist's TCP fallback
     feed(a, Nack(ping.seq), src=reqs[0][0])  # one intermediary answers: two missing
     sent = run_to(a, clock, t0 + 1000)
     assert a.health_score() == 2
