@@ -3,8 +3,9 @@
 One ``Worker`` per node. Four asyncio loops share its state:
 
 * claim loop: pauses (safe mode, resource guard), else claims up to the free slots
-  in one batch, honouring per-agent concurrency, circuit breakers and the LOW
-  anti-starvation guard, then starts the agents;
+  (at most ``claim_batch``) in one transaction, honouring per-agent concurrency,
+  circuit breakers and the LOW anti-starvation guard, then starts the agents
+  (``echo`` inline, the others as tasks);
 * commit loop: commits finished runs, successes many per transaction;
 * heartbeat loop: extends every held lease each ``heartbeat_ms`` in one call;
 * watch loop: each ``poll_ms`` asks the store which running leases were lost
