@@ -357,3 +357,22 @@ async def test_nul_in_a_result_never_blocks_commits(store: Any) -> None:
         assert nul.error["reason"] == "unstorable_result"
     else:
         assert nul.result == {"s": "a\x00b"}
+
+
+async def test_reloaded_agents_are_picked_up_and_unknown_ones_left_alone(store: Any) -> None:
+    import sys
+
+    from relaymesh.settings import AgentSettings
+
+    before = settings()
+    after = settings(agents={"new": AgentSettings(command=[sys.executable, "-c", "print(7)"])})
+    wf = await submit(store, {"name": "r", "steps": [{"name": "n", "agent": "new"}]}, after)
+    probe = await submit(store, {"name": "p", "steps": [{"name": "e", "agent": "echo"}]}, before)
+    async with harness(store, before) as h:
+        h.start()
+        await wait_workflow(store, probe, WorkflowStatus.SUCCEEDED)
+        # This node does not know agent "new": it leaves the step for a node that does.
+        assert (await steps_by_name(store, wf))["n"].status is StepStatus.READY
+        h.settings = after  # a reload (SIGHUP) that adds the agent
+        steps = await wait_workflow(store, wf, WorkflowStatus.SUCCEEDED)
+    assert steps["n"].result == 7
