@@ -1,0 +1,58 @@
+"""The names other packages (driver, simulator, node) code against stay put."""
+
+from __future__ import annotations
+
+import inspect
+
+import relaymesh.membership as membership
+from relaymesh.membership.protocol import Swim
+
+
+def test_package_exports() -> None:
+    assert sorted(membership.__all__) == sorted(
+        [
+            "DROP_REASONS",
+            "Address",
+            "Keyring",
+            "Member",
+            "MemberChanged",
+            "Swim",
+            "SwimConfig",
+            "SwimStats",
+            "generate_key",
+            "load_seeds",
+            "merge_views",
+            "parse_address",
+            "parse_seeds",
+        ]
+    )
+    for name in membership.__all__:
+        assert hasattr(membership, name)
+
+
+def test_swim_surface() -> None:
+    expected = {
+        "handle_packet",
+        "tick",
+        "next_deadline_ms",
+        "take_outbound",
+        "take_events",
+        "join",
+        "leave",
+        "members",
+        "member",
+        "local",
+        "local_is_alive",
+        "health_score",
+        "take_rtt_samples",
+        "pushpull_target",
+        "encode_state",
+        "merge_state",
+        "num_alive",
+        "stats",
+    }
+    public = {n for n in dir(Swim) if not n.startswith("_")} | {"stats"}
+    assert expected <= public
+    params = list(inspect.signature(Swim.__init__).parameters)
+    assert params[:6] == ["self", "name", "address", "config", "clock", "rng"]
+    assert {"keyring", "incarnation", "metadata"} <= set(params)
