@@ -27,7 +27,7 @@ def describe_machine() -> str:
                     break
     except OSError:
         pass
-    cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    cores = subprocess.run(["nproc"], check=False, capture_output=True, text=True).stdout.strip()
     return f"{cpu}, {cores} cores, Python {platform.python_version()}, {platform.platform()}"
 
 
