@@ -297,8 +297,9 @@ async def request_reload(store: Store, *, node: str | None, actor: str) -> Reloa
     module docstring); the audit row is the request."""
     target = node or RELOAD_ALL
     await store.record_audit(actor, RELOAD_REQUEST_ACTION, target, {"node": target})
-    rows = await store.query_audit(action=RELOAD_REQUEST_ACTION, limit=1)
-    row = rows[0] if rows else None
+    rows = await store.query_audit(action=RELOAD_REQUEST_ACTION, limit=20)
+    # Newest first; another operator may have asked at the same moment.
+    row = next((r for r in rows if r.actor == actor and r.target == target), None)
     return ReloadRequest(
         id=row.id if row else 0,
         at_ms=row.at_ms if row else await store.now_ms(),

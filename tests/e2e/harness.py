@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -203,6 +204,33 @@ class Cluster:
     def signal(self, name: str, sig: signal.Signals) -> None:
         os.kill(self.nodes[name].pid, sig)
 
+    def freeze(self, name: str) -> None:
+        """SIGSTOP ``name`` at a moment it holds no SQLite write lock.
+
+        A process stopped inside a write transaction keeps the database file locked for
+        every other process until it resumes (a SQLite property, like a VM paused while
+        holding a lock): then nothing could take its steps over. Stop, probe the write
+        lock, and if it is held resume and try again a moment later."""
+        pid = self.nodes[name].pid
+        if not self.store_url.startswith("sqlite:///"):
+            os.kill(pid, signal.SIGSTOP)
+            return
+        path = self.store_url[len("sqlite:///") :]
+        for _ in range(200):
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                conn = sqlite3.connect(path, timeout=0.05)
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.rollback()
+                    return
+                finally:
+                    conn.close()
+            except sqlite3.OperationalError:
+                os.kill(pid, signal.SIGCONT)
+                time.sleep(0.01)
+        raise AssertionError(f"{name} never let go of the SQLite write lock")
+
     def wait_exit(self, name: str, timeout_s: float) -> int:
         proc = self.nodes[name].proc
         assert proc is not None
@@ -253,8 +281,15 @@ class Cluster:
                     continue
                 if "workflow" in doc:
                     return doc
-        doc = self.cli_json("status", workflow_id)
-        return doc
+        deadline = time.monotonic() + 10
+        while True:
+            result = self.cli("status", workflow_id, "--json", check=False)
+            if result.returncode == 0:
+                doc = json.loads(result.stdout)
+                return doc
+            if "unavailable" not in result.stderr or time.monotonic() > deadline:
+                raise AssertionError(f"relaymesh status failed: {result.stderr}")
+            time.sleep(0.2)
 
     def api(self, path: str) -> Any:
         """GET ``path`` from the first healthy node."""

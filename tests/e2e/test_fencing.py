@@ -54,7 +54,7 @@ def test_frozen_worker_is_fenced_out(make_cluster: ClusterFactory, scenario: str
     frozen = str(first["owner_node"])
     other = "b" if frozen == "a" else "a"
     epoch1 = int(first["lease_epoch"])  # type: ignore[call-overload]
-    c.signal(frozen, signal.SIGSTOP)
+    c.freeze(frozen)
     try:
         wait_until(
             lambda: (s := c.step(wid, "work"))["owner_node"] == other and s["lease_epoch"] > epoch1,
