@@ -351,6 +351,7 @@ def main(argv: list[str]) -> None:
         KILLS.setdefault(n, max(1, n // 100))
 
     started = time.monotonic()
+    commit = _commit()  # the code the workers import now, not whatever lands meanwhile
     load_before = _loadavg()
     print(
         f"membership_sim: sizes {sizes}, {seeds} seed(s) per cell, {args.workers} worker(s), "
@@ -413,7 +414,7 @@ def main(argv: list[str]) -> None:
         "",
         f"Command: `python -m bench.membership_sim {' '.join(argv)}`",
         "",
-        f"Core at commit {_commit()}. Sizes {sizes}; {seeds} seed(s) per table cell "
+        f"Core at commit {commit}. Sizes {sizes}; {seeds} seed(s) per table cell "
         f"({args.big_seeds} at N=1000); kills per run {KILLS}; "
         f"{args.workers} worker process(es); {elapsed:.0f} s wall; "
         f"loadavg before {load_before}, after {load_after} "
