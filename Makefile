@@ -19,10 +19,10 @@ run: setup
 	$(BIN)/relaymesh demo
 
 test: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not chaos"
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not chaos"
 
 lint: setup
 	$(BIN)/ruff check relaymesh tests bench
@@ -33,7 +33,7 @@ bench: setup
 	$(BIN)/python -m bench.run_all
 
 chaos: setup
-	RELAYMESH_CHAOS=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/chaos
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m chaos tests/chaos
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
