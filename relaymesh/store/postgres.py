@@ -114,6 +114,7 @@ class PostgresStore:
         self._pool_max = pool_max
         self._pool: Any = None
         self._listener: Any = None
+        self._listener_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._closed = False
 
@@ -192,15 +193,9 @@ class PostgresStore:
         listener, self._listener = self._listener, None
         pool, self._pool = self._pool, None
         if listener is not None:
-            try:
-                await asyncio.wait_for(listener.close(), _CLOSE_TIMEOUT_S)
-            except Exception:
-                listener.terminate()
+            await _close_quietly(listener.close(), listener.terminate)
         if pool is not None:
-            try:
-                await asyncio.wait_for(pool.close(), _CLOSE_TIMEOUT_S)
-            except Exception:
-                pool.terminate()
+            await _close_quietly(pool.close(), pool.terminate)
 
     async def backup(self, path: str) -> None:
         async def dump(conn: Conn) -> dict[str, Any]:
@@ -237,19 +232,33 @@ class PostgresStore:
     async def _ensure_listener(self) -> None:
         if self._listener is not None and not self._listener.is_closed():
             return
-        if self._closed:
-            raise StoreError("the store is closed")
+        # One opener at a time: two waiters must not each open a LISTEN connection.
+        async with self._listener_lock:
+            if self._listener is not None and not self._listener.is_closed():
+                return
+            if self._closed:
+                raise StoreError("the store is closed")
+            self._listener = await self._open_listener()
+        # Notifications sent while we were not listening are lost: look once.
+        self._wake.set()
+
+    async def _open_listener(self) -> Any:
+        """A new LISTEN connection; on any failure, cancellation included, the half-made
+        connection is terminated here (nothing else holds it) and never leaks."""
+        listener: Any = None
         try:
             listener = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT_S)
             await listener.add_listener(CHANNEL, self._on_notify)
             listener.add_termination_listener(self._on_notify)
-        except RelayMeshError:
-            raise
-        except Exception as exc:
+            if self._closed:  # close() ran while we were connecting
+                raise StoreError("the store is closed")
+        except BaseException as exc:
+            if listener is not None:
+                listener.terminate()
+            if isinstance(exc, RelayMeshError) or not isinstance(exc, Exception):
+                raise  # ours, or a cancellation / interrupt: as it is
             raise _translate(exc) from exc
-        self._listener = listener
-        # Notifications sent while we were not listening are lost: look once.
-        self._wake.set()
+        return listener
 
     async def wait_for_work(self, timeout_ms: int) -> None:
         """LISTEN ``relaymesh_work``: submits, readied dependents, retries, releases,
@@ -1000,6 +1009,17 @@ def _claim(r: Any, upstream: dict[str, Any]) -> Claim:
         ready_at_ms=r[13],
         locks=tuple(r[14]),
     )
+
+
+async def _close_quietly(closing: Awaitable[Any], terminate: Callable[[], None]) -> None:
+    """Await a graceful close for up to ``_CLOSE_TIMEOUT_S``; terminate on any failure,
+    cancellation included, so no connection outlives ``close()``."""
+    try:
+        await asyncio.wait_for(closing, _CLOSE_TIMEOUT_S)
+    except BaseException as exc:
+        terminate()
+        if not isinstance(exc, Exception):
+            raise
 
 
 def _write_json(path: str, document: dict[str, Any]) -> None:
