@@ -81,11 +81,11 @@ FULL = Plan(
     runs=3,
     steps=20_000,
     steps_per_workflow=1000,
-    latency_s=6.0,
+    latency_s=5.0,
     latency_runs=3,
     rate=50.0,
     huey_tasks=20_000,
-    procrastinate_jobs=4000,
+    procrastinate_jobs=3000,
 )
 QUICK = Plan(
     runs=1,
@@ -429,7 +429,7 @@ def latency_run(backend: str, nodes: int, plan: Plan, tmp: Path, tag: str) -> di
         try:
             cluster.start()
             cluster.wait_ready()
-            time.sleep(1.0)  # let the mesh settle: an idle cluster, not a starting one
+            time.sleep(0.5)  # let the mesh settle: an idle cluster, not a starting one
             count = asyncio.run(_submit_steady(store.url, plan.rate, plan.latency_s))
             _wait_done(store, count, timeout_s=60)
         finally:
@@ -502,7 +502,7 @@ def relaymesh_suite(plan: Plan, tmp: Path) -> dict[str, Any]:
                         **plan.__dict__,
                         "slots": DEFAULT_SLOTS,
                         "runs": 1,
-                        "steps": min(plan.steps, 5000),
+                        "steps": min(plan.steps, 5000 if backend == "sqlite" else 2000),
                     }
                 )
                 out["drain"].append(_drain_row(backend, nodes, default, tmp))
