@@ -10,6 +10,7 @@ SIGKILLed node leaves them behind).
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -115,7 +116,7 @@ class NodeProc:
             url = f"http://127.0.0.1:{self.http_port}/healthz"
             with urllib.request.urlopen(url, timeout=1.0) as resp:
                 return bool(resp.status == 200)
-        except OSError:
+        except (OSError, http.client.HTTPException):
             return False
 
 
@@ -187,7 +188,7 @@ class Cluster:
         def ok() -> bool:
             try:
                 doc = self.http_json(name, "/healthz")
-            except OSError:
+            except (OSError, ValueError, http.client.HTTPException):
                 return False
             return int(doc["members"]["alive"]) >= alive
 
@@ -277,7 +278,7 @@ class Cluster:
             if node.running() and node.healthy():
                 try:
                     doc: dict[str, Any] = self.http_json(node.name, f"/api/workflows/{workflow_id}")
-                except OSError:
+                except (OSError, ValueError, http.client.HTTPException):
                     continue
                 if "workflow" in doc:
                     return doc
@@ -295,7 +296,10 @@ class Cluster:
         """GET ``path`` from the first healthy node."""
         for node in self.nodes.values():
             if node.running() and node.healthy():
-                return self.http_json(node.name, path)
+                try:
+                    return self.http_json(node.name, path)
+                except (OSError, ValueError, http.client.HTTPException):
+                    continue
         raise AssertionError("no healthy node to ask")
 
     def step(self, workflow_id: str, name: str) -> dict[str, Any]:
