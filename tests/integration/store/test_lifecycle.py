@@ -151,3 +151,18 @@ async def test_backup_while_writers_run(store: Store, tmp_path: Path) -> None:
     finally:
         stop.set()
         await task
+
+
+async def test_an_idle_sqlite_waiter_wakes_on_its_own_submit_at_once(tmp_path: Path) -> None:
+    """Backed off to a long idle interval, a waiter still sees this process's own
+    readying writes at once (its own commits do not move its ``data_version``)."""
+    store = await open_store(f"sqlite:///{tmp_path}/idle.db?poll_ms=3&idle_poll_ms=60000")
+    try:
+        await store.wait_for_work(0)
+        waiter = asyncio.ensure_future(store.wait_for_work(60_000))
+        await asyncio.sleep(1.0)  # backed off: the next check is seconds away
+        assert not waiter.done()
+        await store.submit_workflow(flat(1), "t")
+        await asyncio.wait_for(waiter, 0.5)
+    finally:
+        await store.close()
