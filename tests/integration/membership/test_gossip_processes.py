@@ -6,6 +6,7 @@ import base64
 import os
 import signal
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -73,9 +74,7 @@ def test_sigterm_leaves_gracefully_and_notifies_systemd(
     gossip_procs: GossipFactory, tmp_path: Path
 ) -> None:
     notify_path = tmp_path / "notify.sock"
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(notify_path))
-    notify.settimeout(START_TIMEOUT_S)
+    notify = NotifyCollector(notify_path)
     try:
         ports = [free_port() for _ in range(3)]
         seeds = write_seeds(tmp_path / "seeds.txt", ports)
@@ -88,13 +87,10 @@ def test_sigterm_leaves_gracefully_and_notifies_systemd(
         stayers = [gossip_procs(f"s{i}", seeds, port=p) for i, p in enumerate(ports[1:])]
         procs = [leaver, *stayers]
 
-        messages = [notify.recv(4096).decode()]
-        assert messages[0].splitlines()[0] == "READY=1", messages
-        # The loop pings the watchdog every WATCHDOG_USEC / 2 once it is ready (STATUS
-        # lines about members joining may come in between).
-        while "WATCHDOG=1" not in messages[-1] and len(messages) < 50:
-            messages.append(notify.recv(4096).decode())
-        assert "WATCHDOG=1" in messages[-1], messages
+        wait_for(lambda: bool(notify.messages()), START_TIMEOUT_S, "READY=1", procs)
+        assert notify.messages()[0].splitlines()[0] == "READY=1", notify.messages()
+        # The loop pings the watchdog every WATCHDOG_USEC / 2 once it is ready.
+        wait_for(lambda: any("WATCHDOG=1" in m for m in notify.messages()), 10, "WATCHDOG=1", procs)
 
         everyone = {p.name: "ALIVE" for p in procs}
         wait_for(lambda: all_see(procs, everyone), START_TIMEOUT_S, "3 nodes to converge", procs)
@@ -117,19 +113,52 @@ def test_sigterm_leaves_gracefully_and_notifies_systemd(
         # LEFT comes from the LEAVE broadcast, long before failure detection could say DEAD.
         wait_for(lambda: all_see(stayers, {"leaver": "LEFT"}), 5, "LEFT everywhere", stayers)
 
-        notify.settimeout(1.0)
-        rest = []
-        while True:
-            try:
-                rest.append(notify.recv(4096).decode())
-            except TimeoutError:
-                break
-        assert any(m.startswith("STOPPING=1") for m in rest), rest
-        statuses = [m for m in messages + rest if m.startswith("STATUS=")]
+        wait_for(
+            lambda: any(m.startswith("STOPPING=1") for m in notify.messages()),
+            5,
+            "STOPPING=1",
+            procs,
+        )
+        statuses = [m for m in notify.messages() if m.startswith("STATUS=")]
         assert any("3 alive" in m for m in statuses), statuses
         assert '"event": "gossip_stopped"' in leaver.log_text()
     finally:
         notify.close()
+
+
+class NotifyCollector:
+    """A NOTIFY_SOCKET that a thread drains at once: a unix datagram queue holds only a
+    few messages (net.unix.max_dgram_qlen), so reading late would lose some."""
+
+    def __init__(self, path: Path) -> None:
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(str(path))
+        self._sock.settimeout(0.2)
+        self._lock = threading.Lock()
+        self._messages: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self._sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self._messages.append(data.decode())
+
+    def messages(self) -> list[str]:
+        with self._lock:
+            return list(self._messages)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._sock.close()
 
 
 def test_different_keys_cannot_talk_and_a_secondary_key_can(
