@@ -56,11 +56,4 @@ def main(
 
 
 for _name in _COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(_name)
-    except ModuleNotFoundError as _exc:
-        # A command module not written yet; every other command still works.
-        if _exc.name != _name:
-            raise
-        continue
-    _module.register(main)
+    importlib.import_module(_name).register(main)
