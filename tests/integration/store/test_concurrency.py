@@ -64,11 +64,18 @@ async def test_concurrent_claims_respect_locks(store: Store, open_more: OpenMore
 
 _CLAIMER = textwrap.dedent(
     """
-    import asyncio, json, sys
+    import asyncio, json, pathlib, sys, time
     from relaymesh.store import open_store
 
-    async def main(url, node):
+    async def main(url, node, barrier_dir):
         store = await open_store(url)
+        # Start barrier: a process that starts late on a loaded machine must not find
+        # the queue already drained, or "both made progress" would test the scheduler.
+        barrier = pathlib.Path(barrier_dir)
+        (barrier / node).touch()
+        deadline = time.monotonic() + 60
+        while len(list(barrier.iterdir())) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         got, idle = [], 0
         while idle < 20:
             claims = await store.claim_steps(node, limit=8, lease_ms=60_000)
@@ -82,7 +89,7 @@ _CLAIMER = textwrap.dedent(
         await store.close()
         print(json.dumps(got))
 
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
     """
 )
 
@@ -92,6 +99,8 @@ async def test_two_processes_on_one_sqlite_file(tmp_path: Path) -> None:
     store = await open_store(url)
     try:
         await store.submit_workflow(flat(600), "t")
+        barrier = tmp_path / "barrier"
+        barrier.mkdir()
         procs = [
             await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -99,6 +108,7 @@ async def test_two_processes_on_one_sqlite_file(tmp_path: Path) -> None:
                 _CLAIMER,
                 url,
                 f"p{i}",
+                str(barrier),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
