@@ -65,6 +65,10 @@ Q = load_queries("postgres")
 CHANNEL = "relaymesh_work"
 _DEFAULT_POOL_MAX = 8
 _CONNECT_TIMEOUT_S = 5.0
+# A node frozen (SIGSTOP, a VM pause) inside a transaction holds row locks that the
+# reclaim of its own steps needs; the server ends such a transaction after this long,
+# so recovery waits seconds, not until the node wakes. No RelayMesh transaction idles.
+_IDLE_IN_TRANSACTION_TIMEOUT_MS = 5000
 _CLOSE_TIMEOUT_S = 5.0
 
 _UNAVAILABLE = (
@@ -135,6 +139,10 @@ class PostgresStore:
                 timeout=_CONNECT_TIMEOUT_S,
                 statement_cache_size=256,
                 max_inactive_connection_lifetime=60.0,
+                server_settings={
+                    "application_name": "relaymesh",
+                    "idle_in_transaction_session_timeout": str(_IDLE_IN_TRANSACTION_TIMEOUT_MS),
+                },
             )
         except (ValueError, TypeError) as exc:
             raise StoreError(f"bad PostgreSQL URL {self.url!r}: {exc}") from exc

@@ -79,3 +79,30 @@ async def test_recovers_after_connections_are_killed() -> None:
         finally:
             await store.close()
             await other.close()
+
+
+async def test_a_frozen_transaction_does_not_block_others_for_long() -> None:
+    """A node frozen mid-transaction (SIGSTOP) holds row locks; the server ends its
+    transaction after the idle-in-transaction timeout, so others are not blocked until
+    it wakes."""
+    dsn = require_pg()
+    async with fresh_pg_database(dsn) as url:
+        frozen = await open_store(url)
+        other = await open_store(url)
+        try:
+            workflow_id = await frozen.submit_workflow(flat(2), "t")
+            pool = frozen._pool  # type: ignore[attr-defined]
+            conn = await pool.acquire()
+            tx = conn.transaction()
+            await tx.start()
+            await conn.execute("SELECT 1 FROM workflows FOR UPDATE")
+            # The "frozen" session now idles in its transaction, holding the lock.
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            result = await asyncio.wait_for(other.cancel_workflow(workflow_id, "hard", "t"), 30)
+            assert result.cancelled == 2
+            # Without the server-side timeout the cancel would wait for the lock forever.
+            assert loop.time() - started < 20
+        finally:
+            await frozen.close()
+            await other.close()
