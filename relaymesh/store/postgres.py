@@ -28,7 +28,6 @@ import asyncpg
 
 from relaymesh.exceptions import (
     InvalidStateError,
-    LeaseLostError,
     NotFoundError,
     RelayMeshError,
     StoreError,
@@ -92,13 +91,6 @@ def _translate(exc: BaseException) -> RelayMeshError:
     if isinstance(exc, asyncpg.exceptions.PostgresError | asyncpg.exceptions.InterfaceError):
         return StoreError(f"postgresql error: {exc}")
     return StoreError(f"postgresql store failed: {exc!r}")
-
-
-def _lease_lost(lease: LeaseRef, event: str, actual: tuple[Any, Any]) -> LeaseLostError:
-    return LeaseLostError(
-        f"{event} of step {lease.step_id} rejected: lease epoch {lease.lease_epoch} no longer "
-        f"holds (epoch now {actual[0]}, status {actual[1]})"
-    )
 
 
 def _fence_arrays(leases: Sequence[LeaseRef]) -> tuple[list[str], list[str], list[int]]:
@@ -653,7 +645,7 @@ class PostgresStore:
 
         expires, actual = await self._run(beat)
         if expires is None:
-            raise _lease_lost(lease, "heartbeat", actual)
+            raise rows.lease_lost(lease, "heartbeat", *actual)
         return expires
 
     async def heartbeat_many(
@@ -677,7 +669,9 @@ class PostgresStore:
             lambda conn: self._success_many(conn, node, [(lease, result)])
         )
         if not out[0]:
-            raise _lease_lost(lease, "commit_success", conflicts.get(lease.step_id, (None, None)))
+            raise rows.lease_lost(
+                lease, "commit_success", *conflicts.get(lease.step_id, (None, None))
+            )
 
     async def commit_success_many(
         self, node: str, items: Sequence[tuple[LeaseRef, Any]]
@@ -713,7 +707,7 @@ class PostgresStore:
 
         status, actual = await self._run(fail)
         if status is None:
-            raise _lease_lost(lease, "commit_failure", actual)
+            raise rows.lease_lost(lease, "commit_failure", *actual)
         return status
 
     async def release(self, lease: LeaseRef, node: str, reason: str) -> None:
@@ -736,7 +730,7 @@ class PostgresStore:
 
         ok, actual = await self._run(give_back)
         if not ok:
-            raise _lease_lost(lease, "release", actual)
+            raise rows.lease_lost(lease, "release", *actual)
 
     async def lost_leases(self, leases: Sequence[LeaseRef]) -> list[str]:
         if not leases:

@@ -12,9 +12,11 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from relaymesh.exceptions import LeaseLostError
 from relaymesh.model import (
     AuditRecord,
     LeaseConflict,
+    LeaseRef,
     MemberStatus,
     MeshNode,
     OwnershipEvent,
@@ -33,6 +35,7 @@ __all__ = [
     "conflict_record",
     "dumps",
     "event_record",
+    "lease_lost",
     "loads",
     "lost_error",
     "mesh_node",
@@ -201,3 +204,13 @@ def mesh_node(row: Sequence[Any]) -> MeshNode:
 
 def settings_change(row: Sequence[Any]) -> SettingsChange:
     return SettingsChange(id=row[0], at_ms=row[1], node=row[2], fields=_json_tuple(row[3]))
+
+
+def lease_lost(
+    lease: LeaseRef, event: str, actual_epoch: Any, actual_status: Any
+) -> LeaseLostError:
+    """The error a rejected fenced write raises, the same from both backends."""
+    return LeaseLostError(
+        f"{event} of step {lease.step_id} rejected: lease epoch {lease.lease_epoch} no longer "
+        f"holds (epoch now {actual_epoch}, status {actual_status})"
+    )

@@ -41,7 +41,6 @@ import aiosqlite
 from relaymesh.clock import Clock, SystemClock
 from relaymesh.exceptions import (
     InvalidStateError,
-    LeaseLostError,
     NotFoundError,
     RelayMeshError,
     StoreError,
@@ -135,13 +134,6 @@ class _Conflict:
     def __init__(self, actual_epoch: int | None, actual_status: str | None) -> None:
         self.actual_epoch = actual_epoch
         self.actual_status = actual_status
-
-
-def _lease_lost(lease: LeaseRef, event: str, conflict: _Conflict) -> LeaseLostError:
-    return LeaseLostError(
-        f"{event} of step {lease.step_id} rejected: lease epoch {lease.lease_epoch} no longer "
-        f"holds (epoch now {conflict.actual_epoch}, status {conflict.actual_status})"
-    )
 
 
 class SqliteStore:
@@ -832,7 +824,7 @@ class SqliteStore:
 
         outcome = await self._write(beat)
         if isinstance(outcome, _Conflict):
-            raise _lease_lost(lease, "heartbeat", outcome)
+            raise rows.lease_lost(lease, "heartbeat", outcome.actual_epoch, outcome.actual_status)
         return outcome
 
     async def heartbeat_many(
@@ -861,7 +853,8 @@ class SqliteStore:
             lambda conn, now: self._success_many(conn, now, node, [(lease, result)])
         )
         if not out[0]:
-            raise _lease_lost(lease, "commit_success", conflicts[lease.step_id])
+            lost = conflicts[lease.step_id]
+            raise rows.lease_lost(lease, "commit_success", lost.actual_epoch, lost.actual_status)
 
     async def commit_success_many(
         self, node: str, items: Sequence[tuple[LeaseRef, Any]]
@@ -895,7 +888,9 @@ class SqliteStore:
 
         outcome = await self._write(fail)
         if isinstance(outcome, _Conflict):
-            raise _lease_lost(lease, "commit_failure", outcome)
+            raise rows.lease_lost(
+                lease, "commit_failure", outcome.actual_epoch, outcome.actual_status
+            )
         if outcome is StepStatus.RETRY_WAIT:
             self._signal()
         return outcome
@@ -925,7 +920,7 @@ class SqliteStore:
 
         conflict = await self._write(give_back)
         if conflict is not None:
-            raise _lease_lost(lease, "release", conflict)
+            raise rows.lease_lost(lease, "release", conflict.actual_epoch, conflict.actual_status)
         self._signal()
 
     async def lost_leases(self, leases: Sequence[LeaseRef]) -> list[str]:
