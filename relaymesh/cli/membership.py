@@ -158,6 +158,8 @@ async def _serve(
             notifier.ready(status=f"gossiping as {service.name}")
             if notifier.enabled:
                 service.subscribe(report_status)
+                # Peers may have joined while HTTP started, before the subscription.
+                report_status(None)
             watchdog = asyncio.create_task(notifier.run_watchdog(), name="sd-watchdog")
             log.info(
                 "gossip_ready",
