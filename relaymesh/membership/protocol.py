@@ -355,6 +355,40 @@ class Swim:
         # restarted, or were declared dead) hear the news from us, not only the seeds.
         self._queue_payload(self._name, self._local_alive_bytes, self._clock.monotonic_ms())
 
+    def preload(self, members: Iterable[Member]) -> None:
+        """Insert members as known, without gossip or events: a node restarted with a
+        view it had persisted. For the simulator and tests; call before traffic.
+
+        Each record is copied (status, incarnation, address, metadata) as if learned
+        just now, so a DEAD one is still gossiped to for ``gossip_to_the_dead_ms``.
+        Our own name and members already known are skipped: what we hold is newer
+        than a saved view. A SUSPECT record gets a suspicion of our own, so it ends in
+        DEAD or a refutation like any other. ``max_members`` still bounds the table.
+        """
+        now = self._clock.monotonic_ms()
+        wall_ms = self._clock.wall_ms()
+        known = self._members
+        max_members = self._config.max_members
+        suspects: list[str] = []
+        for m in members:
+            name = m.name
+            if name in known:
+                continue
+            if len(known) >= max_members:
+                break
+            status = m.status
+            known[name] = Member(name, m.address, status, m.incarnation, dict(m.metadata), wall_ms)
+            self._changed_mono_ms[name] = now
+            self._peer_names.append(name)
+            if status in _UP:
+                self._live_count += 1
+                self._add_to_probe_order(name)
+                if status is _SUSPECT:
+                    suspects.append(name)
+        # After the loop: the suspicion timeout scales with the whole view's size.
+        for name in suspects:
+            self._start_suspicion(name, self._name, now)
+
     def leave(self) -> None:
         """Broadcast LEFT at incarnation + 1 and stop probing; gossip goes on so it spreads."""
         if self._left:
