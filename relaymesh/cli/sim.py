@@ -84,7 +84,7 @@ def register(main: click.Group) -> None:
 @click.option(
     "--bootstrap",
     is_flag=True,
-    help="Start converged (no join storm) if supported.",
+    help="Start every node with the converged view (no join storm; convergence not measured).",
     envvar="RELAYMESH_SIM_BOOTSTRAP",
 )
 @click.option(

@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--join-spread", type=float, default=0.0, help="spread joins over S [0]")
     parser.add_argument(
-        "--bootstrap", action="store_true", help="start converged (no join storm) if supported"
+        "--bootstrap",
+        action="store_true",
+        help="start every node with the converged view (no join storm; convergence not measured)",
     )
     parser.add_argument("--no-lifeguard", action="store_true", help="switch Lifeguard off")
     parser.add_argument("--seed", type=int, default=1, help="random seed [1]")

@@ -67,7 +67,7 @@ class SimResult:
     bytes_per_node_s_total: float = 0.0
     """Whole run, joins included."""
     bootstrapped: bool = False
-    """Nodes started from the converged view (``Scenario.bootstrap`` and the core allows)."""
+    """Nodes started from the converged view (``Scenario.bootstrap``, ``Swim.preload``)."""
     pushpull_counted: bool = False
     """Whether the byte counts include push/pull streams (the network counts them)."""
     packets_dropped: int = 0

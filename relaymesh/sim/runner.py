@@ -169,7 +169,7 @@ def run_scenario(scenario: Scenario) -> SimResult:
     cursor = 0
     killed = False
 
-    bootstrap = scenario.bootstrap and hasattr(Swim, "preload")
+    bootstrap = scenario.bootstrap
     if bootstrap:
         _bootstrap(
             scenario,
@@ -276,7 +276,7 @@ def _bootstrap(
     ]
     records = [swim.local for swim in swims]
     for i, swim in enumerate(swims):
-        swim.preload([m for j, m in enumerate(records) if j != i])  # type: ignore[attr-defined]
+        swim.preload(records)  # copies them; skips its own
         network.add(swim)
         if i in slow:
             network.slow(addresses[i], scenario.slow_delay_ms)

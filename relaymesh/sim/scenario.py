@@ -60,8 +60,9 @@ class Scenario:
     join_spread_s: float = 0.0
     """Nodes start (and join through the seed) at times spread uniformly over this window."""
     bootstrap: bool = False
-    """Start every node with the converged view (when the core offers ``Swim.preload``)
-    instead of joining: detection scenarios at scale without the join storm."""
+    """Start every node with the converged view (``Swim.preload``) instead of joining:
+    detection scenarios at scale without the join storm. Convergence after joins is then
+    not measured (``converged_at_s`` is 0)."""
     seeds: int = 3
     """Nodes 0 .. seeds-1 are the seeds every joiner is given."""
     overrides: dict[str, Any] = field(default_factory=dict)

@@ -60,3 +60,24 @@ def test_traffic_and_convergence_are_reported() -> None:
     assert result.bytes_per_node_s > 0
     assert result.bytes_per_node_s_total >= result.bytes_per_node_s * 0.5
     assert result.events > 0
+
+
+def test_bootstrap_starts_converged_and_still_detects_kills() -> None:
+    scenario = Scenario(nodes=16, duration_s=45, seed=3, kill=1, bootstrap=True)
+    result = run_scenario(scenario)
+    assert result.bootstrapped
+    assert result.converged_at_s == 0
+    [det] = result.detections
+    assert det.killed_at_s == 10.0  # the usual 10 s after convergence
+    assert det.detected, det
+    assert result.false_dead == 0
+    # Only the kill produced events: no join storm (16 x 15 "new member" events).
+    assert result.events < 16 * 15
+    assert _comparable(result.to_json()) == _comparable(run_scenario(scenario).to_json())
+
+
+def test_without_bootstrap_convergence_is_measured_from_real_joins() -> None:
+    result = run_scenario(Scenario(nodes=16, duration_s=30, seed=3, kill=0))
+    assert not result.bootstrapped
+    assert result.converged_at_s is not None and result.converged_at_s > 0
+    assert result.events >= 16 * 15

@@ -75,3 +75,19 @@ def test_relaymesh_sim_command() -> None:
     assert doc["scenario"]["nodes"] == 6
     bad = CliRunner().invoke(relaymesh, ["sim", "--nodes", "1"])
     assert bad.exit_code == 1
+
+
+def test_bootstrap_option_on_both_command_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    from click.testing import CliRunner
+
+    from relaymesh.cli.main import main as relaymesh
+
+    args = ["--nodes", "8", "--duration", "20", "--kill", "1", "--bootstrap", "--json"]
+    assert main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["bootstrapped"] is True and doc["scenario"]["bootstrap"] is True
+    result = CliRunner().invoke(relaymesh, ["sim", *args])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["bootstrapped"] is True
+    assert main(["--nodes", "8", "--duration", "20", "--bootstrap"]) == 0
+    assert "(bootstrapped)" in capsys.readouterr().out
