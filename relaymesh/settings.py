@@ -87,6 +87,10 @@ class GossipSettings(_Section):
     """Lifeguard local health: probe timeouts stretch up to this factor."""
     lifeguard: bool = True
     """Switch off Lifeguard's refinements (for benchmarks that show what they buy)."""
+    probe_schedule: Literal["coordinated", "random"] = "coordinated"
+    """"coordinated": each member is probed by one peer per round, so a crash is found
+    within about one probe interval; "random": every node walks its own shuffled list
+    (classic SWIM, memberlist). See relaymesh/membership/schedule.py."""
     dedup_cache_size: int = Field(4096, gt=0)
     max_packet_bytes: int = Field(1400, ge=512)
     keys: list[str] = Field(default_factory=list)

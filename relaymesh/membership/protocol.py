@@ -1,6 +1,7 @@
 """The SWIM + Lifeguard membership protocol as a sans-IO state machine.
 
-Owns probing (randomized round-robin, ping / ack / ping-req / nack), suspicion and
+Owns probing (a coordinated randomized round-robin, see ``schedule.py``, or each node's
+own shuffled round-robin; ping / ack / ping-req / nack), suspicion and
 refutation, join, leave, piggybacked and periodic gossip, and the application of
 updates by the merge rule with jitter suppression. It is given bytes and the time
 and returns what to send and what changed; it never sleeps, never touches a
@@ -24,8 +25,10 @@ from __future__ import annotations
 
 import heapq
 import random
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
+from typing import Literal
 
 from relaymesh.clock import Clock
 from relaymesh.exceptions import ConfigError, ProtocolError
@@ -33,6 +36,7 @@ from relaymesh.membership.antientropy import snapshot_updates
 from relaymesh.membership.awareness import Awareness
 from relaymesh.membership.broadcast import BroadcastQueue, DedupCache
 from relaymesh.membership.keyring import Keyring
+from relaymesh.membership.schedule import probe_round, probe_shift
 from relaymesh.membership.state import Address, Member
 from relaymesh.membership.suspicion import Suspicion, suspicion_timeout_ms
 from relaymesh.membership.wire import (
@@ -146,6 +150,9 @@ class SwimConfig:
     """Members beyond this are ignored: a peer cannot grow our table without bound."""
     max_pending_relays: int = 1024
     """Ping-reqs we relay at once; more are ignored."""
+    probe_schedule: Literal["coordinated", "random"] = "coordinated"
+    """"coordinated": every member probed by one peer per round (``schedule.py``);
+    "random": each node walks its own shuffled list (classic SWIM, memberlist)."""
 
     @classmethod
     def from_settings(cls, settings: GossipSettings) -> SwimConfig:
@@ -249,6 +256,9 @@ class Swim:
         self._pending_alive: dict[str, Alive] = {}
         self._probe_order: list[str] = []
         self._probe_index = 0
+        self._ring: list[str] = [name]
+        """Sorted names of the members held ALIVE or SUSPECT, self included (schedule)."""
+        self._ring_stale = False
         self._awareness = Awareness(config.awareness_max_multiplier, enabled=config.lifeguard)
         self._broadcasts = BroadcastQueue(config.retransmit_mult)
         self._dedup = DedupCache(config.dedup_cache_size)
@@ -631,6 +641,10 @@ class Swim:
             self._apply_suspect(Suspect(target.name, target.incarnation, self._name), now)
 
     def _next_probe_target(self) -> Member | None:
+        if self._config.probe_schedule == "coordinated":
+            target = self._scheduled_target()
+            if target is not None:
+                return target
         members = self._members
         for _ in range(len(self._probe_order) + 1):
             if self._probe_index >= len(self._probe_order):
@@ -644,6 +658,21 @@ class Swim:
             if member.status in _UP:
                 return member
         return None
+
+    def _scheduled_target(self) -> Member | None:
+        """This round's target under the coordinated schedule; None to fall back."""
+        ring = self._ring
+        if self._ring_stale or len(ring) != self._live_count:
+            members = self._members
+            ring = sorted(n for n, m in members.items() if m.status in _UP)
+            self._ring = ring
+            self._ring_stale = False
+        n = len(ring)
+        me = bisect_left(ring, self._name)
+        if n < 2 or me >= n or ring[me] != self._name:
+            return None  # alone, or not up ourselves: nothing to coordinate with
+        round_number = probe_round(self._clock.wall_ms(), self._config.probe_interval_ms)
+        return self._members[ring[(me + probe_shift(round_number, n)) % n]]
 
     def _add_to_probe_order(self, name: str) -> None:
         order = self._probe_order
@@ -686,6 +715,18 @@ class Swim:
     def _broadcasts_gossip_now(self, now: int) -> None:
         self._gossip_due_ms = now
         self._push_timer(now, _T_GOSSIP, None)
+
+    def _gossip_soon(self, now: int) -> None:
+        """Pass news of a death on without waiting out the gossip interval.
+
+        Every hop of the epidemic otherwise waits up to ``gossip_interval_ms``, which is
+        most of the first-to-last DEAD gap. Deaths are rare, and a burst of them still
+        gossips at most four times per interval.
+        """
+        due = max(now, self._last_gossip_ms + self._config.gossip_interval_ms // 4)
+        if self._gossip_due_ms is None or due < self._gossip_due_ms:
+            self._gossip_due_ms = due
+            self._push_timer(due, _T_GOSSIP, None)
 
     def _on_gossip_timer(self, now: int) -> None:
         self._gossip_due_ms = None
@@ -782,6 +823,7 @@ class Swim:
             self._changed_mono_ms[a.name] = now
             self._peer_names.append(a.name)
             self._live_count += 1
+            self._ring_stale = True
             self._add_to_probe_order(a.name)
             self._emit(member, None)
             self._queue_update(a.name, a, now)
@@ -932,6 +974,7 @@ class Swim:
         cur.incarnation = incarnation
         self._set_status(cur, status, now)
         self._queue_update(name, msg, now)
+        self._gossip_soon(now)
         return True
 
     # --- self -----------------------------------------------------------------
@@ -964,8 +1007,10 @@ class Swim:
         is_up = status in _UP
         if was_up and not is_up:
             self._live_count -= 1
+            self._ring_stale = True
         elif is_up and not was_up:
             self._live_count += 1
+            self._ring_stale = True
         member.status = status
         member.status_changed_at_ms = self._clock.wall_ms()
         self._changed_mono_ms[member.name] = now

@@ -192,6 +192,21 @@ def test_suspicion_expires_into_dead_and_is_gossiped() -> None:
     assert any(m == Dead("b", 1, "a") for _, m in sent)
 
 
+def test_news_of_a_death_is_gossiped_without_waiting_out_the_interval() -> None:
+    a, clock = core(config=replace(FAST, probe_interval_ms=60_000, gossip_interval_ms=200))
+    with_peers(a)
+    run_to(a, clock, 1_000)  # the join news is gossiped out and the queue drains
+    start = clock.monotonic_ms()
+    feed(a, Alive("b", 2, B, {}))  # ordinary news: gossiped now, next round in 200 ms
+    sent = run_to(a, clock, start)
+    assert any(m == Alive("b", 2, B, {}) for _, m in sent)
+    clock.advance(10)
+    feed(a, Dead("c", 1, "d"))
+    sent = run_to(a, clock, start + 60)  # a quarter interval later, not a whole one
+    carriers = {dst for dst, m in sent if m == Dead("c", 1, "d")}
+    assert len(carriers) >= 2  # a gossip round, not one probe's piggyback
+
+
 def test_confirmations_shorten_the_suspicion() -> None:
     cfg = replace(FAST, probe_interval_ms=100_000)
     a, clock = core(config=cfg)
