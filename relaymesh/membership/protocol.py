@@ -902,8 +902,16 @@ class Swim:
                 return False
             del self._pending_alive[s.name]  # the refutation we held is outdated itself
         suspicion = self._suspicions.get(s.name)
-        if suspicion is not None:
+        if suspicion is not None and s.incarnation > cur.incarnation:
+            # The member refuted the suspicion we hold (we missed its ALIVE) and is
+            # suspected again: a new suspicion with its own full timeout. Counting it as
+            # a confirmation of the old one would let the old timer, already far along,
+            # declare the new incarnation DEAD at once, and everyone would accept that.
             cur.incarnation = s.incarnation
+            self._start_suspicion(s.name, s.sender, now)
+            self._queue_update(s.name, s, now)
+            return True
+        if suspicion is not None:
             if suspicion.confirm(s.sender, now):
                 self._push_timer(suspicion.deadline_ms, _T_SUSPECT, s.name)
                 self._queue_update(s.name, s, now)

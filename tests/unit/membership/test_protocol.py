@@ -219,6 +219,26 @@ def test_confirmations_shorten_the_suspicion() -> None:
     assert status(a, "b") is DEAD
 
 
+def test_a_suspicion_of_a_newer_incarnation_starts_its_own_timeout() -> None:
+    """We missed b's refutation of an old suspicion; b is suspected again at its new
+    incarnation. That must not ride the old timer into an instant DEAD of the new one
+    (which every member would accept: found at 20 % loss in the simulator)."""
+    a, clock = core(config=replace(FAST, probe_interval_ms=100_000))
+    with_peers(a)  # n = 5, k = 2: min 400 s, max 2,400 s, 1,138 s after one confirmation
+    feed(a, Suspect("b", 1, "c"))
+    run_to(a, clock, 1_100_000)
+    assert a._suspicions["b"].confirmations == 1  # our own failed probe of b
+    feed(a, Suspect("b", 2, "e"))  # b refuted (we missed it) and is suspected anew
+    run_to(a, clock, 1_100_001)
+    assert status(a, "b") is SUSPECT
+    assert a.member("b").incarnation == 2  # type: ignore[union-attr]
+    sent = run_to(a, clock, 1_100_000 + 400_000 - 1)  # not before the minimum, from now
+    assert status(a, "b") is SUSPECT
+    sent += run_to(a, clock, 1_100_000 + 2_400_000)
+    assert status(a, "b") is DEAD
+    assert any(m == Dead("b", 2, "a") for _, m in sent)
+
+
 def test_jitter_suppression_holds_recovery_and_stops_the_suspicion() -> None:
     cfg = replace(FAST, suspect_recover_min_ms=10_000, probe_interval_ms=1000)
     a, clock = core(config=cfg)
