@@ -351,13 +351,19 @@ def parse_time_ms(value: str) -> int:
 
 async def run_maintenance_pass(store: Store, settings: Settings, *, node: str) -> dict[str, Any]:
     """One maintenance pass now, as ``node``, leader or not: expired leases, dead owners'
-    steps, due retries, mesh prune. Reclaims are audited as ``node:<node>``."""
+    steps, due retries, mesh prune. Audited as the operator (``cli:<user>``), who
+    asked for it, not as the node it runs as."""
     from relaymesh.clock import SystemClock
     from relaymesh.ops.metrics import Metrics
     from relaymesh.work.maintenance import Maintenance
 
     maintenance = Maintenance(
-        store=store, node=node, settings=lambda: settings, metrics=Metrics(), clock=SystemClock()
+        store=store,
+        node=node,
+        settings=lambda: settings,
+        metrics=Metrics(),
+        clock=SystemClock(),
+        actor=cli_actor(),
     )
     return await maintenance.run_once()
 

@@ -45,14 +45,17 @@ class Maintenance:
         metrics: Metrics,
         clock: Clock,
         rng: random.Random | None = None,
+        actor: str | None = None,
     ) -> None:
+        """``actor`` names who acts in the audit trail: the node itself unless an
+        operator runs the pass by hand (``relaymesh maintenance``)."""
         self.store = store
         self.node = node
         self._settings = settings
         self.metrics = metrics
         self.clock = clock
         self._rng = rng if rng is not None else random.Random()
-        self._actor = f"node:{node}"
+        self._actor = actor if actor is not None else f"node:{node}"
         self._stop = asyncio.Event()
         self._lease: LeaderLease | None = None
         self._last_prune_ms: int | None = None

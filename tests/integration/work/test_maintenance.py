@@ -142,6 +142,28 @@ async def test_run_once_report_and_prune_interval(store: Any) -> None:
     assert m.metrics.mesh_nodes_pruned._value.get() == 1
 
 
+async def test_a_pass_run_by_hand_is_audited_as_the_operator(store: Any) -> None:
+    """``relaymesh maintenance --node-id N`` acts as N but the operator asked for it."""
+    from relaymesh.ops.services import cli_actor, run_maintenance_pass
+
+    cfg = settings(maintenance={"mesh_prune_older_than_ms": 1})
+    now = await store.now_ms()
+    gone = MeshNode(
+        name="gone",
+        address="127.0.0.1:1",
+        status=MemberStatus.DEAD,
+        incarnation=1,
+        metadata={},
+        status_changed_at_ms=now - 60_000,
+    )
+    await store.upsert_mesh_nodes("n1", [gone])
+    report = await run_maintenance_pass(store, cfg, node="ops-host")
+    assert report["pruned"] == 1
+    rows = await store.query_audit(action="prune")
+    assert [r.actor for r in rows] == [cli_actor()]
+    assert cli_actor().startswith("cli:")
+
+
 async def test_notify_member_dead_reclaims_at_once(store: Any, store_url: str) -> None:
     from relaymesh.store import open_store
 
