@@ -23,7 +23,7 @@ from relaymesh.cli.common import CliContext, fail, pass_cli
 from relaymesh.exceptions import ConfigError, RelayMeshError
 from relaymesh.logging import configure_logging, get_logger
 from relaymesh.ops.metrics import Metrics
-from relaymesh.ops.systemd import SystemdNotifier, capture_signals
+from relaymesh.ops.systemd import SystemdNotifier, capture_signals, daemon_signals
 from relaymesh.settings import RELOADABLE_SECTIONS, Settings, diff_fields
 
 if TYPE_CHECKING:
@@ -55,17 +55,20 @@ def register(main: click.Group) -> None:
 @pass_cli
 def gossip(cli: CliContext, /, **options: str | None) -> None:
     """Run membership only (gossip + anti-entropy), without a worker or a store."""
-    # Option names are the [node] keys: a flag wins over the variable and the file.
-    overrides: dict[str, Any] = dict(options)
-    try:
-        settings = cli.settings(node=dict(overrides))
-        metrics = Metrics()
-        service = build_service(settings, metrics)
-    except RelayMeshError as exc:
-        fail(str(exc))
-        return
-    configure_logging(cli.log_level, node=service.name)
-    _run_async(_serve(cli, overrides, settings, service, metrics))
+    # From here to the end of the process SIGTERM never kills us: before the loop's
+    # handlers exist it is held and acted on once they do, after the leave it is ignored.
+    with daemon_signals():
+        # Option names are the [node] keys: a flag wins over the variable and the file.
+        overrides: dict[str, Any] = dict(options)
+        try:
+            settings = cli.settings(node=dict(overrides))
+            metrics = Metrics()
+            service = build_service(settings, metrics)
+        except RelayMeshError as exc:
+            fail(str(exc))
+            return
+        configure_logging(cli.log_level, node=service.name)
+        _run_async(_serve(cli, overrides, settings, service, metrics))
 
 
 @click.command("keygen")
@@ -150,23 +153,31 @@ async def _serve(
 
     http: HttpServer | None = None
     watchdog: asyncio.Task[None] | None = None
+
+    async def start() -> None:
+        nonlocal http, watchdog
+        await service.start()
+        if settings.node.http:
+            http = await _start_http(settings.node.http, metrics, service)
+        notifier.ready(status=f"gossiping as {service.name}")
+        if notifier.enabled:
+            service.subscribe(report_status)
+            # Peers may have joined while HTTP started, before the subscription.
+            report_status(None)
+        watchdog = asyncio.create_task(notifier.run_watchdog(), name="sd-watchdog")
+        log.info(
+            "gossip_ready",
+            node=service.name,
+            address=f"{service.address[0]}:{service.address[1]}",
+            http=f"{http.host}:{http.port}" if http is not None else None,
+        )
+
     with capture_signals(loop, handlers):
         try:
-            await service.start()
-            if settings.node.http:
-                http = await _start_http(settings.node.http, metrics, service)
-            notifier.ready(status=f"gossiping as {service.name}")
-            if notifier.enabled:
-                service.subscribe(report_status)
-                # Peers may have joined while HTTP started, before the subscription.
-                report_status(None)
-            watchdog = asyncio.create_task(notifier.run_watchdog(), name="sd-watchdog")
-            log.info(
-                "gossip_ready",
-                node=service.name,
-                address=f"{service.address[0]}:{service.address[1]}",
-                http=f"{http.host}:{http.port}" if http is not None else None,
-            )
+            # A SIGTERM held while the process started up has asked to stop already:
+            # then there is nothing to join, and so nothing to leave.
+            if not stop_requested.is_set():
+                await start()
             await stop_requested.wait()
         finally:
             notifier.stopping(status="leaving the mesh")

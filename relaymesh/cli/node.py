@@ -16,6 +16,7 @@ import uvloop
 from relaymesh.cli.common import CliContext, fail, pass_cli
 from relaymesh.exceptions import RelayMeshError
 from relaymesh.logging import configure_logging
+from relaymesh.ops.systemd import daemon_signals
 
 __all__ = ["register"]
 
@@ -40,24 +41,27 @@ def run(
     http_bind: str | None,
 ) -> None:
     """Run a node: membership, worker, maintenance and (with --http) the API."""
-    from relaymesh.node import run_node
+    # SIGTERM before the node's handlers exist is held for them, and after its shutdown
+    # ignored, so it never kills the process (see ``daemon_signals``).
+    with daemon_signals():
+        from relaymesh.node import run_node
 
-    overrides: dict[str, Any] = {
-        "name": name,
-        "bind": bind,
-        "seeds_file": seeds_file,
-        "http": http_bind,
-    }
-    try:
-        settings = cli.settings(node=dict(overrides))
-    except RelayMeshError as exc:
-        fail(str(exc))
-        return
-    configure_logging(cli.log_level, node=settings.node.name)
-    try:
-        uvloop.run(run_node(settings, reload=lambda: cli.settings(node=dict(overrides))))
-    except RelayMeshError as exc:
-        fail(str(exc))
+        overrides: dict[str, Any] = {
+            "name": name,
+            "bind": bind,
+            "seeds_file": seeds_file,
+            "http": http_bind,
+        }
+        try:
+            settings = cli.settings(node=dict(overrides))
+        except RelayMeshError as exc:
+            fail(str(exc))
+            return
+        configure_logging(cli.log_level, node=settings.node.name)
+        try:
+            uvloop.run(run_node(settings, reload=lambda: cli.settings(node=dict(overrides))))
+        except RelayMeshError as exc:
+            fail(str(exc))
 
 
 def register(main: click.Group) -> None:

@@ -34,6 +34,9 @@ dead_recover_min_ms = 500
 """
 """Timings ~5x faster than the LAN profile, so detection takes seconds, not tens."""
 
+PAUSE_HOOK_DIR = Path(__file__).resolve().parent / "pausehook"
+"""Its ``sitecustomize`` pauses a child at a chosen moment (``make(pause_at=...)``)."""
+
 
 def free_port() -> int:
     """A port free for both UDP and TCP on 127.0.0.1 right now."""
@@ -68,6 +71,7 @@ class GossipProc:
     args: list[str]
     env: dict[str, str]
     log_path: Path
+    pause_dir: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
     _log: object = field(default=None, repr=False)
 
@@ -118,6 +122,15 @@ class GossipProc:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_paused(self, timeout_s: float) -> None:
+        """Until the process reached its ``pause_at`` moment and waits there."""
+        assert self.pause_dir is not None, "started without pause_at"
+        wait_for((self.pause_dir / "paused").exists, timeout_s, f"{self.name} to pause")
+
+    def resume(self) -> None:
+        assert self.pause_dir is not None, "started without pause_at"
+        (self.pause_dir / "resume").touch()
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -159,7 +172,12 @@ GossipFactory = Callable[..., GossipProc]
 
 @pytest.fixture
 def gossip_procs(tmp_path: Path) -> Iterator[GossipFactory]:
-    """``make(name, seeds_file, config_toml=FAST_GOSSIP_TOML, port=None, env=None)``."""
+    """``make(name, seeds_file, config_toml=FAST_GOSSIP_TOML, port=None, env=None)``.
+
+    ``daemon="node"`` runs ``relaymesh node run`` (on its own SQLite file) instead of
+    ``relaymesh gossip``; ``pause_at`` (see ``pausehook/sitecustomize.py``) makes the
+    process stop at that moment until ``resume()``.
+    """
     started: list[GossipProc] = []
 
     def make(
@@ -170,18 +188,14 @@ def gossip_procs(tmp_path: Path) -> Iterator[GossipFactory]:
         http_port: int | None = None,
         env: dict[str, str] | None = None,
         start: bool = True,
+        daemon: str = "gossip",
+        pause_at: str | None = None,
     ) -> GossipProc:
         config = tmp_path / f"{name}.toml"
         config.write_text(config_toml)
         port = port or free_port()
         http_port = http_port or free_port()
-        args = [
-            sys.executable,
-            "-m",
-            "relaymesh",
-            "--config",
-            str(config),
-            "gossip",
+        common = [
             "--name",
             name,
             "--bind",
@@ -190,14 +204,32 @@ def gossip_procs(tmp_path: Path) -> Iterator[GossipFactory]:
             f"127.0.0.1:{http_port}",
             "--seeds-file",
             str(seeds_file),
-            "--state-dir",
-            str(tmp_path / "state"),
         ]
+        args = [sys.executable, "-m", "relaymesh", "--config", str(config)]
+        if daemon == "gossip":
+            args += ["gossip", *common, "--state-dir", str(tmp_path / "state")]
+        elif daemon == "node":
+            # Its incarnation file goes beside the database, in a directory of its own.
+            (tmp_path / name).mkdir(exist_ok=True)
+            store = f"sqlite:///{tmp_path / name / 'store.db'}"
+            args += ["--store", store, "node", "run", *common]
+        else:
+            raise ValueError(f"unknown daemon {daemon!r}")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYMESH_")}
         full_env.pop("NOTIFY_SOCKET", None)
         full_env.pop("WATCHDOG_USEC", None)
+        pause_dir = None
+        if pause_at is not None:
+            pause_dir = tmp_path / f"{name}.pause"
+            pause_dir.mkdir()
+            python_path = [str(PAUSE_HOOK_DIR), full_env.get("PYTHONPATH", "")]
+            full_env["PYTHONPATH"] = os.pathsep.join(p for p in python_path if p)
+            full_env["RMTEST_PAUSE_DIR"] = str(pause_dir)
+            full_env["RMTEST_PAUSE_AT"] = pause_at
         full_env.update(env or {})
-        proc = GossipProc(name, port, http_port, args, full_env, tmp_path / f"{name}.log")
+        proc = GossipProc(
+            name, port, http_port, args, full_env, tmp_path / f"{name}.log", pause_dir
+        )
         started.append(proc)
         return proc.start() if start else proc
 

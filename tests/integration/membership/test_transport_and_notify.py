@@ -18,7 +18,7 @@ from relaymesh.membership.transport import (
     open_udp,
     pushpull_request,
 )
-from relaymesh.ops.systemd import SystemdNotifier, capture_signals
+from relaymesh.ops.systemd import SignalLatch, SystemdNotifier, capture_signals
 from tests.conftest import async_wait_until
 
 
@@ -157,3 +157,33 @@ async def test_capture_signals_runs_handlers_and_restores_previous() -> None:
         os.kill(os.getpid(), signal.SIGHUP)
         await asyncio.wait_for(seen.wait(), 2)
     assert signal.getsignal(signal.SIGHUP) == before
+
+
+async def test_capture_signals_handles_what_a_latch_held_and_puts_the_latch_back() -> None:
+    loop = asyncio.get_running_loop()
+    latch = SignalLatch()
+    before = signal.signal(signal.SIGUSR1, latch)
+    try:
+        # Arrives before the loop's handlers exist: held, neither lost nor fatal.
+        os.kill(os.getpid(), signal.SIGUSR1)  # CPython runs the handler before kill returns
+        assert latch.received == [signal.SIGUSR1]
+        calls: list[int] = []
+        second = asyncio.Event()
+
+        def handler() -> None:
+            calls.append(1)
+            if len(calls) == 2:
+                second.set()
+
+        with capture_signals(loop, {signal.SIGUSR1: handler}):
+            assert calls == [1]  # the held one, handled on entry before the block's body
+            assert latch.received == []
+            os.kill(os.getpid(), signal.SIGUSR1)
+            await asyncio.wait_for(second.wait(), 2)
+        # The latch again, with no SIG_DFL in between: a late signal is only recorded.
+        assert signal.getsignal(signal.SIGUSR1) is latch
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert latch.received == [signal.SIGUSR1]
+        assert calls == [1, 1]
+    finally:
+        signal.signal(signal.SIGUSR1, before)
