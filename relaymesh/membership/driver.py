@@ -264,7 +264,14 @@ class MembershipService:
         }
 
     def members_json(self) -> list[dict[str, Any]]:
-        """The view as JSON-able dicts (``GET /api/members``)."""
+        """The view as JSON-able dicts (``GET /api/members`` of ``relaymesh gossip``).
+
+        ``status_changed_at_ms``: when this node saw the member's status last change,
+        or first heard of the member, in wall-clock milliseconds since the Unix epoch
+        (the core stamps ``Member.status_changed_at_ms`` with ``Clock.wall_ms()``). It
+        is this node's own observation, not gossiped, so two nodes' stamps for one
+        change differ by how long the news took to reach each of them.
+        """
         return [
             {
                 "name": m.name,
@@ -273,6 +280,7 @@ class MembershipService:
                 "incarnation": m.incarnation,
                 "metadata": dict(m.metadata or {}),
                 "local": m.name == self.name,
+                "status_changed_at_ms": m.status_changed_at_ms,
             }
             for m in sorted(self.members(), key=lambda m: m.name)
         ]

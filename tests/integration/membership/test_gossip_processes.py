@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,16 @@ pytestmark = pytest.mark.slow
 START_TIMEOUT_S = 30.0
 
 
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def changed_at_ms(row: dict[str, object]) -> int:
+    value = row["status_changed_at_ms"]
+    assert isinstance(value, int), row
+    return value
+
+
 def sees(observer: GossipProc, expected: dict[str, str]) -> bool:
     view = observer.members()
     return view is not None and all(view.get(n) == s for n, s in expected.items())
@@ -41,14 +52,22 @@ def test_five_nodes_converge_detect_kill_and_rejoin_after_restart(
 ) -> None:
     ports = [free_port() for _ in range(5)]
     seeds = write_seeds(tmp_path / "seeds.txt", ports)
+    spawned_ms = wall_ms()
     procs = [gossip_procs(f"n{i}", seeds, port=p) for i, p in enumerate(ports)]
     everyone = {p.name: "ALIVE" for p in procs}
 
     wait_for(lambda: all_see(procs, everyone), START_TIMEOUT_S, "5 nodes to converge", procs)
     assert 'relaymesh_members{status="alive"} 5.0' in procs[0].metrics()
+    # When each node saw each member appear: wall-clock ms, after the processes started.
+    for p in procs:
+        rows = p.members_full()
+        assert {r["name"] for r in rows} == set(everyone)
+        for row in rows:
+            assert spawned_ms <= changed_at_ms(row) <= wall_ms(), (p.name, row)
 
     victim, survivors = procs[4], procs[:4]
     before = {m["name"]: m["incarnation"] for m in survivors[0].members_full()}
+    killed_ms = wall_ms()
     victim.signal(signal.SIGKILL)
     victim.wait(5)
     wait_for(
@@ -57,6 +76,13 @@ def test_five_nodes_converge_detect_kill_and_rejoin_after_restart(
         "every survivor to mark the killed node DEAD",
         survivors,
     )
+    # The change time is the node's own moment of the verdict, not the time of the read:
+    # after the kill, and one DEAD row keeps its stamp however often it is read.
+    for p in survivors:
+        row = next(r for r in p.members_full() if r["name"] == victim.name)
+        assert killed_ms <= changed_at_ms(row) <= wall_ms(), (p.name, row)
+        again = next(r for r in p.members_full() if r["name"] == victim.name)
+        assert again["status_changed_at_ms"] == row["status_changed_at_ms"]
 
     # Same name, same port, same state dir: it must come back ALIVE everywhere.
     victim.start()
