@@ -482,8 +482,18 @@ class Swim:
 
         Raises ``ProtocolError(reason)`` (and counts the drop) for bad data.
         """
+        # Entries equal to what we hold are left out where the _apply_* rules below
+        # would ignore them anyway: ALIVE (not above the incarnation we hold), DEAD
+        # (never re-suspected), LEFT. Not SUSPECT: it confirms or restarts a suspicion.
+        # Members with a held refutation are always compared in full.
+        pending = self._pending_alive
+        held = self._members
+        if pending:
+            held = {name: m for name, m in held.items() if name not in pending}
         try:
-            _join, remote = decode_state(unframe(data, self._label, self._keyring))
+            _join, remote = decode_state(
+                unframe(data, self._label, self._keyring), held, (_ALIVE, _DEAD, _LEFT)
+            )
         except ProtocolError as exc:
             self.stats.dropped[exc.reason] += 1
             raise

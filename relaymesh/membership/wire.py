@@ -21,7 +21,7 @@ concatenating cached encodings behind an array header.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -324,8 +324,19 @@ def decode_packet(body: bytes, known: Container[object] | None = None) -> list[M
     return messages
 
 
-def decode_state(body: bytes) -> tuple[bool, list[Member]]:
-    """(join flag, members) of a snapshot; ``status_changed_at_ms`` is left 0."""
+def decode_state(
+    body: bytes,
+    held: Mapping[str, Member] | None = None,
+    news_free: Container[MemberStatus] = (),
+) -> tuple[bool, list[Member]]:
+    """(join flag, members) of a snapshot; ``status_changed_at_ms`` is left 0.
+
+    With ``held`` (the receiver's table), an entry equal in every field to the record
+    held under its name, in a status the caller lists in ``news_free`` (a repeat it
+    cannot learn from), is left out: in a converged cluster that is almost every entry,
+    and building records nobody uses is most of a push/pull's cost. Every entry is
+    still validated first, so a bad snapshot is refused whole either way.
+    """
     obj = _unpack(body, MAX_STATE_MEMBERS)
     if type(obj) is not list or len(obj) < 3 or obj[0] != MessageType.STATE:
         raise ProtocolError("schema", "not a state snapshot")
@@ -334,26 +345,44 @@ def decode_state(body: bytes) -> tuple[bool, list[Member]]:
         raise ProtocolError("schema", "bad snapshot header")
     members: list[Member] = []
     seen: set[str] = set()
+    code_status = _CODE_STATUS
     for entry in entries:
         if type(entry) is not list or len(entry) < 6:
             raise ProtocolError("schema", "bad snapshot entry")
-        name = _name(entry[0])
+        name, incarnation, code, host, port, metadata = entry[:6]
+        # The checks of _name, _host, ... inlined (a snapshot has one entry per member),
+        # in the order the fields were always checked, so a bad snapshot is refused
+        # with the same reason; each helper is called only to raise its error.
+        if type(name) is not str or not 0 < len(name) <= MAX_NAME_LEN:
+            _name(name)
         if name in seen:
             raise ProtocolError("schema", "member listed twice")
         seen.add(name)
-        code = entry[2]
-        if type(code) is not int or code not in _CODE_STATUS:
+        if type(code) is not int or code not in code_status:
             raise ProtocolError("schema", "bad status")
-        members.append(
-            Member(
-                name=name,
-                address=(_host(entry[3]), _port(entry[4])),
-                status=_CODE_STATUS[code],
-                incarnation=_incarnation(entry[1]),
-                metadata=_metadata(entry[5]),
-                status_changed_at_ms=0,
-            )
-        )
+        if type(host) is not str or not 0 < len(host) <= MAX_HOST_LEN:
+            _host(host)
+        if type(port) is not int or not 0 < port <= 65535:
+            _port(port)
+        if type(incarnation) is not int or not 0 <= incarnation <= MAX_INCARNATION:
+            _incarnation(incarnation)
+        if type(metadata) is not dict or metadata:
+            metadata = _metadata(metadata)
+        status = code_status[code]
+        if held is not None:
+            # Types are checked above, so == is exact here (no 1 == True == 1.0).
+            cur = held.get(name)
+            if (
+                cur is not None
+                and cur.status is status
+                and cur.incarnation == incarnation
+                and status in news_free
+                and cur.address[0] == host
+                and cur.address[1] == port
+                and cur.metadata == metadata
+            ):
+                continue
+        members.append(Member(name, (host, port), status, incarnation, metadata, 0))
     return join, members
 
 
@@ -426,6 +455,8 @@ def _port(x: Any) -> int:
 
 
 def _metadata(x: Any) -> dict[str, str]:
+    if type(x) is dict and not x:
+        return x  # nearly every member has none
     if type(x) is not dict or len(x) > MAX_METADATA_ENTRIES:
         raise ProtocolError("schema", "bad metadata")
     for key, value in x.items():
