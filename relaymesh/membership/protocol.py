@@ -392,6 +392,7 @@ class Swim:
             self._peer_names.append(name)
             if status in _UP:
                 self._live_count += 1
+                self._ring_stale = True
                 self._add_to_probe_order(name)
                 if status is _SUSPECT:
                     suspects.append(name)
