@@ -28,6 +28,7 @@ __all__ = ["EventSink", "MemoryNetwork"]
 
 EventSink = Callable[[str, MemberChanged], None]
 """Receives (observer name, event) for every event any core emits."""
+_Datagram = tuple[Address, bytes]
 
 # Same-millisecond order: packets first (as an event loop handles ready I/O before
 # due timers), then timers, then push/pull.
@@ -178,19 +179,23 @@ class MemoryNetwork:
 
     def run_until(self, until_ms: int) -> None:
         """Process every event up to ``until_ms``, then leave the clock there."""
+        # The loop every simulated packet and timer goes through: locals, not attributes.
         heap = self._heap
         clock = self._clock
+        heappop = heapq.heappop
+        now_ms = clock.monotonic_ms()  # only this loop moves the clock
         while heap and heap[0][0] <= until_ms:
-            at_ms, kind, _, node, payload = heapq.heappop(heap)
-            if at_ms > clock.monotonic_ms():
+            at_ms, kind, _, node, payload = heappop(heap)
+            if at_ms > now_ms:
                 clock.set(at_ms)
+                now_ms = at_ms
             if not node.up:
                 continue
             if kind == _DELIVER:
                 if at_ms < node.frozen_until_ms:
                     self._push(node.frozen_until_ms, _DELIVER, node, payload)
                     continue
-                src, data = cast(tuple[Address, bytes], payload)
+                src, data = cast(_Datagram, payload)
                 self.packets_delivered += 1
                 node.swim.handle_packet(data, src)
                 self._after(node)
@@ -218,13 +223,15 @@ class MemoryNetwork:
     def _after(self, node: _Node) -> None:
         """Send what the core produced, hand on its events, and book its next wake-up."""
         swim = node.swim
-        for dst, data in swim.take_outbound():
-            self._transmit(node, dst, data)
+        outbound = swim.take_outbound()
+        if outbound:
+            for dst, data in outbound:
+                self._transmit(node, dst, data)
         events = swim.take_events()
         if events and self.event_sink is not None:
             for event in events:
                 self.event_sink(swim.name, event)
-        deadline_ms = max(swim.next_deadline_ms(), self.now_ms)
+        deadline_ms = max(swim.next_deadline_ms(), self._clock.monotonic_ms())
         if deadline_ms != node.wake_ms:
             node.wake_ms = deadline_ms
             self._push(deadline_ms, _TICK, node, None)
@@ -241,12 +248,14 @@ class MemoryNetwork:
         ):
             self.packets_lost += 1
             return
+        # randrange(lo, hi + 1) is exactly what randint(lo, hi) calls: same draws, one
+        # call less per packet.
         lo, hi = self.delay_ms
-        delay = lo if hi <= lo else self._rng.randint(lo, hi)
+        delay = lo if hi <= lo else self._rng.randrange(lo, hi + 1)
         extra_lo, extra_hi = dst.extra_delay_ms
         if extra_hi > 0:
-            delay += self._rng.randint(extra_lo, extra_hi)
-        self._push(self.now_ms + delay, _DELIVER, dst, (src.address, data))
+            delay += self._rng.randrange(extra_lo, extra_hi + 1)
+        self._push(self._clock.monotonic_ms() + delay, _DELIVER, dst, (src.address, data))
 
     def _reachable(self, a: _Node, b: _Node) -> bool:
         if not (a.up and b.up):
