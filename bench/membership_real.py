@@ -2,14 +2,18 @@
 
 For each implementation and cluster size, several runs of:
 
-1. spawn N node processes at once, all given the same seeds file (the first three
-   nodes), memberlist's LAN timings (probe 1 s, timeout 500 ms, 3 indirect checks,
-   gossip 200 ms to 3 nodes, suspicion mult 4, push/pull 30 s; RelayMesh's and kinship's
-   defaults, swim-protocol's knobs set to match, see ``bench/peers/swim_node.py``);
-2. **convergence**: poll every node's ``GET /api/members`` until every node holds all N
-   as members (ALIVE or SUSPECT), at most 120 s. Reported from spawn (includes
-   interpreter start-up, which dominates on 2 cores) and from the moment the last node
-   first answered HTTP ("all up");
+1. spawn N node processes, all given the same seeds file (the first three nodes),
+   memberlist's LAN timings (probe 1 s, timeout 500 ms, 3 indirect checks, gossip 200 ms
+   to 3 nodes, suspicion mult 4, push/pull 30 s; RelayMesh's and kinship's defaults,
+   swim-protocol's knobs set to match, see ``bench/peers/swim_node.py``). Up to 32 nodes
+   all at once; above that in waves of ``2 x CPUs`` processes, each wave once the one
+   before answers HTTP (``--spawn-wave``): a RelayMesh process needs ~0.9 s of CPU to
+   start, so 100 at once would starve the running nodes' protocol loops for a minute;
+2. **convergence**: poll ``GET /api/members`` of every node that has not yet seen all N
+   as members (ALIVE or SUSPECT), every ``max(0.2, N / 200)`` s, until every node has,
+   within 120 s of the last spawn (``120 + N`` s above 32 nodes). Reported from the
+   first spawn (includes interpreter start-up, which dominates on 2 cores, and the
+   waves) and from the moment the last node first answered HTTP ("all up");
 3. **idle**: after a settle period, a window with no polling at all, measuring
    - CPU % of one core per node: ``utime + stime`` of each node from ``/proc/<pid>/stat``
      (all threads, so kinship's Rust thread counts), averaged over nodes;
@@ -20,13 +24,16 @@ For each implementation and cluster size, several runs of:
      "payload" subtracts 28 B a packet, an estimate (TCP headers are larger).
      Without ``unshare`` the host's ``lo`` is used and the table says so;
 4. **detection**: SIGKILL the last node; poll until every survivor marks it DEAD. Each
-   survivor's time is the moment it recorded the change (``status_changed_at`` from its
-   API, on the shared monotonic or wall clock) when it reports one, else the poll that
-   saw it. Reported: the last survivor (every node knows), the first, and the gap;
-   also any healthy node that any node marked DEAD during the run (false DEAD).
+   survivor's time is the moment it recorded the change when it reports one
+   (RelayMesh's ``status_changed_at_ms``, the peer runners' ``changed_wall_ms``: wall
+   clock, or monotonic, shared by every process on the host), else the poll that saw
+   it. Reported: the last survivor (every node knows), the first, and the gap; also any
+   healthy node that any node marked DEAD during the run (false DEAD).
 
 ``python -m bench.membership_real [--quick] [--sizes 5,10] [--impls relaymesh,kinship]``
 Prints medians over the runs and writes ``bench/results/membership_real.md``.
+swim-protocol runs only up to 32 nodes unless ``--impls`` names it: at 20-32 it already
+collapses (no convergence, false DEAD, 25-47 KB/s and ~6 % CPU per node).
 Every process spawned is killed at the end of its run (and dies with its parent via
 ``PR_SET_PDEATHSIG`` if the harness itself is killed).
 """
@@ -39,6 +46,7 @@ import contextlib
 import ctypes
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -56,6 +64,13 @@ RESULTS = ROOT / "bench" / "results"
 IMPLS = ("relaymesh", "kinship", "swim-protocol")
 BASE_PORT = 21000
 HTTP_OFFSET = 1000
+"""Node i gossips on BASE_PORT + i and serves HTTP on BASE_PORT + HTTP_OFFSET + i."""
+MAX_SIZE = HTTP_OFFSET
+"""More nodes and the gossip ports would run into the HTTP ports."""
+ALL_AT_ONCE_MAX = 32
+"""Up to this size every node is spawned at once, as in the published 5-32 node runs."""
+SWIM_PROTOCOL_MAX_DEFAULT = 32
+"""swim-protocol collapses at 20-32 nodes; above this it runs only when asked by name."""
 HEADER_BYTES = 28  # IPv4 20 + UDP 8: lo counts no link header (checked: 100-B datagram = 128 B)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 _TIMING_ENV = "RELAYMESH_BENCH_TIMING"
@@ -81,6 +96,9 @@ class RunResult:
     detect_gap_s: float | None = None
     false_dead: int = 0
     marks_s: list[float] = field(default_factory=list)
+    spawn_s: float | None = None
+    rss_mb_per_node: float | None = None
+    poller_cpu_pct: float | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -154,12 +172,14 @@ class Cluster:
         self.logs: list[Any] = []
         self.spawned_mono = 0.0
 
-    def start(self) -> None:
+    def spawn(self, indexes: Sequence[int]) -> None:
+        """Start the nodes ``indexes`` (the clock of "from spawn" starts at the first)."""
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         env.setdefault("RELAYMESH_LOG_LEVEL", "warning")
-        self.spawned_mono = time.monotonic()
-        for i in range(self.size):
+        if not self.procs:
+            self.spawned_mono = time.monotonic()
+        for i in indexes:
             log = open(self.workdir / f"n{i:02d}.log", "wb")  # noqa: SIM115 - closed in close()
             self.logs.append(log)
             self.procs[i] = subprocess.Popen(
@@ -307,6 +327,23 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
 
 
+def proc_rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def own_cpu_s() -> float:
+    """CPU time of this harness process (the poller), all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def lo_tx() -> tuple[int, int]:
     with open("/proc/net/dev") as fh:
         for line in fh:
@@ -323,10 +360,52 @@ def lo_tx() -> tuple[int, int]:
 @dataclass
 class Timing:
     converge_timeout_s: float
+    """From the last spawn until every node holds every other."""
     settle_s: float
     idle_s: float
     detect_timeout_s: float
     poll_s: float = 0.2
+    spawn_wave: int = 0
+    """Processes spawned per wave, the next wave once these answer HTTP; 0: all at once."""
+    spawn_wave_timeout_s: float = 60.0
+
+
+def timing_for(
+    size: int,
+    *,
+    quick: bool = False,
+    idle_s: float | None = None,
+    spawn_wave: int | None = None,
+    converge_timeout_s: float | None = None,
+) -> Timing:
+    """The defaults, scaled above ``ALL_AT_ONCE_MAX`` nodes (see the module docstring)."""
+    big = size > ALL_AT_ONCE_MAX
+    cpus = os.cpu_count() or 2
+    return Timing(
+        converge_timeout_s=converge_timeout_s or (120.0 + size if big else 120.0),
+        settle_s=3.0 if quick else (10.0 if big else 5.0),
+        idle_s=idle_s or (8.0 if quick else 20.0),
+        detect_timeout_s=40.0,
+        # A round reads N views of N members each: polling big clusters less often keeps
+        # the poller and the nodes' HTTP handlers out of the way of start-up and detection
+        # (node-stamped change times make detection independent of the poll interval).
+        poll_s=max(0.2, size / 200),
+        spawn_wave=(2 * cpus if big else 0) if spawn_wave is None else spawn_wave,
+    )
+
+
+def check_ports(size: int) -> None:
+    """Gossip and HTTP port ranges must not overlap each other or the ephemeral range."""
+    if not 1 <= size <= MAX_SIZE:
+        raise SystemExit(f"size {size}: 1 to {MAX_SIZE} nodes (gossip ports {BASE_PORT} + i)")
+    used = range(BASE_PORT, BASE_PORT + HTTP_OFFSET + size)
+    with contextlib.suppress(OSError, ValueError):
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        # Outgoing connections (the poller's, push/pull's) take ports from that range.
+        if used.start <= high and low < used.stop:
+            raise SystemExit(
+                f"ports {used.start}-{used.stop - 1} overlap the ephemeral range {low}-{high}"
+            )
 
 
 async def run_cluster(impl: str, size: int, timing: Timing, netns: bool) -> RunResult:
@@ -335,16 +414,16 @@ async def run_cluster(impl: str, size: int, timing: Timing, netns: bool) -> RunR
     workdir = Path(tempfile.mkdtemp(prefix=f"rm-bench-{impl}-{size}-"))
     cluster = Cluster(impl, size, workdir)
     try:
-        cluster.start()
-        result.started = True
         first_up: dict[int, float] = {}
         converged_at: dict[int, float] = {}
-        deadline = time.monotonic() + timing.converge_timeout_s
-        while time.monotonic() < deadline and len(converged_at) < size:
+
+        def check_exits() -> None:
             dead = [i for i, p in cluster.procs.items() if p.poll() is not None]
             if dead:
                 raise RuntimeError(f"node n{dead[0]:02d} exited: {cluster.log_tail(dead[0])}")
-            views = await poll_views(cluster, range(size))
+
+        async def poll_round(indexes: Sequence[int]) -> None:
+            views = await poll_views(cluster, indexes)
             now = time.monotonic()
             for i, view in views.items():
                 if view is None:
@@ -354,7 +433,35 @@ async def run_cluster(impl: str, size: int, timing: Timing, netns: bool) -> RunR
                 seen = {n for n, (s, _) in view.statuses.items() if s in ("ALIVE", "SUSPECT")}
                 if i not in converged_at and expected <= seen:
                     converged_at[i] = now
-            await asyncio.sleep(timing.poll_s)
+
+        poller_cpu0, poller_t0 = own_cpu_s(), time.monotonic()
+        poller_cpu_s = poller_wall_s = 0.0
+        wave = timing.spawn_wave if timing.spawn_wave > 0 else size
+        for start in range(0, size, wave):
+            indexes = range(start, min(size, start + wave))
+            cluster.spawn(indexes)
+            result.started = True
+            if indexes.stop == size:
+                break
+            wave_deadline = time.monotonic() + timing.spawn_wave_timeout_s
+            while time.monotonic() < wave_deadline:
+                check_exits()
+                await poll_round([i for i in indexes if i not in first_up])
+                if all(i in first_up for i in indexes):
+                    break
+                await asyncio.sleep(timing.poll_s)
+            else:
+                result.notes.append(f"wave from n{start:02d} not up in time; spawned on")
+        result.spawn_s = time.monotonic() - cluster.spawned_mono
+        deadline = time.monotonic() + timing.converge_timeout_s
+        while time.monotonic() < deadline and len(converged_at) < size:
+            check_exits()
+            # A node that saw everyone once counts as converged: stop asking it.
+            await poll_round([i for i in range(size) if i not in converged_at])
+            if len(converged_at) < size:
+                await asyncio.sleep(timing.poll_s)
+        poller_cpu_s += own_cpu_s() - poller_cpu0
+        poller_wall_s += time.monotonic() - poller_t0
         if len(converged_at) < size:
             raise RuntimeError(
                 f"not converged after {timing.converge_timeout_s:.0f} s "
@@ -375,6 +482,7 @@ async def run_cluster(impl: str, size: int, timing: Timing, netns: bool) -> RunR
         window = time.monotonic() - t0
         bytes1, packets1 = lo_tx()
         cpu1 = [proc_cpu_s(pid) for pid in pids]
+        result.rss_mb_per_node = statistics.fmean(proc_rss_mb(pid) for pid in pids)
         result.idle_window_s = window
         result.cpu_pct_per_node = (
             statistics.fmean(b - a for a, b in zip(cpu0, cpu1, strict=True)) / window * 100
@@ -385,6 +493,7 @@ async def run_cluster(impl: str, size: int, timing: Timing, netns: bool) -> RunR
         result.payload_bytes_per_node_s = (d_bytes - HEADER_BYTES * d_packets) / size / window
 
         # Detection: SIGKILL the last node (never a seed when size > 3).
+        poller_cpu0, poller_t0 = own_cpu_s(), time.monotonic()
         victim = size - 1
         victim_name = f"n{victim:02d}"
         cluster.kill(victim)
@@ -408,6 +517,11 @@ async def run_cluster(impl: str, size: int, timing: Timing, netns: bool) -> RunR
                     when = stamp if stamp is not None and t_kill <= stamp <= now else now
                     marked[i] = when
             await asyncio.sleep(timing.poll_s / 2)
+        poller_cpu_s += own_cpu_s() - poller_cpu0
+        poller_wall_s += time.monotonic() - poller_t0
+        # What the harness itself took from the 2 cores while it polled (never in the
+        # idle window): spawn, convergence and detection.
+        result.poller_cpu_pct = poller_cpu_s / poller_wall_s * 100
         result.false_dead = len(false_dead)
         if marked:
             result.detect_first_s = min(marked.values()) - t_kill
@@ -456,6 +570,8 @@ def run_isolated(impl: str, size: int, timing: Timing, prefix: list[str] | None)
         )
         limit = timing.converge_timeout_s + timing.settle_s + timing.idle_s
         limit += timing.detect_timeout_s + 120
+        if timing.spawn_wave > 0:
+            limit += -(-size // timing.spawn_wave) * timing.spawn_wave_timeout_s
         proc = subprocess.run(
             [*prefix, "sh", "-c", script],
             check=False,
@@ -545,6 +661,17 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--impls", help=f"comma-separated, of {','.join(IMPLS)}")
     parser.add_argument("--runs", type=int, help="runs per cell [3]")
     parser.add_argument("--idle-s", type=float, help="idle measuring window [20]")
+    parser.add_argument(
+        "--spawn-wave",
+        type=int,
+        help=f"processes per start-up wave, 0 = all at once [0 up to {ALL_AT_ONCE_MAX} nodes, "
+        "else 2 x CPUs]",
+    )
+    parser.add_argument(
+        "--converge-timeout-s",
+        type=float,
+        help=f"from the last spawn [120, or 120 + N above {ALL_AT_ONCE_MAX} nodes]",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "membership_real.md")
     parser.add_argument("--raw", type=Path, help="also write every run as JSON here")
     parser.add_argument("--verbose", action="store_true", help="per-survivor detection times")
@@ -560,13 +687,45 @@ def main(argv: list[str]) -> None:
 
     sizes = [int(s) for s in (args.sizes or ("5,10" if args.quick else "5,10,20,32")).split(",")]
     impls = (args.impls or ",".join(IMPLS)).split(",")
+    unknown = sorted(set(impls) - set(IMPLS))
+    if unknown:
+        parser.error(f"unknown --impls {','.join(unknown)}; known: {','.join(IMPLS)}")
+    for size in sizes:
+        check_ports(size)
     runs = args.runs or (1 if args.quick else 3)
-    timing = Timing(
-        converge_timeout_s=120.0,
-        settle_s=3.0 if args.quick else 5.0,
-        idle_s=args.idle_s or (8.0 if args.quick else 20.0),
-        detect_timeout_s=40.0,
-    )
+
+    def timing(size: int) -> Timing:
+        return timing_for(
+            size,
+            quick=args.quick,
+            idle_s=args.idle_s,
+            spawn_wave=args.spawn_wave,
+            converge_timeout_s=args.converge_timeout_s,
+        )
+
+    def cells(size: int) -> list[str]:
+        if args.impls is None and size > SWIM_PROTOCOL_MAX_DEFAULT:
+            return [i for i in impls if i != "swim-protocol"]
+        return impls
+
+    skipped = [s for s in sizes if "swim-protocol" in impls and "swim-protocol" not in cells(s)]
+    notes = []
+    if skipped:
+        notes.append(
+            f"swim-protocol not run at N = {', '.join(map(str, skipped))}: above "
+            f"{SWIM_PROTOCOL_MAX_DEFAULT} nodes it is left out unless --impls names it, since "
+            "it already collapses at 20-32 (no convergence, false DEAD, 25-47 KB/s and ~6 % "
+            "CPU per node in the published runs)."
+        )
+    big = [s for s in sizes if s > ALL_AT_ONCE_MAX]
+    if big:
+        t = timing(big[0])
+        notes.append(
+            f"N = {', '.join(map(str, big))}: spawned in waves of "
+            f"{t.spawn_wave or 'all'} (the next once these answer HTTP), convergence "
+            f"deadline 120 + N s from the last spawn, {t.settle_s:.0f} s settle, views "
+            f"polled every max(0.2, N / 200) s (never in the idle window)."
+        )
     prefix = netns_prefix()
     load_before = _uptime()
     print(
@@ -575,14 +734,16 @@ def main(argv: list[str]) -> None:
         f"loadavg before: {load_before}",
         flush=True,
     )
+    for note in notes:
+        print(f"  note: {note}", flush=True)
     all_results: list[RunResult] = []
     rows = []
     for size in sizes:
-        for impl in impls:
+        for impl in cells(size):
             cell = []
             for run in range(runs):
                 started = time.monotonic()
-                result = run_isolated(impl, size, timing, prefix)
+                result = run_isolated(impl, size, timing(size), prefix)
                 cell.append(result)
                 print(
                     f"  {impl:14s} N={size:3d} run {run + 1}: "
@@ -591,7 +752,9 @@ def main(argv: list[str]) -> None:
                     f"detect {_fmt(result.detect_all_s)} s "
                     f"(first {_fmt(result.detect_first_s)}), "
                     f"cpu {_fmt(result.cpu_pct_per_node, 3)} %, "
-                    f"{_fmt(result.bytes_per_node_s, 0)} B/s, false DEAD {result.false_dead}"
+                    f"{_fmt(result.bytes_per_node_s, 0)} B/s, false DEAD {result.false_dead}, "
+                    f"spawn {_fmt(result.spawn_s, 1)} s, rss {_fmt(result.rss_mb_per_node, 0)} "
+                    f"MB/node, poller cpu {_fmt(result.poller_cpu_pct, 0)} %"
                     + (f", ERROR {result.error}" if result.error else "")
                     + (f" ({'; '.join(result.notes)})" if result.notes else "")
                     + (f" marks {result.marks_s}" if args.verbose else "")
@@ -606,15 +769,17 @@ def main(argv: list[str]) -> None:
     print(table)
     print(f"\nloadavg before: {load_before}; after: {load_after}")
     errors = [f"- {r.impl} N={r.size}: {r.error}" for r in all_results if r.error]
+    first = timing(sizes[0])
     doc = [
         "# membership_real",
         "",
         f"Command: `python -m bench.membership_real {' '.join(argv)}`".rstrip() + "",
         "",
-        f"Sizes {sizes}, {runs} run(s) per cell, medians; idle window {timing.idle_s:.0f} s "
-        f"after {timing.settle_s:.0f} s settle; isolation: "
+        f"Sizes {sizes}, {runs} run(s) per cell, medians; idle window {first.idle_s:.0f} s "
+        f"after {first.settle_s:.0f} s settle; isolation: "
         + (f"`{' '.join(prefix)}` (own network namespace per run)" if prefix else "none"),
         f"Load average before: {load_before}; after: {load_after}.",
+        *[f"\n{note}" for note in notes],
         "",
         table,
         "",
