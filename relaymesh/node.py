@@ -104,7 +104,6 @@ class Node:
         self._reload_cursor = 0
         self._reload_lock = asyncio.Lock()
         self._dead_pending: set[str] = set()
-        self._status_since_ms: dict[str, int] = {}
         self._worker_task: asyncio.Task[None] | None = None
         self._drain: asyncio.Future[None] | None = None
         self._maintenance_task: asyncio.Task[None] | None = None
@@ -300,8 +299,6 @@ class Node:
 
     def _on_member_changed(self, event: MemberChanged) -> None:
         self._mesh_dirty.set()
-        if event.previous != event.status:
-            self._status_since_ms[event.name] = event.at_ms
         if event.name == self.name:
             return
         if event.status in (MemberStatus.DEAD, MemberStatus.LEFT):
@@ -329,14 +326,11 @@ class Node:
         if store is None or self.membership is None:
             return
         now_wall = time.time_ns() // 1_000_000
-        now_mono = time.monotonic_ns() // 1_000_000
         nodes = []
         for m in self.membership.members():
             status = MemberStatus(m.status)
-            since_ms = self._status_since_ms.get(m.name)
-            if since_ms is None:
-                # The core keeps this on its monotonic clock (SystemClock, like ours).
-                since_ms = now_wall - max(0, now_mono - (m.status_changed_at_ms or now_mono))
+            # The core stamps the change with its clock's wall time (SystemClock).
+            since_ms = m.status_changed_at_ms or now_wall
             if final and m.name == self.name:
                 status = MemberStatus.LEFT
             nodes.append(

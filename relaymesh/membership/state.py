@@ -45,8 +45,9 @@ STATUS_RANK: dict[MemberStatus, int] = {
 class Member:
     """One member as this node sees it.
 
-    ``status_changed_at_ms`` is on the local monotonic clock of the node holding the
-    record (when it last saw the status change); it is not sent on the wire.
+    ``status_changed_at_ms`` is wall-clock ms (the injected clock's ``wall_ms``) of
+    when the node holding the record saw the status change, or first heard of the
+    member; it is not sent on the wire.
     """
 
     name: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -48,6 +49,7 @@ def test_kill9_steps_reclaimed_via_dead_verdict(
     victim_steps = {str(s["id"]): int(s["lease_epoch"]) for s in held[victim]}  # type: ignore[call-overload]
     c.signal(victim, signal.SIGKILL)
     killed_at = time.monotonic()
+    killed_wall_ms = time.time() * 1000
     c.wait_exit(victim, 5)
 
     def reclaimed() -> bool:
@@ -60,6 +62,16 @@ def test_kill9_steps_reclaimed_via_dead_verdict(
     wait_until(reclaimed, 25, interval_s=0.1, what=f"{victim}'s steps to be reclaimed")
     recovery_s = time.monotonic() - killed_at
     assert recovery_s < 25, recovery_s  # the lease is 60 s: this was the DEAD verdict
+
+    # The mesh table says when the survivors saw it die (wall clock), not when they wrote.
+    survivor = next(n for n in c.nodes if n != victim)
+
+    def victim_row() -> dict[str, Any]:
+        members = c.http_json(survivor, "/api/members")
+        return next(m for m in members if m["name"] == victim)  # type: ignore[no-any-return]
+
+    wait_until(lambda: victim_row()["status"] == "DEAD", 10, what="the DEAD row in the store")
+    assert killed_wall_ms <= victim_row()["status_changed_at"] <= time.time() * 1000
 
     doc = c.wait_workflow(wid, {"SUCCEEDED"}, 60)
     for step in doc["steps"]:
