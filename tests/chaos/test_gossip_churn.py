@@ -79,25 +79,20 @@ def test_views_agree_after_kill_restart_leave_churn(
         state[name] = "killed"
         log(f"SIGKILL {name}")
 
-    odd_exits: list[str] = []
-
     def leave(name: str) -> None:
-        stopped_before = procs[name].log_text().count('"gossip_stopped"')
         procs[name].signal(signal.SIGTERM)
         code = procs[name].wait(15)  # a graceful leave is bounded in time
-        graceful = procs[name].log_text().count('"gossip_stopped"') > stopped_before
-        if code == -signal.SIGTERM and graceful:
-            # Seen now and then: the leave completed (LEAVE sent, "gossip_stopped"
-            # logged) yet the process died of the SIGTERM (.notes/chaos.md).
-            odd_exits.append(name)
-        else:
-            assert code == 0, procs[name].log_text()[-2000:]
+        assert code == 0, procs[name].log_text()[-2000:]
         state[name] = "left"
         log(f"SIGTERM {name} (left, exit {code})")
 
     def restart(name: str) -> None:
         was = state[name]
         procs[name].start()
+        # SIGTERM before the interpreter has even loaded the command (a few hundred ms)
+        # still ends the process by the signal's default action (clean to systemd, but
+        # not an exit 0): stop only nodes that are up, as an operator's systemd would.
+        wait_for(lambda: procs[name].members() is not None, 30, f"{name} to answer HTTP", [])
         state[name] = "running"
         log(f"restart {name} under its old name (it was {was})")
 
@@ -161,7 +156,6 @@ def test_views_agree_after_kill_restart_leave_churn(
                 "stopped_seen_as": stopped_seen,
                 "expected": {n: s for n, s in state.items() if s != "running"},
                 "agree_after_churn_s": round(agree_s, 1),
-                "sigterm_exit_after_graceful_leave": odd_exits,
                 "wall_s": round(time.monotonic() - t0, 1),
             }
         )
