@@ -3,12 +3,15 @@
 A push/pull leaves out snapshot entries equal to what the receiver holds (where a
 repeat is news-free), so these check that a merge through that path ends in exactly
 the state, events, queued gossip and return value of the full path, and that the
-entries it leaves out are validated as strictly as before.
+entries it leaves out are validated as strictly as before. The broadcast queue (taken
+bucket by bucket) and the dedup cache (an OrderedDict) are checked against the simple
+algorithms they replace.
 """
 
 from __future__ import annotations
 
 import copy
+import random
 from typing import Any
 
 import msgpack
@@ -16,6 +19,7 @@ import pytest
 
 from relaymesh.exceptions import ProtocolError
 from relaymesh.membership.antientropy import snapshot_updates
+from relaymesh.membership.broadcast import BroadcastQueue, DedupCache, retransmit_limit
 from relaymesh.membership.protocol import Swim
 from relaymesh.membership.state import Member
 from relaymesh.membership.wire import Alive, Suspect, decode_state, encode_state, unframe
@@ -192,3 +196,115 @@ def test_held_records_that_are_invalid_do_not_let_entries_through() -> None:
     held = {long_name: Member(long_name, ("h", 1), ALIVE, 0, {}, 0)}
     with pytest.raises(ProtocolError, match="bad member name"):
         decode_state(_snapshot([long_name, 0, 0, "h", 1, {}]), held, NEWS_FREE)
+
+
+# --- the broadcast queue and the dedup cache against the simple algorithms -------
+
+
+class _ReferenceQueue:
+    """The broadcast queue as first written: one item at a time, limit computed per call."""
+
+    def __init__(self, mult: int) -> None:
+        self.mult = mult
+        self.by_name: dict[str, list[Any]] = {}  # name -> [name, payload, transmits, dead]
+        self.buckets: dict[int, list[list[Any]]] = {}
+
+    def queue(self, name: str, payload: bytes) -> None:
+        old = self.by_name.get(name)
+        if old is not None:
+            old[3] = True
+        item = [name, payload, 0, False]
+        self.by_name[name] = item
+        self.buckets.setdefault(0, []).append(item)
+
+    def get(self, space: int, n: int, max_count: int) -> list[bytes]:
+        if not self.by_name or space <= 2 or max_count <= 0:
+            return []
+        limit = retransmit_limit(self.mult, n)
+        picked: list[list[Any]] = []
+        skipped = 0
+        full = False
+        for transmits in sorted(self.buckets):
+            stack = self.buckets[transmits]
+            too_big = []
+            while stack:
+                item = stack.pop()
+                if item[3]:
+                    continue
+                if len(item[1]) > space:
+                    too_big.append(item)
+                    skipped += 1
+                    if skipped >= 32:
+                        full = True
+                        break
+                    continue
+                picked.append(item)
+                space -= len(item[1])
+                if len(picked) == max_count or space <= 2:
+                    full = True
+                    break
+            stack.extend(reversed(too_big))
+            if not stack:
+                del self.buckets[transmits]
+            if full:
+                break
+        for item in picked:
+            item[2] += 1
+            if item[2] >= limit:
+                del self.by_name[item[0]]
+            else:
+                self.buckets.setdefault(item[2], []).append(item)
+        return [item[1] for item in picked]
+
+    def live(self) -> list[tuple[int, list[tuple[str, bytes]]]]:
+        out = []
+        for t, stack in sorted(self.buckets.items()):
+            items = [(i[0], i[1]) for i in stack if not i[3]]
+            if items:
+                out.append((t, items))
+        return out
+
+
+def _live(q: BroadcastQueue) -> list[tuple[int, list[tuple[str, bytes]]]]:
+    out = []
+    for t, stack in sorted(q._buckets.items()):
+        assert all(i.transmits == t for i in stack if not i.dead)
+        items = [(i.name, i.payload) for i in stack if not i.dead]
+        if items:
+            out.append((t, items))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_broadcast_queue_gives_what_the_simple_queue_gives(seed: int) -> None:
+    rng = random.Random(seed)
+    mult = rng.choice([1, 2, 4])
+    fast, ref = BroadcastQueue(mult), _ReferenceQueue(mult)
+    names = rng.choice([5, 60, 300])
+    for _ in range(400):
+        if rng.random() < 0.5:
+            name, payload = f"n{rng.randrange(names)}", bytes(rng.randrange(1, 300))
+            fast.queue(name, payload)
+            ref.queue(name, payload)
+        else:
+            n = rng.choice([1, 10, 100, 1000, rng.randrange(1, 2000)])
+            args = (rng.randrange(-5, 1500), n, rng.randrange(-1, 40))
+            assert fast.get(*args) == ref.get(*args)
+        assert _live(fast) == ref.live()
+        assert len(fast) == len(ref.by_name)
+
+
+def test_dedup_cache_evicts_the_least_recently_seen_key() -> None:
+    rng = random.Random(5)
+    cache = DedupCache(50)
+    model: list[tuple[int, int]] = []  # least recent first
+    for _ in range(5000):
+        key = (rng.randrange(3), rng.randrange(120))
+        was = key in model
+        assert cache.seen(key) is was
+        if was:
+            model.remove(key)
+        model.append(key)
+        del model[:-50]
+        assert len(cache) == len(model)
+    assert list(cache._keys) == model
