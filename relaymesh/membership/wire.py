@@ -169,26 +169,42 @@ Message = Ping | Ack | PingReq | Nack | Alive | Suspect | Dead | Left
 # --- encoding ---------------------------------------------------------------
 
 
+_PACKER = msgpack.Packer()
+"""Reused: ``packb`` builds a Packer (and its buffer) per call. ``pack`` runs in C
+holding the GIL for the plain types packed here, and resets the buffer after every
+call (or error), so sharing it is safe."""
+_TAG_PING = int(MessageType.PING)
+_TAG_ACK = int(MessageType.ACK)
+_TAG_PING_REQ = int(MessageType.PING_REQ)
+_TAG_NACK = int(MessageType.NACK)
+_TAG_ALIVE = int(MessageType.ALIVE)
+_TAG_SUSPECT = int(MessageType.SUSPECT)
+_TAG_DEAD = int(MessageType.DEAD)
+_TAG_LEFT = int(MessageType.LEFT)
+
+
 def encode_message(msg: Message) -> bytes:
     """The msgpack bytes of one message."""
+    # Most frequent first (updates and probes); plain int tags pack the same bytes as
+    # the enum and skip its attribute lookup.
     fields: list[Any]
-    if isinstance(msg, Ping):
-        fields = [MessageType.PING, msg.seq, msg.target]
-    elif isinstance(msg, Ack):
-        fields = [MessageType.ACK, msg.seq]
-    elif isinstance(msg, PingReq):
-        fields = [MessageType.PING_REQ, msg.seq, msg.target, *msg.address, msg.nack]
-    elif isinstance(msg, Nack):
-        fields = [MessageType.NACK, msg.seq]
-    elif isinstance(msg, Alive):
-        fields = [MessageType.ALIVE, msg.name, msg.incarnation, *msg.address, msg.metadata]
+    if isinstance(msg, Alive):
+        fields = [_TAG_ALIVE, msg.name, msg.incarnation, *msg.address, msg.metadata]
     elif isinstance(msg, Suspect):
-        fields = [MessageType.SUSPECT, msg.name, msg.incarnation, msg.sender]
+        fields = [_TAG_SUSPECT, msg.name, msg.incarnation, msg.sender]
+    elif isinstance(msg, Ping):
+        fields = [_TAG_PING, msg.seq, msg.target]
+    elif isinstance(msg, Ack):
+        fields = [_TAG_ACK, msg.seq]
+    elif isinstance(msg, PingReq):
+        fields = [_TAG_PING_REQ, msg.seq, msg.target, *msg.address, msg.nack]
+    elif isinstance(msg, Nack):
+        fields = [_TAG_NACK, msg.seq]
     elif isinstance(msg, Dead):
-        fields = [MessageType.DEAD, msg.name, msg.incarnation, msg.sender]
+        fields = [_TAG_DEAD, msg.name, msg.incarnation, msg.sender]
     else:
-        fields = [MessageType.LEFT, msg.name, msg.incarnation]
-    packed: bytes = msgpack.packb(fields)
+        fields = [_TAG_LEFT, msg.name, msg.incarnation]
+    packed: bytes = _PACKER.pack(fields)
     return packed
 
 
@@ -289,7 +305,7 @@ def update_key(tag: int, name: str, incarnation: int, sender: str = "") -> tuple
     return (tag, name, incarnation)
 
 
-_UPDATE_TAGS = frozenset((MessageType.ALIVE, MessageType.DEAD, MessageType.LEFT))
+_UPDATE_TAGS = frozenset((_TAG_ALIVE, _TAG_DEAD, _TAG_LEFT))
 
 
 def decode_packet(body: bytes, known: Container[object] | None = None) -> list[Message]:
@@ -308,9 +324,10 @@ def decode_packet(body: bytes, known: Container[object] | None = None) -> list[M
         if known is not None and type(raw) is list and len(raw) >= 3 and type(raw[0]) is int:
             tag = raw[0]
             key: tuple[object, ...] | None = None
+            # Plain ints, not the enum: this runs for every piggybacked update of a packet.
             if tag in _UPDATE_TAGS:
                 key = (tag, raw[1], raw[2])
-            elif tag == MessageType.SUSPECT and len(raw) >= 4:
+            elif tag == _TAG_SUSPECT and len(raw) >= 4:
                 key = (tag, raw[1], raw[2], raw[3])
             if key is not None:
                 try:
@@ -393,28 +410,29 @@ def _parse_message(raw: Any) -> Message | None:
     if type(tag) is not int:
         raise ProtocolError("schema", "message type is not an int")
     n = len(raw)
-    if tag == MessageType.PING and n >= 3:
+    # Updates first: most messages in a busy cluster are piggybacked updates.
+    if tag == _TAG_ALIVE and n >= 6:
+        return Alive(
+            _name(raw[1]), _incarnation(raw[2]), (_host(raw[3]), _port(raw[4])), _metadata(raw[5])
+        )
+    if tag == _TAG_SUSPECT and n >= 4:
+        return Suspect(_name(raw[1]), _incarnation(raw[2]), _name(raw[3]))
+    if tag == _TAG_PING and n >= 3:
         target = raw[2]
         if type(target) is not str or len(target) > MAX_NAME_LEN:
             raise ProtocolError("schema", "bad ping target")
         return Ping(_seq(raw[1]), target)
-    if tag == MessageType.ACK and n >= 2:
+    if tag == _TAG_ACK and n >= 2:
         return Ack(_seq(raw[1]))
-    if tag == MessageType.NACK and n >= 2:
+    if tag == _TAG_NACK and n >= 2:
         return Nack(_seq(raw[1]))
-    if tag == MessageType.PING_REQ and n >= 6:
+    if tag == _TAG_PING_REQ and n >= 6:
         if type(raw[5]) is not bool:
             raise ProtocolError("schema", "bad nack flag")
         return PingReq(_seq(raw[1]), _name(raw[2]), (_host(raw[3]), _port(raw[4])), raw[5])
-    if tag == MessageType.ALIVE and n >= 6:
-        return Alive(
-            _name(raw[1]), _incarnation(raw[2]), (_host(raw[3]), _port(raw[4])), _metadata(raw[5])
-        )
-    if tag == MessageType.SUSPECT and n >= 4:
-        return Suspect(_name(raw[1]), _incarnation(raw[2]), _name(raw[3]))
-    if tag == MessageType.DEAD and n >= 4:
+    if tag == _TAG_DEAD and n >= 4:
         return Dead(_name(raw[1]), _incarnation(raw[2]), _name(raw[3]))
-    if tag == MessageType.LEFT and n >= 3:
+    if tag == _TAG_LEFT and n >= 3:
         return Left(_name(raw[1]), _incarnation(raw[2]))
     if tag in _KNOWN_TAGS or tag < 0:
         raise ProtocolError("schema", f"message {tag} has too few fields")
