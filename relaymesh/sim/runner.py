@@ -13,6 +13,7 @@ the clock is virtual, so a scenario gives the same result on any machine and any
 
 from __future__ import annotations
 
+import gc
 import random
 import time
 from dataclasses import asdict, replace
@@ -124,6 +125,19 @@ class _Observer:
 
 def run_scenario(scenario: Scenario) -> SimResult:
     """Run ``scenario`` to its end and measure it. Deterministic for a given scenario."""
+    # A run allocates millions of long-lived objects (N x N member records) and makes
+    # no reference cycles (5 cyclic objects left after a 1,000-node run), so the cyclic
+    # collector only rescans them: 10-20 % of a run at N=1000. Off for the run only.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _run_scenario(scenario)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _run_scenario(scenario: Scenario) -> SimResult:
     started = time.perf_counter()
     n = scenario.nodes
     plan_rng = random.Random(f"plan-{scenario.seed}")

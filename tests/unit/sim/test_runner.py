@@ -81,3 +81,17 @@ def test_without_bootstrap_convergence_is_measured_from_real_joins() -> None:
     assert not result.bootstrapped
     assert result.converged_at_s is not None and result.converged_at_s > 0
     assert result.events >= 16 * 15
+
+
+def test_run_scenario_restores_the_garbage_collector() -> None:
+    import gc
+
+    assert gc.isenabled()
+    run_scenario(Scenario(nodes=4, duration_s=5, seed=1, kill=0))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        run_scenario(Scenario(nodes=4, duration_s=5, seed=1, kill=0))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
