@@ -42,6 +42,7 @@ from relaymesh.membership.suspicion import Suspicion, suspicion_timeout_ms
 from relaymesh.membership.wire import (
     MAX_LABEL_BYTES,
     MAX_MESSAGES_PER_PACKET,
+    MAX_NAME_LEN,
     MAX_SEQ,
     Ack,
     Alive,
@@ -231,6 +232,8 @@ class Swim:
         incarnation: int = 0,
         metadata: dict[str, str] | None = None,
     ) -> None:
+        if not 0 < len(name) <= MAX_NAME_LEN or not name.isprintable():
+            raise ConfigError(f"node name {name!r} must be 1-{MAX_NAME_LEN} printable characters")
         label = config.label.encode("utf-8")
         if len(label) > MAX_LABEL_BYTES:
             raise ConfigError(f"gossip label is longer than {MAX_LABEL_BYTES} bytes")

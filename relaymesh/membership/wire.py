@@ -455,7 +455,8 @@ def _incarnation(x: Any) -> int:
 
 
 def _name(x: Any) -> str:
-    if type(x) is not str or not 0 < len(x) <= MAX_NAME_LEN:
+    # Printable only: names end up in logs, the store's mesh_nodes and the console.
+    if type(x) is not str or not 0 < len(x) <= MAX_NAME_LEN or not x.isprintable():
         raise ProtocolError("schema", "bad member name")
     return x
 

@@ -77,6 +77,12 @@ def test_config_from_settings_copies_every_knob() -> None:
             assert getattr(cfg, name) == getattr(settings, name)
 
 
+@pytest.mark.parametrize("name", ["", "x" * 129, "bad\x00name", "tab\tname"])
+def test_a_node_name_must_be_printable_and_short(name: str) -> None:
+    with pytest.raises(ConfigError, match="printable"):
+        core(name)
+
+
 def test_ping_is_acked_to_its_source_and_misdirected_ping_is_ignored() -> None:
     a, _ = core()
     feed(a, Ping(42, "a"), src=C)

@@ -79,6 +79,9 @@ def reason_of(body: bytes) -> str:
         [[1]],
         [[4, "", 1, "h", 1, {}]],
         [[4, "x" * (MAX_NAME_LEN + 1), 1, "h", 1, {}]],
+        [[4, "ro\x00ue", 1, "h", 1, {}]],  # control characters in a name
+        [[4, "r\x7fgue", 1, "h", 1, {}]],
+        [[5, "line\nbreak", 1]],
         [[4, "a", 1.5, "h", 1, {}]],
         [[4, "a", 1, "h", 0, {}]],
         [[4, "a", 1, "h", 70000, {}]],
