@@ -657,7 +657,7 @@ def _uptime() -> str:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench.membership_real", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="sizes 5 and 10, one run, short")
-    parser.add_argument("--sizes", help="comma-separated cluster sizes [5,10,20,32]")
+    parser.add_argument("--sizes", help="comma-separated cluster sizes [5,10,20,32,100]")
     parser.add_argument("--impls", help=f"comma-separated, of {','.join(IMPLS)}")
     parser.add_argument("--runs", type=int, help="runs per cell [3]")
     parser.add_argument("--idle-s", type=float, help="idle measuring window [20]")
@@ -685,7 +685,8 @@ def main(argv: list[str]) -> None:
         Path(out).write_text(json.dumps(asdict(result)))
         return
 
-    sizes = [int(s) for s in (args.sizes or ("5,10" if args.quick else "5,10,20,32")).split(",")]
+    default_sizes = "5,10" if args.quick else "5,10,20,32,100"
+    sizes = [int(s) for s in (args.sizes or default_sizes).split(",")]
     impls = (args.impls or ",".join(IMPLS)).split(",")
     unknown = sorted(set(impls) - set(IMPLS))
     if unknown:
