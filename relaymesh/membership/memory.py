@@ -105,7 +105,10 @@ class MemoryNetwork:
         self._nodes[swim.address] = node
         self._after(node)
         if self._pushpull:
-            first_ms = self._rng.randrange(max(1, swim.config.push_pull_interval_ms))
+            # Like the driver: the interval scales with the view the node starts with
+            # (one member when it will join; all of them when preloaded).
+            interval_ms = pushpull_interval_ms(swim.config.push_pull_interval_ms, swim.num_alive())
+            first_ms = self._rng.randrange(max(1, interval_ms))
             self._push(self.now_ms + first_ms, _PUSHPULL, node, node.generation)
 
     def join(self, address: Address, seeds: Iterable[Address]) -> None:
