@@ -62,6 +62,7 @@ from relaymesh.membership.wire import (
     frame_overhead,
     pack_compound,
     unframe,
+    valid_name,
 )
 from relaymesh.model import MemberStatus
 from relaymesh.settings import GossipSettings
@@ -232,7 +233,7 @@ class Swim:
         incarnation: int = 0,
         metadata: dict[str, str] | None = None,
     ) -> None:
-        if not 0 < len(name) <= MAX_NAME_LEN or not name.isprintable():
+        if not valid_name(name):
             raise ConfigError(f"node name {name!r} must be 1-{MAX_NAME_LEN} printable characters")
         label = config.label.encode("utf-8")
         if len(label) > MAX_LABEL_BYTES:
@@ -656,9 +657,7 @@ class Swim:
 
     def _next_probe_target(self) -> Member | None:
         if self._config.probe_schedule == "coordinated":
-            target = self._scheduled_target()
-            if target is not None:
-                return target
+            return self._scheduled_target()
         members = self._members
         for _ in range(len(self._probe_order) + 1):
             if self._probe_index >= len(self._probe_order):
@@ -674,17 +673,17 @@ class Swim:
         return None
 
     def _scheduled_target(self) -> Member | None:
-        """This round's target under the coordinated schedule; None to fall back."""
+        """This round's target under the coordinated schedule; None when alone."""
         ring = self._ring
-        if self._ring_stale or len(ring) != self._live_count:
+        if self._ring_stale:
             members = self._members
             ring = sorted(n for n, m in members.items() if m.status in _UP)
             self._ring = ring
             self._ring_stale = False
         n = len(ring)
         me = bisect_left(ring, self._name)
-        if n < 2 or me >= n or ring[me] != self._name:
-            return None  # alone, or not up ourselves: nothing to coordinate with
+        if n < 2:
+            return None  # we are the ring's only member (probing stops once we leave)
         round_number = probe_round(self._clock.wall_ms(), self._config.probe_interval_ms)
         return self._members[ring[(me + probe_shift(round_number, n)) % n]]
 

@@ -64,6 +64,7 @@ __all__ = [
     "pack_compound",
     "unframe",
     "update_key",
+    "valid_name",
 ]
 
 MAX_NAME_LEN = 128
@@ -454,11 +455,16 @@ def _incarnation(x: Any) -> int:
     return x
 
 
+def valid_name(x: Any) -> bool:
+    """A member name: 1..MAX_NAME_LEN printable characters (names end up in logs, the
+    store's mesh_nodes and the console)."""
+    return type(x) is str and 0 < len(x) <= MAX_NAME_LEN and x.isprintable()
+
+
 def _name(x: Any) -> str:
-    # Printable only: names end up in logs, the store's mesh_nodes and the console.
-    if type(x) is not str or not 0 < len(x) <= MAX_NAME_LEN or not x.isprintable():
+    if not valid_name(x):
         raise ProtocolError("schema", "bad member name")
-    return x
+    return x  # type: ignore[no-any-return]
 
 
 def _host(x: Any) -> str:
