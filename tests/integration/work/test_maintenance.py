@@ -37,6 +37,20 @@ def maintenance(store: Any, node: str, cfg: Settings, clock: Any = None) -> Main
     )
 
 
+async def report_long_gone_member(store: Any) -> None:
+    """A DEAD member ``gone`` whose status changed a minute ago, as node n1 reports it."""
+    now = await store.now_ms()
+    gone = MeshNode(
+        name="gone",
+        address="127.0.0.1:1",
+        status=MemberStatus.DEAD,
+        incarnation=1,
+        metadata={},
+        status_changed_at_ms=now - 60_000,
+    )
+    await store.upsert_mesh_nodes("n1", [gone])
+
+
 @contextlib.asynccontextmanager
 async def running(m: Maintenance) -> AsyncIterator[asyncio.Task[None]]:
     task = asyncio.create_task(m.run())
@@ -119,20 +133,7 @@ async def test_run_once_reclaims_expired_leases(store: Any) -> None:
 async def test_run_once_report_and_prune_interval(store: Any) -> None:
     clock = FakeClock()
     cfg = settings(maintenance={"mesh_prune_interval_ms": 10_000, "mesh_prune_older_than_ms": 1})
-    now = await store.now_ms()
-    await store.upsert_mesh_nodes(
-        "n1",
-        [
-            MeshNode(
-                name="gone",
-                address="127.0.0.1:1",
-                status=MemberStatus.DEAD,
-                incarnation=1,
-                metadata={},
-                status_changed_at_ms=now - 60_000,
-            )
-        ],
-    )
+    await report_long_gone_member(store)
     m = maintenance(store, "m", cfg, clock)
     report = await m.run_once()
     assert report == {"expired": [], "dead_owners": [], "promoted": 0, "pruned": 1}
@@ -147,16 +148,7 @@ async def test_a_pass_run_by_hand_is_audited_as_the_operator(store: Any) -> None
     from relaymesh.ops.services import cli_actor, run_maintenance_pass
 
     cfg = settings(maintenance={"mesh_prune_older_than_ms": 1})
-    now = await store.now_ms()
-    gone = MeshNode(
-        name="gone",
-        address="127.0.0.1:1",
-        status=MemberStatus.DEAD,
-        incarnation=1,
-        metadata={},
-        status_changed_at_ms=now - 60_000,
-    )
-    await store.upsert_mesh_nodes("n1", [gone])
+    await report_long_gone_member(store)
     report = await run_maintenance_pass(store, cfg, node="ops-host")
     assert report["pruned"] == 1
     rows = await store.query_audit(action="prune")

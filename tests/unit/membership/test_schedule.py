@@ -66,12 +66,17 @@ def _full_rounds(probes: list[tuple[int, Address, str]]) -> list[int]:
     return rounds[1:-1]  # the first and last round of the window are cut by it
 
 
-def test_every_member_is_probed_exactly_once_per_round() -> None:
-    n = 12
-    cluster = Cluster(n, seed=3)
+def _converged_probes(n: int, seed: int, window_ms: int) -> list[tuple[int, Address, str]]:
+    """The direct probes of a converged ``n``-node cluster over ``window_ms``."""
+    cluster = Cluster(n, seed=seed)
     cluster.run(5_000)
     assert cluster.converged()
-    probes = _direct_probes(cluster, 30_000)
+    return _direct_probes(cluster, window_ms)
+
+
+def test_every_member_is_probed_exactly_once_per_round() -> None:
+    n = 12
+    probes = _converged_probes(n, seed=3, window_ms=30_000)
     rounds = _full_rounds(probes)
     assert len(rounds) >= 25
     for r in rounds:
@@ -81,10 +86,7 @@ def test_every_member_is_probed_exactly_once_per_round() -> None:
 
 def test_each_prober_visits_every_other_member_once_per_epoch() -> None:
     n = 8
-    cluster = Cluster(n, seed=5)
-    cluster.run(5_000)
-    assert cluster.converged()
-    probes = _direct_probes(cluster, 40_000)
+    probes = _converged_probes(n, seed=5, window_ms=40_000)
     epoch_rounds = [r for r in _full_rounds(probes) if r % (n - 1) == 0]
     start = epoch_rounds[0]
     for i in range(n):
