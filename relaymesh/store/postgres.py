@@ -751,15 +751,18 @@ class PostgresStore:
     # -- recovery and maintenance ------------------------------------------------------------
 
     async def _reclaim(
-        self, conn: Conn, ids: list[str], *, mode: str, event: str, why: str
+        self, conn: Conn, chosen: Sequence[Any], *, mode: str, event: str, why: str
     ) -> list[tuple[str, str | None]]:
-        """Put these RUNNING steps back to READY, or DEAD_LETTER (kind ``lost``) when out
-        of attempts; ``mode`` ``expired`` re-checks the expiry under the row lock.
+        """Put these RUNNING steps ((id, lease epoch) rows, as chosen) back to READY, or
+        DEAD_LETTER (kind ``lost``) when out of attempts. Under the row lock each must
+        still hold the lease it was chosen by (another node may have reclaimed and
+        re-claimed it since); ``mode`` ``expired`` also re-checks the expiry.
         Returns (step id, previous owner) of each step reclaimed."""
-        if not ids:
+        if not chosen:
             return []
+        ids = [r[0] for r in chosen]
         await conn.fetch(Q["workflows_lock_for_steps"], ids)
-        found = await conn.fetch(Q["reclaim_lock_rows"], ids, mode)
+        found = await conn.fetch(Q["reclaim_lock_rows"], ids, mode, [r[1] for r in chosen])
         if not found:
             return []
         dead = [r for r in found if r[3] >= r[4]]
@@ -793,9 +796,9 @@ class PostgresStore:
 
     async def reclaim_expired(self, limit: int) -> list[str]:
         async def reclaim(conn: Conn) -> list[str]:
-            ids = [r[0] for r in await conn.fetch(Q["expired_running"], limit)]
+            chosen = await conn.fetch(Q["expired_running"], limit)
             done = await self._reclaim(
-                conn, ids, mode="expired", event="lease_expired", why="lease expired"
+                conn, chosen, mode="expired", event="lease_expired", why="lease expired"
             )
             return [step_id for step_id, _ in done]
 
@@ -811,7 +814,7 @@ class PostgresStore:
                 found = await conn.fetch(Q["named_owner_running"], limit, list(nodes))
             done = await self._reclaim(
                 conn,
-                [r[0] for r in found],
+                found,
                 mode="owner",
                 event="dead_owner",
                 why="owner node dead",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections import Counter
@@ -92,7 +93,9 @@ def test_kill9_steps_reclaimed_via_dead_verdict(
     for step in doc["steps"]:
         # One claim, plus one more per reclaim from the dead node; nothing else.
         assert claims[step["id"]] == 1 + reclaims[step["id"]], step["name"]
-        assert reclaims[step["id"]] <= 1
+        assert reclaims[step["id"]] <= 1, json.dumps(
+            [e for e in events if e["step_id"] == step["id"]]
+        )
     conflicts = c.cli_json("conflicts", "--limit", "1000")
     assert not [x for x in conflicts if x["event"] == "commit_success"], conflicts
     recover_audit = c.cli_json("audit-query", "--action", "recover")

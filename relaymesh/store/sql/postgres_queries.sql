@@ -294,28 +294,32 @@ UPDATE workflows SET status = $2, updated_at_ms = rm_now_ms() WHERE id = $1;
 SELECT id, lease_token, lease_epoch, status FROM steps WHERE id = ANY ($1::text[]);
 
 -- name: expired_running
-SELECT id FROM steps
+SELECT id, lease_epoch FROM steps
 WHERE status = 'RUNNING' AND lease_expires_at_ms < (SELECT rm_now_ms())
 ORDER BY lease_expires_at_ms LIMIT $1;
 
 -- name: dead_owner_running
-SELECT id FROM steps
+SELECT id, lease_epoch FROM steps
 WHERE status = 'RUNNING' AND owner_node IN (
     SELECT name FROM mesh_nodes WHERE status IN ('DEAD', 'LEFT'))
 ORDER BY started_at_ms LIMIT $1;
 
 -- name: named_owner_running
-SELECT id FROM steps
+SELECT id, lease_epoch FROM steps
 WHERE status = 'RUNNING' AND owner_node = ANY ($2::text[])
 ORDER BY started_at_ms LIMIT $1;
 
 -- name: reclaim_lock_rows
--- Re-check under row locks (after the workflow locks) which steps are still to reclaim.
--- $2: 'expired' (lease passed) or anything else (the caller checked the owner).
-SELECT id, workflow_id, owner_node, attempt, max_attempts, n_locks FROM steps
-WHERE id = ANY ($1::text[]) AND (status || '') = 'RUNNING'
-  AND ($2::text <> 'expired' OR lease_expires_at_ms < (SELECT rm_now_ms()))
-ORDER BY id FOR UPDATE;
+-- Re-check under row locks (after the workflow locks) which steps are still to reclaim:
+-- still RUNNING under the lease the caller chose them by ($1 ids, $3 epochs), so a step
+-- another node reclaimed and re-claimed meanwhile is left to its new owner.
+-- $2: 'expired' (the lease must also have passed) or anything else.
+SELECT s.id, s.workflow_id, s.owner_node, s.attempt, s.max_attempts, s.n_locks
+FROM steps AS s JOIN unnest($1::text[], $3::bigint[]) AS v(id, epoch)
+  ON s.id = v.id AND s.lease_epoch = v.epoch
+WHERE (s.status || '') = 'RUNNING'
+  AND ($2::text <> 'expired' OR s.lease_expires_at_ms < (SELECT rm_now_ms()))
+ORDER BY s.id FOR UPDATE OF s;
 
 -- name: reclaim_ready
 UPDATE steps SET

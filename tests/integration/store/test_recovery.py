@@ -127,3 +127,32 @@ async def test_leader_lease(store: Store) -> None:
 
     await async_wait_until(taken_over, 5, 0.005, "the leader lease to expire")
     assert await store.acquire_leader("n2", 60_000) is None
+
+
+async def test_a_dead_owner_reclaim_leaves_a_step_re_claimed_meanwhile_alone(
+    store: Store,
+) -> None:
+    """Two survivors act on the same DEAD verdict. The slower chose the step while the
+    dead node held it; by the time it locks the row the faster one has reclaimed it and
+    a live node claimed it. Found in the e2e kill -9 test on PostgreSQL, where the slower
+    reclaim took the live node's fresh lease as a dead owner's (SQLite writers take
+    turns, so the choice and the update are one step there)."""
+    from relaymesh.store.postgres import PostgresStore
+
+    if not isinstance(store, PostgresStore):
+        pytest.skip("the choose-then-lock window exists only on PostgreSQL")
+    await store.submit_workflow(workflow(step("a")), "t")
+    [first] = await store.claim_steps("n1", limit=1, lease_ms=60_000)
+    stale = [(first.step_id, first.lease_epoch)]  # what the slower survivor chose
+    assert await store.reclaim_dead_owners(limit=10, actor="node:n2", nodes=["n1"]) == [
+        first.step_id
+    ]
+    [again] = await store.claim_steps("n2", limit=1, lease_ms=60_000)
+    assert again.step_id == first.step_id
+
+    async def slower(conn: object) -> list[tuple[str, str | None]]:
+        return await store._reclaim(conn, stale, mode="owner", event="dead_owner", why="x")
+
+    assert await store._run(slower) == []
+    s = await store.get_step(first.step_id)
+    assert (s.status, s.owner_node, s.lease_epoch) == (StepStatus.RUNNING, "n2", again.lease_epoch)
