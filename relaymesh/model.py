@@ -16,6 +16,7 @@ __all__ = [
     "AuditRecord",
     "CancelResult",
     "Claim",
+    "DeadOwnerReclaim",
     "LeaseConflict",
     "LeaseRef",
     "MemberStatus",
@@ -218,6 +219,17 @@ class CancelResult:
     """Steps moved to CANCELLED."""
     fenced_running: tuple[str, ...] = ()
     """RUNNING steps whose epoch was bumped (hard cancel): their owners must kill them."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadOwnerReclaim:
+    """What acting on a DEAD/LEFT verdict did. A verdict is gossip's hint; the store's
+    heartbeat is the evidence, so a step whose lease is still heartbeated stays put."""
+
+    step_ids: tuple[str, ...] = ()
+    """Steps taken back from their owner (READY, or DEAD_LETTER when out of attempts)."""
+    still_heartbeating: int = 0
+    """Steps of those owners left alone: their leases were heartbeated too recently."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,16 +99,29 @@ class GossipSettings(_Section):
     """Cluster label; packets with another label are dropped."""
 
 
+DEAD_OWNER_STALE_HEARTBEATS = 2
+"""Heartbeat intervals a lease must have been silent before a DEAD verdict takes it."""
+
+
 class WorkerSettings(_Section):
     enabled: bool = True
     slots: int = Field(4, gt=0)
     lease_ms: int = Field(30_000, gt=0)
-    heartbeat_ms: int = Field(10_000, gt=0)
+    heartbeat_ms: int = Field(2_000, gt=0)
+    """How often held leases are extended, in one store call for all of them. Short,
+    because a DEAD verdict only reclaims leases silent for two of these (below)."""
     poll_ms: int = Field(500, gt=0)
     claim_batch: int = Field(32, gt=0)
     pause_when_local_not_alive: bool = True
     low_starvation_threshold: int = Field(10, gt=0)
     drain_timeout_s: float = Field(30.0, ge=0)
+
+    @property
+    def dead_owner_stale_after_ms(self) -> int:
+        """A DEAD owner's step is reclaimed at once only when its lease has not been
+        heartbeated for this long (store clock): gossip's verdict is a hint, a missing
+        heartbeat the evidence, so a forged DEAD for a live worker reclaims nothing."""
+        return DEAD_OWNER_STALE_HEARTBEATS * self.heartbeat_ms
 
 
 class GuardSettings(_Section):

@@ -17,7 +17,7 @@ import click
 from relaymesh.cli.common import CliContext, echo_json, echo_table, pass_cli, run_async
 from relaymesh.cli.render import format_ms, store_session
 from relaymesh.exceptions import RelayMeshError
-from relaymesh.model import MeshNode
+from relaymesh.model import DeadOwnerReclaim, MeshNode
 from relaymesh.ops import reports, services
 
 __all__ = ["register"]
@@ -81,19 +81,38 @@ def mesh_summary(cli: CliContext, as_json: bool, local_name: str | None) -> None
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_cli
 def mesh_recover(cli: CliContext, limit: int, as_json: bool) -> None:
-    """Reclaim RUNNING steps owned by DEAD (or LEFT) nodes now."""
+    """Reclaim RUNNING steps owned by DEAD (or LEFT) nodes now.
 
-    async def go() -> list[str]:
+    Only steps whose leases have not been heartbeated for two heartbeat intervals
+    ([worker] heartbeat_ms) move: a node reported DEAD that still heartbeats keeps its
+    work, and the count of such steps is shown."""
+    stale_after_ms = cli.settings().worker.dead_owner_stale_after_ms
+
+    async def go() -> DeadOwnerReclaim:
         async with store_session(cli.store_url) as store:
-            return await services.mesh_recover(store, limit=limit, actor=services.cli_actor())
+            return await services.mesh_recover(
+                store, limit=limit, actor=services.cli_actor(), stale_after_ms=stale_after_ms
+            )
 
-    step_ids = run_async(go)
+    outcome = run_async(go)
+    step_ids = list(outcome.step_ids)
     if as_json:
-        echo_json({"reclaimed": len(step_ids), "step_ids": step_ids})
+        echo_json(
+            {
+                "reclaimed": len(step_ids),
+                "step_ids": step_ids,
+                "still_heartbeating": outcome.still_heartbeating,
+            }
+        )
     else:
         click.echo(f"reclaimed {len(step_ids)} step(s)")
         for step_id in step_ids:
             click.echo(f"  {step_id}")
+        if outcome.still_heartbeating:
+            click.echo(
+                f"left {outcome.still_heartbeating} step(s) alone: their owners are reported"
+                " DEAD but still heartbeat their leases"
+            )
 
 
 @click.command("mesh-prune")

@@ -115,6 +115,12 @@ class Metrics:
         self.dead_owner_reclaimed = Counter(
             f"{p}dead_owner_reclaimed", "Steps reclaimed from DEAD owners", registry=r
         )
+        self.dead_verdict_refused = Counter(
+            f"{p}dead_verdict_refused",
+            "Steps of a node reported DEAD left alone because their leases were still"
+            " heartbeated (a forged or mistaken verdict)",
+            registry=r,
+        )
         self.lease_expired_reclaimed = Counter(
             f"{p}lease_expired_reclaimed", "Steps reclaimed at lease expiry", registry=r
         )

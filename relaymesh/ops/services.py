@@ -28,6 +28,7 @@ from relaymesh.exceptions import InvalidStateError
 from relaymesh.model import (
     AuditRecord,
     CancelResult,
+    DeadOwnerReclaim,
     LeaseConflict,
     MemberStatus,
     MeshNode,
@@ -183,9 +184,14 @@ async def list_members(store: Store) -> list[MeshNode]:
     return sorted(await store.list_mesh_nodes(), key=lambda n: n.name)
 
 
-async def mesh_recover(store: Store, *, limit: int, actor: str) -> list[str]:
-    """Reclaim RUNNING steps owned by DEAD/LEFT nodes now. Audited (``recover``)."""
-    return await store.reclaim_dead_owners(limit=_positive(limit, "limit"), actor=actor)
+async def mesh_recover(
+    store: Store, *, limit: int, actor: str, stale_after_ms: int
+) -> DeadOwnerReclaim:
+    """Reclaim RUNNING steps owned by DEAD/LEFT nodes now, those whose leases have not
+    been heartbeated for ``stale_after_ms``. Audited (``recover``)."""
+    return await store.reclaim_dead_owners(
+        limit=_positive(limit, "limit"), actor=actor, stale_after_ms=stale_after_ms
+    )
 
 
 async def mesh_prune(store: Store, *, older_than_ms: int, limit: int, actor: str) -> int:

@@ -33,6 +33,7 @@ from relaymesh.model import (
     AuditRecord,
     CancelResult,
     Claim,
+    DeadOwnerReclaim,
     LeaseConflict,
     LeaseRef,
     MeshNode,
@@ -222,11 +223,20 @@ class Store(Protocol):
         ...
 
     async def reclaim_dead_owners(
-        self, *, limit: int, actor: str, nodes: Collection[str] | None = None
-    ) -> list[str]:
+        self,
+        *,
+        limit: int,
+        actor: str,
+        stale_after_ms: int,
+        nodes: Collection[str] | None = None,
+    ) -> DeadOwnerReclaim:
         """Like ``reclaim_expired`` for RUNNING steps owned by nodes that ``mesh_nodes``
-        says are DEAD or LEFT (or by ``nodes`` when given), without waiting for expiry;
-        ownership event ``dead_owner``; audited. Returns their ids."""
+        says are DEAD or LEFT (or by ``nodes`` when given), without waiting for expiry,
+        but only those whose lease was last claimed or heartbeated more than
+        ``stale_after_ms`` ago by the store's clock: the verdict is a hint, the missing
+        heartbeat the evidence. Ownership event ``dead_owner``; audited when anything
+        moved. Returns the steps moved and how many of those owners' steps were left
+        alone because they are still heartbeated (at most ``limit`` moved per call)."""
         ...
 
     async def promote_retries(self, limit: int) -> int:

@@ -38,6 +38,7 @@ from relaymesh.model import (
     AuditRecord,
     CancelResult,
     Claim,
+    DeadOwnerReclaim,
     LeaseConflict,
     LeaseRef,
     MeshNode,
@@ -751,18 +752,28 @@ class PostgresStore:
     # -- recovery and maintenance ------------------------------------------------------------
 
     async def _reclaim(
-        self, conn: Conn, chosen: Sequence[Any], *, mode: str, event: str, why: str
+        self,
+        conn: Conn,
+        chosen: Sequence[Any],
+        *,
+        mode: str,
+        event: str,
+        why: str,
+        stale_after_ms: int = 0,
     ) -> list[tuple[str, str | None]]:
         """Put these RUNNING steps ((id, lease epoch) rows, as chosen) back to READY, or
         DEAD_LETTER (kind ``lost``) when out of attempts. Under the row lock each must
         still hold the lease it was chosen by (another node may have reclaimed and
-        re-claimed it since); ``mode`` ``expired`` also re-checks the expiry.
+        re-claimed it since); ``mode`` ``expired`` also re-checks the expiry, ``owner``
+        that the lease has not been heartbeated for ``stale_after_ms``.
         Returns (step id, previous owner) of each step reclaimed."""
         if not chosen:
             return []
         ids = [r[0] for r in chosen]
         await conn.fetch(Q["workflows_lock_for_steps"], ids)
-        found = await conn.fetch(Q["reclaim_lock_rows"], ids, mode, [r[1] for r in chosen])
+        found = await conn.fetch(
+            Q["reclaim_lock_rows"], ids, mode, [r[1] for r in chosen], stale_after_ms
+        )
         if not found:
             return []
         dead = [r for r in found if r[3] >= r[4]]
@@ -805,35 +816,43 @@ class PostgresStore:
         return await self._run(reclaim)
 
     async def reclaim_dead_owners(
-        self, *, limit: int, actor: str, nodes: Collection[str] | None = None
-    ) -> list[str]:
-        async def reclaim(conn: Conn) -> list[str]:
+        self,
+        *,
+        limit: int,
+        actor: str,
+        stale_after_ms: int,
+        nodes: Collection[str] | None = None,
+    ) -> DeadOwnerReclaim:
+        async def reclaim(conn: Conn) -> DeadOwnerReclaim:
             if nodes is None:
-                found = await conn.fetch(Q["dead_owner_running"], limit)
+                found = await conn.fetch(Q["dead_owner_running"], limit, stale_after_ms)
+                fresh = await conn.fetchval(Q["dead_owner_fresh_count"], stale_after_ms)
             else:
-                found = await conn.fetch(Q["named_owner_running"], limit, list(nodes))
+                names = list(nodes)
+                found = await conn.fetch(Q["named_owner_running"], limit, names, stale_after_ms)
+                fresh = await conn.fetchval(Q["named_owner_fresh_count"], names, stale_after_ms)
             done = await self._reclaim(
                 conn,
                 found,
                 mode="owner",
                 event="dead_owner",
                 why="owner node dead",
+                stale_after_ms=stale_after_ms,
             )
-            reclaimed = [step_id for step_id, _ in done]
-            if not reclaimed:  # maintenance calls this often: audit changes, not no-ops
-                return reclaimed
-            await self._audit(
-                conn,
-                actor,
-                "recover",
-                target=None,
-                details={
-                    "step_ids": reclaimed,
-                    "owners": sorted({owner for _, owner in done if owner is not None}),
-                    "count": len(reclaimed),
-                },
-            )
-            return reclaimed
+            reclaimed = tuple(step_id for step_id, _ in done)
+            if reclaimed:  # maintenance calls this often: audit changes, not no-ops
+                await self._audit(
+                    conn,
+                    actor,
+                    "recover",
+                    target=None,
+                    details={
+                        "step_ids": list(reclaimed),
+                        "owners": sorted({owner for _, owner in done if owner is not None}),
+                        "count": len(reclaimed),
+                    },
+                )
+            return DeadOwnerReclaim(reclaimed, int(fresh))
 
         return await self._run(reclaim)
 

@@ -51,6 +51,7 @@ from relaymesh.model import (
     AuditRecord,
     CancelResult,
     Claim,
+    DeadOwnerReclaim,
     LeaseConflict,
     LeaseRef,
     MeshNode,
@@ -817,6 +818,7 @@ class SqliteStore:
         def beat(conn: Conn, now: int) -> int | _Conflict:
             params = self._fence_params(lease)
             params["expires_at"] = now + lease_ms
+            params["now"] = now
             row = conn.execute(Q["fence_heartbeat"], params).fetchone()
             if row is None:
                 return self._conflict(conn, now, lease, node, "heartbeat")
@@ -838,6 +840,7 @@ class SqliteStore:
             for lease in leases:
                 params = self._fence_params(lease)
                 params["expires_at"] = now + lease_ms
+                params["now"] = now
                 row = conn.execute(Q["fence_heartbeat"], params).fetchone()
                 if row is None:
                     self._conflict(conn, now, lease, node, "heartbeat")
@@ -993,33 +996,39 @@ class SqliteStore:
         return reclaimed
 
     async def reclaim_dead_owners(
-        self, *, limit: int, actor: str, nodes: Collection[str] | None = None
-    ) -> list[str]:
-        def reclaim(conn: Conn, now: int) -> list[str]:
+        self,
+        *,
+        limit: int,
+        actor: str,
+        stale_after_ms: int,
+        nodes: Collection[str] | None = None,
+    ) -> DeadOwnerReclaim:
+        def reclaim(conn: Conn, now: int) -> DeadOwnerReclaim:
+            params: dict[str, Any] = {"limit": limit, "stale_before": now - stale_after_ms}
             if nodes is None:
-                found = conn.execute(Q["dead_owner_running"], {"limit": limit}).fetchall()
+                found = conn.execute(Q["dead_owner_running"], params).fetchall()
+                fresh = conn.execute(Q["dead_owner_fresh_count"], params).fetchone()[0]
             else:
-                found = conn.execute(
-                    Q["named_owner_running"], {"nodes": json.dumps(list(nodes)), "limit": limit}
-                ).fetchall()
+                params["nodes"] = json.dumps(list(nodes))
+                found = conn.execute(Q["named_owner_running"], params).fetchall()
+                fresh = conn.execute(Q["named_owner_fresh_count"], params).fetchone()[0]
             owners = sorted({r[2] for r in found if r[2] is not None})
             reclaimed = self._reclaim(conn, now, found, "dead_owner", "owner node dead")
-            if not reclaimed:  # maintenance calls this often: audit changes, not no-ops
-                return reclaimed
-            self._audit(
-                conn,
-                now,
-                actor,
-                "recover",
-                target=None,
-                details={"step_ids": reclaimed, "owners": owners, "count": len(reclaimed)},
-            )
-            return reclaimed
+            if reclaimed:  # maintenance calls this often: audit changes, not no-ops
+                self._audit(
+                    conn,
+                    now,
+                    actor,
+                    "recover",
+                    target=None,
+                    details={"step_ids": reclaimed, "owners": owners, "count": len(reclaimed)},
+                )
+            return DeadOwnerReclaim(tuple(reclaimed), int(fresh))
 
-        reclaimed = await self._write(reclaim)
-        if reclaimed:
+        outcome = await self._write(reclaim)
+        if outcome.step_ids:
             self._signal()
-        return reclaimed
+        return outcome
 
     async def promote_retries(self, limit: int) -> int:
         count = await self._write(

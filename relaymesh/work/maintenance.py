@@ -131,12 +131,18 @@ class Maintenance:
         """One pass, leader or not (``relaymesh maintenance`` calls this directly).
         Returns what it did: ``{"expired": [ids], "dead_owners": [ids], "promoted": n,
         "pruned": n or None when the prune was not due}``."""
-        settings = self._settings().maintenance
+        all_settings = self._settings()
+        settings = all_settings.maintenance
         expired = await self.store.reclaim_expired(RECLAIM_LIMIT)
         if expired:
             self.metrics.lease_expired_reclaimed.inc(len(expired))
             log.info("lease_expired_reclaimed", count=len(expired), step_ids=expired[:20])
-        dead = await self.store.reclaim_dead_owners(limit=RECLAIM_LIMIT, actor=self._actor)
+        outcome = await self.store.reclaim_dead_owners(
+            limit=RECLAIM_LIMIT,
+            actor=self._actor,
+            stale_after_ms=all_settings.worker.dead_owner_stale_after_ms,
+        )
+        dead = list(outcome.step_ids)
         if dead:
             self.metrics.dead_owner_reclaimed.inc(len(dead))
             log.info("dead_owner_reclaimed", count=len(dead), step_ids=dead[:20])
@@ -168,8 +174,11 @@ class Maintenance:
         failures = 0
         while True:
             try:
-                ids = await self.store.reclaim_dead_owners(
-                    limit=RECLAIM_LIMIT, actor=self._actor, nodes=[name]
+                outcome = await self.store.reclaim_dead_owners(
+                    limit=RECLAIM_LIMIT,
+                    actor=self._actor,
+                    stale_after_ms=self._settings().worker.dead_owner_stale_after_ms,
+                    nodes=[name],
                 )
             except StoreError as exc:
                 failures += 1
@@ -181,10 +190,22 @@ class Maintenance:
                     return reclaimed
                 await asyncio.sleep(backoff_ms(failures, 200, 2000, self._rng) / 1000.0)
                 continue
+            ids = list(outcome.step_ids)
             if ids:
                 self.metrics.dead_owner_reclaimed.inc(len(ids))
             reclaimed += ids
             if len(ids) < RECLAIM_LIMIT:
                 break
+        if outcome.still_heartbeating:
+            # Gossip says DEAD but the store saw this node's heartbeat within the window:
+            # a forged or mistaken verdict. Its steps are left to it (and to lease expiry
+            # should it really be gone); the regular pass looks again every interval.
+            self.metrics.dead_verdict_refused.inc(outcome.still_heartbeating)
+            log.warning(
+                "dead_verdict_refused",
+                dead=name,
+                still_heartbeating=outcome.still_heartbeating,
+                reclaimed=len(reclaimed),
+            )
         log.info("dead_owner_reclaimed", dead=name, count=len(reclaimed), step_ids=reclaimed[:20])
         return reclaimed

@@ -202,6 +202,11 @@ class Cluster:
         except urllib.error.HTTPError as exc:
             return json.loads(exc.read())
 
+    def http_text(self, name: str, path: str) -> str:
+        url = f"http://127.0.0.1:{self.nodes[name].http_port}{path}"
+        with urllib.request.urlopen(url, timeout=2.0) as resp:
+            return str(resp.read().decode())
+
     def signal(self, name: str, sig: signal.Signals) -> None:
         os.kill(self.nodes[name].pid, sig)
 

@@ -16,7 +16,7 @@ from tests.e2e.harness import pid_alive, record_step
 
 pytestmark = pytest.mark.slow
 
-LONG_LEASE = {"worker": {"lease_ms": 60_000, "heartbeat_ms": 5_000}}
+LONG_LEASE = {"worker": {"lease_ms": 60_000, "heartbeat_ms": 1_000}}
 
 
 def test_kill9_steps_reclaimed_via_dead_verdict(

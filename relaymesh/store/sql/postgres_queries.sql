@@ -135,6 +135,7 @@ WITH candidates AS (
         lease_expires_at_ms = rm_now_ms() + $5,
         not_before_ms = NULL,
         started_at_ms = rm_now_ms(),
+        heartbeat_at_ms = rm_now_ms(),
         updated_at_ms = rm_now_ms()
     WHERE id IN (SELECT id FROM chosen)
     RETURNING id, workflow_id, name, agent, input, attempt, max_attempts, base_backoff_ms,
@@ -178,6 +179,7 @@ WITH claimed AS (
         lease_expires_at_ms = rm_now_ms() + $3,
         not_before_ms = NULL,
         started_at_ms = rm_now_ms(),
+        heartbeat_at_ms = rm_now_ms(),
         updated_at_ms = rm_now_ms()
     WHERE id = ANY ($1::text[])
     RETURNING id, workflow_id, name, agent, input, attempt, max_attempts, base_backoff_ms,
@@ -205,7 +207,7 @@ ORDER BY id FOR UPDATE;
 SELECT id FROM workflows WHERE id = ANY ($1::text[]) ORDER BY id FOR UPDATE;
 
 -- name: fence_heartbeat
-UPDATE steps AS s SET lease_expires_at_ms = rm_now_ms() + $4
+UPDATE steps AS s SET lease_expires_at_ms = rm_now_ms() + $4, heartbeat_at_ms = rm_now_ms()
 FROM unnest($1::text[], $2::text[], $3::bigint[]) AS v(id, token, epoch)
 WHERE s.id = v.id AND s.lease_token = v.token AND s.lease_epoch = v.epoch
   AND (s.status || '') = 'RUNNING'
@@ -302,23 +304,40 @@ ORDER BY lease_expires_at_ms LIMIT $1;
 SELECT id, lease_epoch FROM steps
 WHERE status = 'RUNNING' AND owner_node IN (
     SELECT name FROM mesh_nodes WHERE status IN ('DEAD', 'LEFT'))
+  AND coalesce(heartbeat_at_ms, started_at_ms) <= (SELECT rm_now_ms()) - $2
 ORDER BY started_at_ms LIMIT $1;
+
+-- name: dead_owner_fresh_count
+-- RUNNING steps of DEAD/LEFT owners left alone because their leases are still heartbeated.
+SELECT count(*) FROM steps
+WHERE status = 'RUNNING' AND owner_node IN (
+    SELECT name FROM mesh_nodes WHERE status IN ('DEAD', 'LEFT'))
+  AND coalesce(heartbeat_at_ms, started_at_ms) > (SELECT rm_now_ms()) - $1;
+
+-- name: named_owner_fresh_count
+SELECT count(*) FROM steps
+WHERE status = 'RUNNING' AND owner_node = ANY ($1::text[])
+  AND coalesce(heartbeat_at_ms, started_at_ms) > (SELECT rm_now_ms()) - $2;
 
 -- name: named_owner_running
 SELECT id, lease_epoch FROM steps
 WHERE status = 'RUNNING' AND owner_node = ANY ($2::text[])
+  AND coalesce(heartbeat_at_ms, started_at_ms) <= (SELECT rm_now_ms()) - $3
 ORDER BY started_at_ms LIMIT $1;
 
 -- name: reclaim_lock_rows
 -- Re-check under row locks (after the workflow locks) which steps are still to reclaim:
 -- still RUNNING under the lease the caller chose them by ($1 ids, $3 epochs), so a step
 -- another node reclaimed and re-claimed meanwhile is left to its new owner.
--- $2: 'expired' (the lease must also have passed) or anything else.
+-- $2: 'expired' (the lease must also have passed) or 'owner' (the lease must not have
+-- been heartbeated for $4 ms: a live owner's heartbeat between choice and lock wins).
 SELECT s.id, s.workflow_id, s.owner_node, s.attempt, s.max_attempts, s.n_locks
 FROM steps AS s JOIN unnest($1::text[], $3::bigint[]) AS v(id, epoch)
   ON s.id = v.id AND s.lease_epoch = v.epoch
 WHERE (s.status || '') = 'RUNNING'
   AND ($2::text <> 'expired' OR s.lease_expires_at_ms < (SELECT rm_now_ms()))
+  AND ($2::text <> 'owner'
+       OR coalesce(s.heartbeat_at_ms, s.started_at_ms) <= (SELECT rm_now_ms()) - $4)
 ORDER BY s.id FOR UPDATE OF s;
 
 -- name: reclaim_ready

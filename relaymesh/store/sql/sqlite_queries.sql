@@ -93,6 +93,7 @@ UPDATE steps SET
     lease_expires_at_ms = :expires_at,
     not_before_ms = NULL,
     started_at_ms = :now,
+    heartbeat_at_ms = :now,
     updated_at_ms = :now
 WHERE id IN (SELECT value FROM json_each(:ids)) AND +status IN ('READY', 'RETRY_WAIT')
 RETURNING id, workflow_id, name, agent, input, attempt, max_attempts, base_backoff_ms,
@@ -118,7 +119,7 @@ SELECT d.step_id, u.name, u.result FROM step_deps AS d JOIN steps AS u ON u.id =
 WHERE d.step_id IN (SELECT value FROM json_each(:ids));
 
 -- name: fence_heartbeat
-UPDATE steps SET lease_expires_at_ms = :expires_at
+UPDATE steps SET lease_expires_at_ms = :expires_at, heartbeat_at_ms = :now
 WHERE id = :step_id AND lease_token = :token AND lease_epoch = :epoch AND status = 'RUNNING'
 RETURNING lease_expires_at_ms;
 
@@ -210,12 +211,26 @@ SELECT id, workflow_id, owner_node, attempt, max_attempts, n_locks, lease_epoch
 FROM steps INDEXED BY steps_running_owner
 WHERE status = 'RUNNING' AND owner_node IN (
     SELECT name FROM mesh_nodes WHERE status IN ('DEAD', 'LEFT'))
+  AND coalesce(heartbeat_at_ms, started_at_ms) <= :stale_before
 ORDER BY started_at_ms LIMIT :limit;
+
+-- name: dead_owner_fresh_count
+-- RUNNING steps of DEAD/LEFT owners left alone because their leases are still heartbeated.
+SELECT count(*) FROM steps INDEXED BY steps_running_owner
+WHERE status = 'RUNNING' AND owner_node IN (
+    SELECT name FROM mesh_nodes WHERE status IN ('DEAD', 'LEFT'))
+  AND coalesce(heartbeat_at_ms, started_at_ms) > :stale_before;
+
+-- name: named_owner_fresh_count
+SELECT count(*) FROM steps INDEXED BY steps_running_owner
+WHERE status = 'RUNNING' AND owner_node IN (SELECT value FROM json_each(:nodes))
+  AND coalesce(heartbeat_at_ms, started_at_ms) > :stale_before;
 
 -- name: named_owner_running
 SELECT id, workflow_id, owner_node, attempt, max_attempts, n_locks, lease_epoch
 FROM steps INDEXED BY steps_running_owner
 WHERE status = 'RUNNING' AND owner_node IN (SELECT value FROM json_each(:nodes))
+  AND coalesce(heartbeat_at_ms, started_at_ms) <= :stale_before
 ORDER BY started_at_ms LIMIT :limit;
 
 -- name: reclaim_ready

@@ -150,7 +150,11 @@ def make_machine(url_factory: Any) -> type[RuleBasedStateMachine]:
 
         @rule(node=st.sampled_from(NODES))
         def dead_owner(self, node: str) -> None:
-            self.run(self.store.reclaim_dead_owners(limit=100, actor="prop", nodes=[node]))
+            self.run(
+                self.store.reclaim_dead_owners(
+                    limit=100, actor="prop", stale_after_ms=0, nodes=[node]
+                )
+            )
 
         @rule(index=st.integers(0, 50), hard=st.booleans())
         def cancel(self, index: int, hard: bool) -> None:

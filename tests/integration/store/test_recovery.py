@@ -12,6 +12,14 @@ from tests.integration.store.conftest import flat, step, workflow
 pytestmark = pytest.mark.asyncio
 
 
+async def reclaim_now(
+    store: Store, *, actor: str, nodes: list[str] | None = None
+) -> tuple[str, ...]:
+    """Act on DEAD verdicts without asking for heartbeat evidence (stale_after_ms=0)."""
+    outcome = await store.reclaim_dead_owners(limit=10, actor=actor, stale_after_ms=0, nodes=nodes)
+    return outcome.step_ids
+
+
 def member(name: str, status: MemberStatus, incarnation: int = 1, at: int = 0) -> MeshNode:
     return MeshNode(
         name=name,
@@ -77,7 +85,7 @@ async def test_reclaim_dead_owners_from_mesh_and_by_name(store: Store) -> None:
         ],
     )
     assert await store.running_by_owner_status() == {"ALIVE": 1, "DEAD": 2, "UNKNOWN": 1}
-    got = await store.reclaim_dead_owners(limit=10, actor="node:alive")
+    got = list(await reclaim_now(store, actor="node:alive"))
     assert sorted(got) == sorted(c.step_id for c in d)
     for c in d:
         record = await store.get_step(c.step_id)
@@ -85,9 +93,9 @@ async def test_reclaim_dead_owners_from_mesh_and_by_name(store: Store) -> None:
     assert {e.event for e in await store.list_ownership_events(limit=2)} == {"dead_owner"}
     [audit] = await store.query_audit(action="recover")
     assert audit.actor == "node:alive" and sorted(audit.details["step_ids"]) == sorted(got)
-    got = await store.reclaim_dead_owners(limit=10, actor="cli:u", nodes=["gone"])
+    got = list(await reclaim_now(store, actor="cli:u", nodes=["gone"]))
     assert got == [x[0].step_id]
-    assert await store.reclaim_dead_owners(limit=10, actor="cli:u") == []
+    assert await reclaim_now(store, actor="cli:u") == ()
     assert (await store.get_step(a[0].step_id)).status is StepStatus.RUNNING
     assert await store.running_by_owner_status() == {"ALIVE": 1}
 
@@ -144,9 +152,7 @@ async def test_a_dead_owner_reclaim_leaves_a_step_re_claimed_meanwhile_alone(
     await store.submit_workflow(workflow(step("a")), "t")
     [first] = await store.claim_steps("n1", limit=1, lease_ms=60_000)
     stale = [(first.step_id, first.lease_epoch)]  # what the slower survivor chose
-    assert await store.reclaim_dead_owners(limit=10, actor="node:n2", nodes=["n1"]) == [
-        first.step_id
-    ]
+    assert await reclaim_now(store, actor="node:n2", nodes=["n1"]) == (first.step_id,)
     [again] = await store.claim_steps("n2", limit=1, lease_ms=60_000)
     assert again.step_id == first.step_id
 

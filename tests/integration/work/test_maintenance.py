@@ -37,6 +37,10 @@ def maintenance(store: Any, node: str, cfg: Settings, clock: Any = None) -> Main
     )
 
 
+async def _elapsed(store: Any, since_ms: int, ms: int) -> bool:
+    return bool(await store.now_ms() - since_ms >= ms)
+
+
 async def report_long_gone_member(store: Any) -> None:
     """A DEAD member ``gone`` whose status changed a minute ago, as node n1 reports it."""
     now = await store.now_ms()
@@ -159,7 +163,7 @@ async def test_a_pass_run_by_hand_is_audited_as_the_operator(store: Any) -> None
 async def test_notify_member_dead_reclaims_at_once(store: Any, store_url: str) -> None:
     from relaymesh.store import open_store
 
-    cfg = settings(worker={"lease_ms": 600_000})
+    cfg = settings(worker={"lease_ms": 600_000, "heartbeat_ms": 100})
     wf = await submit(
         store,
         {
@@ -186,6 +190,16 @@ async def test_notify_member_dead_reclaims_at_once(store: Any, store_url: str) -
             hv.task.cancel()  # type: ignore[union-attr]
             await asyncio.gather(hv.task, return_exceptions=True)  # type: ignore[arg-type]
             m = maintenance(store, "observer", cfg)  # not the leader: it never ran run()
+            # Moments after the crash its last heartbeat is fresh: the verdict alone is
+            # not evidence enough, and nothing moves.
+            assert await m.notify_member_dead("victim") == []
+            assert m.metrics.dead_verdict_refused._value.get() == 1
+            silent_since = await store.now_ms()
+            await async_wait_until(
+                lambda: _elapsed(store, silent_since, cfg.worker.dead_owner_stale_after_ms),
+                WAIT_S,
+                what="two silent heartbeat intervals",
+            )
             ids = await m.notify_member_dead("victim")
             step = (await steps_by_name(store, wf))["s"]
             assert ids == [step.id]
