@@ -160,7 +160,7 @@ def test_operator_commands(make_cluster: ClusterFactory) -> None:
     left = c.cli("mesh-summary", "--json", check=False)
     assert left.returncode == 2, left.stdout
     assert json.loads(left.stdout)["members"]["left"] == 1
-    assert c.cli_json("mesh-recover") == {"reclaimed": 0, "step_ids": []}
+    assert c.cli_json("mesh-recover") == {"reclaimed": 0, "step_ids": [], "still_heartbeating": 0}
     assert c.cli_json("mesh-prune", "--older-than-ms", "0")["pruned"] == 1
     maint = c.cli_json("maintenance", "--node-id", "ops-host")
     assert {"expired", "dead_owners", "promoted"} <= set(maint)
