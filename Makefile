@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-fast lint bench chaos clean
+.PHONY: setup run test test-fast lint bench chaos docs clean
 
 setup: $(STAMP)
 
@@ -25,7 +25,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not chaos"
 
 lint: setup
-	$(BIN)/ruff check relaymesh tests bench
+	$(BIN)/ruff check relaymesh tests bench tools
 	$(BIN)/ruff format --check relaymesh
 	$(BIN)/mypy
 
@@ -34,6 +34,9 @@ bench: setup
 
 chaos: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m chaos tests/chaos
+
+docs: setup
+	$(BIN)/python tools/gen_reference.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

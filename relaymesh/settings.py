@@ -51,7 +51,7 @@ RELOADABLE_SECTIONS = ("worker", "guard", "breaker", "maintenance", "web", "retr
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class NodeSettings(_Section):
