@@ -13,6 +13,8 @@ settings history.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextvars
 import tomllib
 from pathlib import Path
@@ -101,6 +103,23 @@ class GossipSettings(_Section):
     allow_plaintext: bool = False
     """Let a node whose gossip address is not loopback run without ``keys``: anyone who
     can reach the port can then forge membership. See relaymesh/exposure.py."""
+
+    @field_validator("keys")
+    @classmethod
+    def _keys_are_aes_keys(cls, value: list[str]) -> list[str]:
+        # Checked here, before anything listens, so a placeholder copied from the example
+        # files is refused with the fix in the same line.
+        for i, key in enumerate(value):
+            try:
+                size = len(base64.b64decode(key, validate=True))
+            except (binascii.Error, ValueError):
+                size = -1
+            if size not in (16, 24, 32):
+                raise ValueError(
+                    f"key #{i + 1} is not a base64 AES key of 16, 24 or 32 bytes: "
+                    "put the output of `relaymesh keygen` there"
+                )
+        return value
 
 
 class WorkerSettings(_Section):

@@ -61,9 +61,9 @@ def limit(value: Any, default: int, name: str = "limit") -> int:
         return default
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError(f"{name} must be an integer, got {type(value).__name__}")
-    if isinstance(value, str):
-        if not (value.isascii() and value.isdigit()) or len(value) > 6:
-            raise ValueError(f"{name} must be an integer between 1 and {MAX_LIMIT}")
+    digits = isinstance(value, int) or (value.isascii() and value.isdigit() and len(value) <= 6)
+    if not digits:
+        raise ValueError(f"{name} must be an integer between 1 and {MAX_LIMIT}")
     n = int(value)
     if not 1 <= n <= MAX_LIMIT:
         raise ValueError(f"{name} must be between 1 and {MAX_LIMIT}")

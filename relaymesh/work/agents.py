@@ -11,8 +11,9 @@ Script protocol (INTERFACE.md): the step as JSON on stdin (``step_id``,
 as JSON on stdout, exit 0 for success. Environment (``script_environment``, and
 nothing else of the node's): ``RELAYMESH_STEP_ID``, ``RELAYMESH_WORKFLOW_ID``,
 ``RELAYMESH_ATTEMPT``, ``RELAYMESH_LEASE_EPOCH``, ``RELAYMESH_NODE``, PATH, HOME, LANG,
-the agent's ``env`` and the names in its ``pass_env``. Own process group; on timeout SIGTERM to the group, then SIGKILL
-after ``term_grace_s``. Empty stdout on success is a ``null`` result.
+the agent's ``env`` and the names in its ``pass_env``. Own process group; on timeout
+SIGTERM to the group, then SIGKILL after ``term_grace_s``. Empty stdout on success is a
+``null`` result.
 """
 
 from __future__ import annotations
