@@ -32,9 +32,9 @@ def split_host_header(value: str) -> tuple[str, int | None]:
     The name is lower-cased without a trailing dot; a malformed port gives ``-1``."""
     text = value.strip().lower()
     if text.startswith("["):
-        name, _, rest = text[1:].partition("]")
+        name, closed, rest = text[1:].partition("]")
         port_text = rest[1:] if rest.startswith(":") else ""
-        if rest and not rest.startswith(":"):
+        if not closed or (rest and not rest.startswith(":")):
             return name, -1
     elif text.count(":") == 1:
         name, _, port_text = text.partition(":")
