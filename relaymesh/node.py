@@ -127,9 +127,7 @@ class Node:
         from relaymesh.membership.driver import MembershipService
 
         s = self.settings
-        check_gossip_exposure(s)
-        if s.node.http:
-            check_http_exposure(s.node.http, s)
+        self.check_exposure()
         metadata = {"pid": str(os.getpid())}
         if s.node.http:
             metadata["http"] = s.node.http
@@ -157,6 +155,13 @@ class Node:
             http=f"{self.http.host}:{self.http.port}" if self.http is not None else None,
             store=_redacted(s.node.store_url),
         )
+
+    def check_exposure(self) -> None:
+        """``ConfigError`` when the settings would expose the node unprotected (gossip
+        beyond loopback without keys, HTTP beyond loopback without tokens)."""
+        check_gossip_exposure(self.settings)
+        if self.settings.node.http:
+            check_http_exposure(self.settings.node.http, self.settings)
 
     async def run(self) -> None:
         """Until ``request_stop``."""
@@ -208,6 +213,7 @@ class Node:
             signal.SIGINT: self.request_stop,
             signal.SIGHUP: self._on_sighup,
         }
+        self.check_exposure()  # before anything starts, so a refusal is one line
         with capture_signals(loop, handlers):
             try:
                 await self.startup()
