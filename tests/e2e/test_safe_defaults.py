@@ -29,9 +29,12 @@ def refused(args: list[str], env: dict[str, str], cwd: Path) -> str:
     """Run ``relaymesh args`` (or a full command line); it must exit non-zero with
     exactly one line on stderr."""
     argv = args if args[0] == RELAYMESH else [RELAYMESH, *args]
-    result = subprocess.run(
-        argv, check=False, env=env, cwd=cwd, capture_output=True, text=True, timeout=60
-    )
+    try:
+        result = subprocess.run(
+            argv, check=False, env=env, cwd=cwd, capture_output=True, text=True, timeout=30
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"{argv[1:]} started instead of refusing") from exc
     assert result.returncode != 0, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

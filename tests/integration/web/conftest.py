@@ -75,9 +75,9 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
         await opened.close()
 
 
-async def serve(store: Store, settings: Settings) -> Served:
+async def serve(store: Store, settings: Settings, *, sse_interval_s: float = 0.05) -> Served:
     holder: dict[str, Served] = {}
-    api = Api(store, lambda: holder["s"].settings, sse_interval_s=0.05)
+    api = Api(store, lambda: holder["s"].settings, sse_interval_s=sse_interval_s)
     http = HttpServer(
         "127.0.0.1:0",
         Metrics(),

@@ -33,29 +33,31 @@ async def streams_closed(api: Api, total: int) -> None:
 
 
 async def test_stream_ends_when_the_client_leaves(sqlite_store: Store) -> None:
-    served = await serve(sqlite_store, tokens_settings("reader"))
+    interval_s = 0.5
+    served = await serve(sqlite_store, tokens_settings("reader"), sse_interval_s=interval_s)
     polls = {"n": 0}
-    real_stats = sqlite_store.step_counts
+    real_step_counts = sqlite_store.step_counts
 
     async def counted_step_counts() -> object:
         polls["n"] += 1
-        return await real_stats()
+        return await real_step_counts()
 
     sqlite_store.step_counts = counted_step_counts  # type: ignore[method-assign]
     try:
         async with aiohttp.ClientSession() as session:
             resp = await session.get(f"{served.base}/api/events", headers=bearer(READER))
             assert resp.status == 200
-            assert await first_event(resp) == "stats"
+            assert await first_event(resp) == "stats"  # the first round has been sent
             assert served.api.streams.open_total == 1
-            resp.close()  # drops the connection: the client has gone
-        # The handler notices and frees its slot.
+            resp.close()  # drops the connection while the stream waits for its next round
+            at_close = polls["n"]
+        # The handler notices before it polls again, and frees its slot.
         await streams_closed(served.api, 0)
-        after = polls["n"]
-        # Not a wait for a condition but an observation window: twenty stream intervals
-        # in which a leftover loop would have polled twenty times.
-        await asyncio.sleep(20 * 0.05)
-        assert polls["n"] == after
+        assert polls["n"] == at_close
+        # Not a wait for a condition but an observation window: a leftover loop would
+        # have polled again within a few intervals.
+        await asyncio.sleep(3 * interval_s)
+        assert polls["n"] == at_close
     finally:
         await served.http.stop()
 
@@ -97,7 +99,8 @@ async def test_removed_token_ends_its_stream(sqlite_store: Store) -> None:
             kept = await session.get(f"{served.base}/api/events", headers=bearer(OTHER))
             assert await first_event(resp) == "stats"
             served.settings = tokens_settings("other")  # a reload rotated "reader" out
-            rest = (await resp.content.read()).decode()  # read to the end of the stream
+            async with asyncio.timeout(20):  # the stream must end by itself
+                rest = (await resp.content.read()).decode()
             assert "event: error" in rest
             assert "no longer valid" in rest
             await streams_closed(served.api, 1)  # the other token's stream goes on
