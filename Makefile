@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-fast lint bench chaos docs clean
+.PHONY: setup run test test-fast lint bench chaos docs fuzz clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,10 @@ chaos: setup
 
 docs: setup
 	$(BIN)/python tools/gen_reference.py
+
+# Long fuzz runs (bounded: examples per target). `make test` runs the same targets briefly.
+fuzz: setup
+	RELAYMESH_FUZZ_EXAMPLES=200 $(BIN)/python -m pytest -q -p no:cacheprovider tests/integration/web/test_schemathesis.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -13,6 +13,7 @@ from typing import Any
 
 __all__ = [
     "TERMINAL_STEP_STATUSES",
+    "Actor",
     "AuditRecord",
     "CancelResult",
     "Claim",
@@ -30,9 +31,35 @@ __all__ = [
     "WorkflowRecord",
     "WorkflowSpec",
     "WorkflowStatus",
+    "actor_details",
 ]
 
 JSON = Any
+
+
+class Actor(str):
+    """An audit actor (``web:<token name>@<address>``) that carries details every audit row
+    written for it includes, such as the web client's user agent. It *is* the actor
+    string, so it passes through every store call that takes ``actor: str`` unchanged,
+    and the store writes its details in the same transaction as the change."""
+
+    details: dict[str, JSON]
+
+    def __new__(cls, name: str, details: dict[str, JSON] | None = None) -> Actor:
+        self = super().__new__(cls, name)
+        self.details = dict(details or {})
+        return self
+
+
+def actor_details(actor: str, details: Any) -> Any:
+    """``details`` for an audit row of ``actor``: the actor's own details merged under the
+    row's (the row's keys win)."""
+    extra = getattr(actor, "details", None)
+    if not extra:
+        return details
+    if isinstance(details, dict):
+        return {**extra, **details}
+    return {**extra, "value": details}
 
 
 class StepStatus(StrEnum):

@@ -41,6 +41,7 @@ from typing import Any
 
 from relaymesh.clock import SystemClock
 from relaymesh.exceptions import ConfigError, RelayMeshError, StoreUnavailableError
+from relaymesh.exposure import check_gossip_exposure, check_http_exposure
 from relaymesh.logging import get_logger
 from relaymesh.membership.protocol import MemberChanged
 from relaymesh.model import MemberStatus, MeshNode, StepStatus
@@ -63,6 +64,8 @@ MESH_DEBOUNCE_S = 0.05
 MESH_REFRESH_S = 5.0
 """The whole view is rewritten this often even without changes (a lost write heals)."""
 RELOAD_POLL_S = 2.0
+METRICS_STORE_TTL_S = 5.0
+"""Store figures on /metrics (step counts, queue lag) are at most this old."""
 STORE_RETRY_FIRST_S = 0.2
 STORE_RETRY_MAX_S = 5.0
 
@@ -111,6 +114,10 @@ class Node:
         """Why the node stopped on its own (store unusable, worker crashed); ``serve`` raises it."""
         self._clock = SystemClock()
         self._rng = random.Random()
+        self._scrape_lock = asyncio.Lock()
+        self._store_figures_at_s = -METRICS_STORE_TTL_S
+        self.metrics_store_refreshes = 0
+        """How many times a scrape read the store (tests check the cache with it)."""
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -120,6 +127,7 @@ class Node:
         from relaymesh.membership.driver import MembershipService
 
         s = self.settings
+        self.check_exposure()
         metadata = {"pid": str(os.getpid())}
         if s.node.http:
             metadata["http"] = s.node.http
@@ -147,6 +155,13 @@ class Node:
             http=f"{self.http.host}:{self.http.port}" if self.http is not None else None,
             store=_redacted(s.node.store_url),
         )
+
+    def check_exposure(self) -> None:
+        """``ConfigError`` when the settings would expose the node unprotected (gossip
+        beyond loopback without keys, HTTP beyond loopback without tokens)."""
+        check_gossip_exposure(self.settings)
+        if self.settings.node.http:
+            check_http_exposure(self.settings.node.http, self.settings)
 
     async def run(self) -> None:
         """Until ``request_stop``."""
@@ -198,6 +213,7 @@ class Node:
             signal.SIGINT: self.request_stop,
             signal.SIGHUP: self._on_sighup,
         }
+        self.check_exposure()  # before anything starts, so a refusal is one line
         with capture_signals(loop, handlers):
             try:
                 await self.startup()
@@ -426,7 +442,11 @@ class Node:
 
         try:
             self.http = HttpServer(
-                bind, self.metrics, self.health, before_metrics=self._before_scrape
+                bind,
+                self.metrics,
+                self.health,
+                before_metrics=self._before_scrape,
+                allowed_hosts=lambda: self.settings.web.allowed_hosts,
             )
         except ValueError as exc:
             raise ConfigError(f"--http: {exc}") from exc
@@ -446,11 +466,23 @@ class Node:
         return doc
 
     async def _before_scrape(self) -> None:
+        """Refresh gauges for a scrape. ``/metrics`` needs no token, so the store figures
+        are cached: queried at most once per ``METRICS_STORE_TTL_S`` however often (and
+        however many at once) scrapers ask."""
         if self.membership is not None:
             self.membership.update_metrics()
         store = self.store
         if store is None:
             return
+        async with self._scrape_lock:
+            now_s = time.monotonic()
+            if now_s - self._store_figures_at_s < METRICS_STORE_TTL_S:
+                return
+            self._store_figures_at_s = now_s
+            await self._refresh_store_figures(store)
+
+    async def _refresh_store_figures(self, store: Store) -> None:
+        self.metrics_store_refreshes += 1
         try:
             counts = await asyncio.wait_for(store.step_counts(), 2.0)
             for status in StepStatus:
@@ -504,8 +536,14 @@ async def serve_web(
         except RelayMeshError as exc:
             log.error("settings_reload_failed", error=str(exc))
 
+    check_http_exposure(bind, settings)
     async with store_session(settings.node.store_url) as store:
-        http = HttpServer(bind, metrics, lambda: {"ok": True, "store": store.url})
+        http = HttpServer(
+            bind,
+            metrics,
+            lambda: {"ok": True, "store": store.url},
+            allowed_hosts=lambda: current["settings"].web.allowed_hosts,
+        )
         http.add_routes(Api(store, lambda: current["settings"]).routes())
         with capture_signals(
             loop, {signal.SIGTERM: stop.set, signal.SIGINT: stop.set, signal.SIGHUP: reload}

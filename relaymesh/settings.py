@@ -13,6 +13,8 @@ settings history.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextvars
 import tomllib
 from pathlib import Path
@@ -47,6 +49,7 @@ __all__ = [
 ]
 
 DEFAULT_STORE_URL = "sqlite:///./relaymesh.db"
+RESERVED_ENV_PREFIX = "RELAYMESH_"
 RELOADABLE_SECTIONS = ("worker", "guard", "breaker", "maintenance", "web", "retry", "agents")
 
 
@@ -97,6 +100,26 @@ class GossipSettings(_Section):
     """Base64 AES keys (16, 24 or 32 bytes); the first seals, all open. Empty: no encryption."""
     label: str = ""
     """Cluster label; packets with another label are dropped."""
+    allow_plaintext: bool = False
+    """Let a node whose gossip address is not loopback run without ``keys``: anyone who
+    can reach the port can then forge membership. See relaymesh/exposure.py."""
+
+    @field_validator("keys")
+    @classmethod
+    def _keys_are_aes_keys(cls, value: list[str]) -> list[str]:
+        # Checked here, before anything listens, so a placeholder copied from the example
+        # files is refused with the fix in the same line.
+        for i, key in enumerate(value):
+            try:
+                size = len(base64.b64decode(key, validate=True))
+            except (binascii.Error, ValueError):
+                size = -1
+            if size not in (16, 24, 32):
+                raise ValueError(
+                    f"key #{i + 1} is not a base64 AES key of 16, 24 or 32 bytes: "
+                    "put the output of `relaymesh keygen` there"
+                )
+        return value
 
 
 DEAD_OWNER_STALE_HEARTBEATS = 2
@@ -159,6 +182,19 @@ class AgentSettings(_Section):
     retry: RetryPolicy | None = None
     max_output_bytes: int = Field(1_048_576, gt=0)
     env: dict[str, str] = Field(default_factory=dict)
+    """Variables the script sees, besides PATH, HOME, LANG and ``RELAYMESH_STEP_*``."""
+    pass_env: list[str] = Field(default_factory=list)
+    """Names of the node's own variables the script may see too (never ``RELAYMESH_*``)."""
+
+    @field_validator("env", "pass_env")
+    @classmethod
+    def _no_relaymesh_names(cls, value: Any) -> Any:
+        # The node's settings and secrets (gossip keys, the store URL) travel as
+        # RELAYMESH_* variables; the step variables are set by the agent runner itself.
+        reserved = sorted(n for n in value if str(n).upper().startswith(RESERVED_ENV_PREFIX))
+        if reserved:
+            raise ValueError(f"{reserved[0]}: names starting with RELAYMESH_ are reserved")
+        return value
 
     @field_validator("command")
     @classmethod
@@ -176,6 +212,14 @@ class TokenSettings(_Section):
 
 class WebSettings(_Section):
     tokens: list[TokenSettings] = Field(default_factory=list)
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """``Host`` header values accepted besides the bind address and loopback names
+    (``relay.example.com`` or ``relay.example.com:8701``); any other gets 421, so a
+    DNS-rebinding page cannot talk to the API through the victim's browser."""
+    max_streams: int = Field(32, gt=0)
+    """Open ``/api/events`` streams allowed at once on this node (429 beyond)."""
+    max_streams_per_token: int = Field(4, gt=0)
+    """Open ``/api/events`` streams allowed at once per token name (429 beyond)."""
 
 
 _toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml_path", default=None)

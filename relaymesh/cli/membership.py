@@ -12,7 +12,7 @@ import asyncio
 import os
 import signal
 import socket
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ import uvloop
 
 from relaymesh.cli.common import CliContext, fail, pass_cli
 from relaymesh.exceptions import ConfigError, RelayMeshError
+from relaymesh.exposure import check_gossip_exposure
 from relaymesh.logging import configure_logging, get_logger
 from relaymesh.ops.metrics import Metrics
 from relaymesh.ops.systemd import SystemdNotifier, capture_signals, daemon_signals
@@ -87,6 +88,7 @@ def build_service(settings: Settings, metrics: Metrics) -> MembershipService:
     from relaymesh.membership.seeds import load_seeds
 
     node = settings.node
+    check_gossip_exposure(settings)
     _, port = parse_address(node.bind)
     seeds: list[str] = []
     if node.seeds_file:
@@ -158,7 +160,12 @@ async def _serve(
         nonlocal http, watchdog
         await service.start()
         if settings.node.http:
-            http = await _start_http(settings.node.http, metrics, service)
+            http = await _start_http(
+                settings.node.http,
+                metrics,
+                service,
+                allowed_hosts=lambda: current["settings"].web.allowed_hosts,
+            )
         notifier.ready(status=f"gossiping as {service.name}")
         if notifier.enabled:
             service.subscribe(report_status)
@@ -190,7 +197,13 @@ async def _serve(
     log.info("gossip_stopped", node=service.name)
 
 
-async def _start_http(bind: str, metrics: Metrics, service: MembershipService) -> HttpServer:
+async def _start_http(
+    bind: str,
+    metrics: Metrics,
+    service: MembershipService,
+    *,
+    allowed_hosts: Callable[[], Sequence[str]],
+) -> HttpServer:
     """/healthz, /metrics and GET /api/members (the view, for scripts and benchmarks)."""
     # Imported here: aiohttp costs every other `relaymesh` command ~0.6 s at start.
     from aiohttp import web
@@ -198,7 +211,13 @@ async def _start_http(bind: str, metrics: Metrics, service: MembershipService) -
     from relaymesh.web.server import HttpServer
 
     try:
-        http = HttpServer(bind, metrics, service.health, before_metrics=service.update_metrics)
+        http = HttpServer(
+            bind,
+            metrics,
+            service.health,
+            before_metrics=service.update_metrics,
+            allowed_hosts=allowed_hosts,
+        )
     except ValueError as exc:
         raise ConfigError(f"--http: {exc}") from exc
 

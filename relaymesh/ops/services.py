@@ -26,6 +26,7 @@ from typing import Any
 
 from relaymesh.exceptions import InvalidStateError
 from relaymesh.model import (
+    Actor,
     AuditRecord,
     CancelResult,
     DeadOwnerReclaim,
@@ -76,6 +77,8 @@ __all__ = [
     "workflow_status",
 ]
 
+MAX_TIME_MS = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z: the latest time an operator may name."""
 RELOAD_REQUEST_ACTION = "reload_request"
 RELOAD_ALL = "*"
 CANCEL_MODES = ("hard", "soft")
@@ -93,8 +96,18 @@ def cli_actor() -> str:
     return f"cli:{user}"
 
 
-def web_actor(token_name: str, address: str) -> str:
-    return f"web:{token_name}@{address}"
+USER_AGENT_MAX_CHARS = 256
+
+
+def web_actor(token_name: str, address: str, user_agent: str | None = None) -> Actor:
+    """``web:<token name>@<address>``; the client's user agent (cut to
+    ``USER_AGENT_MAX_CHARS``, control characters dropped) goes into every audit row the
+    write produces, as ``details.user_agent``."""
+    details: dict[str, Any] = {}
+    if user_agent is not None:
+        clean = "".join(c for c in user_agent if c.isprintable())[:USER_AGENT_MAX_CHARS]
+        details["user_agent"] = clean
+    return Actor(f"web:{token_name}@{address}", details)
 
 
 def node_actor(node: str) -> str:
@@ -344,15 +357,23 @@ def parse_time_ms(value: str) -> int:
     """An operator's time (``T``): ISO-8601 (no zone means UTC) or epoch milliseconds.
     Raises ``ValueError`` with a clear text."""
     text = value.strip()
-    if text.lstrip("-").isdigit():
-        return int(text)
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"expected ISO-8601 or epoch milliseconds, got {value!r}") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+    if text.lstrip("-").isascii() and text.lstrip("-").isdigit():
+        if len(text) > len(str(MAX_TIME_MS)) + 1:
+            raise ValueError(f"time out of range: {value[:40]!r}")
+        ms = int(text)
+    else:
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            ms = int(parsed.timestamp() * 1000)
+        except (ValueError, OverflowError):
+            shown = value[:40] + ("..." if len(value) > 40 else "")
+            raise ValueError(f"expected ISO-8601 or epoch milliseconds, got {shown!r}") from None
+    # Stores keep times as 64-bit integers; a value beyond year 9999 is a typo or an attack.
+    if not 0 <= ms <= MAX_TIME_MS:
+        raise ValueError(f"time out of range (0 to {MAX_TIME_MS} ms): {value[:40]!r}")
+    return ms
 
 
 async def run_maintenance_pass(store: Store, settings: Settings, *, node: str) -> dict[str, Any]:

@@ -50,6 +50,7 @@ from relaymesh.model import (
     WorkflowRecord,
     WorkflowSpec,
     WorkflowStatus,
+    actor_details,
 )
 from relaymesh.store import rows
 from relaymesh.store.base import ConflictReport, LeaderLease
@@ -278,7 +279,9 @@ class PostgresStore:
     async def _audit(
         conn: Conn, actor: str, action: str, *, target: str | None, details: Any
     ) -> None:
-        await conn.execute(Q["audit_insert"], actor, action, target, rows.dumps(details))
+        await conn.execute(
+            Q["audit_insert"], str(actor), action, target, rows.dumps(actor_details(actor, details))
+        )
 
     @staticmethod
     async def _refresh_workflows(conn: Conn, workflow_ids: Collection[str]) -> None:

@@ -63,6 +63,7 @@ from relaymesh.model import (
     WorkflowRecord,
     WorkflowSpec,
     WorkflowStatus,
+    actor_details,
 )
 from relaymesh.store import rows
 from relaymesh.store.base import ConflictReport, LeaderLease
@@ -381,10 +382,10 @@ class SqliteStore:
             Q["audit_insert"],
             {
                 "now": now,
-                "actor": actor,
+                "actor": str(actor),
                 "action": action,
                 "target": target,
-                "details": rows.dumps(details),
+                "details": rows.dumps(actor_details(actor, details)),
             },
         )
 

@@ -2,36 +2,46 @@
 
 Handlers parse the request, call one function of ``relaymesh.ops.services`` and
 render JSON; they hold no logic. A GET never changes anything; every write is a
-POST audited as ``web:<token name>@<client address>``.
+POST audited as ``web:<token name>@<client address>`` with the client's user agent
+in the audit row's details.
 
 ``GET /`` serves the console, a static page whose script reads this API (and its SSE
-stream ``/api/events``) with the caller's token.
+stream ``/api/events``) with the caller's session cookie.
 
 Authentication (``[web] tokens`` in the settings, re-read on every request so a
 reload rotates tokens without a restart): ``Authorization: Bearer <token>`` or the
-console's ``relaymesh_token`` cookie; the token's SHA-256 (hex) is compared with
-each configured ``token_sha256`` in constant time. Reads need ``readonly`` or
-``admin``, writes ``admin``; any number of admin tokens may be valid at once, so a
+``relaymesh_session`` cookie that ``POST /api/login`` sets (HttpOnly, SameSite=Strict:
+page scripts cannot read it, other sites cannot send it); the token's SHA-256 (hex)
+is compared with each configured ``token_sha256`` in constant time. Reads need any
+valid token, writes ``admin``; any number of admin tokens may be valid at once, so a
 new one is added before the old one is removed (rotation). With no token configured
 at all, only loopback clients are served (as ``local``, admin) and everybody else
-gets 401.
+gets 401; a node refuses to serve HTTP beyond loopback without tokens
+(``relaymesh.exposure``).
 
-Writes must be ``Content-Type: application/json`` (415 otherwise): a page on another
-site cannot send that without a CORS preflight, which this API never grants, so the
-loopback-without-tokens mode and the cookie cannot be abused cross-site.
+Cross-site defences, on top of the ``Host`` check every route sits behind
+(``relaymesh.web.origin``, 421): a write whose ``Origin`` is present and not the
+console's own origin is refused (403), and writes must be ``Content-Type:
+application/json`` (415 otherwise), which a page on another site cannot send
+without a CORS preflight that this API never grants.
 
-Errors: 400 bad input, 401 no valid token, 403 role too low, 404 unknown id,
-409 not applicable in the current state, 415 a write that is not JSON, 503 store
-unavailable; body
-``{"error": "<one line>"}``.
+``/api/events`` streams are capped (``[web] max_streams``, ``max_streams_per_token``;
+429 beyond), end when the client goes away, and re-check the caller's token on every
+round, so a token removed by a reload ends its streams.
+
+Errors: 400 bad input, 401 no valid token, 403 role too low or foreign origin, 404
+unknown id, 409 not applicable in the current state, 415 a write that is not JSON,
+421 unknown Host, 429 too many streams, 503 store unavailable, 500 a bug (logged,
+never a traceback in the answer); body ``{"error": "<one line>"}``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import hmac
-import ipaddress
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -47,17 +57,25 @@ from relaymesh.exceptions import (
     StoreUnavailableError,
     WorkflowError,
 )
-from relaymesh.model import StepStatus
+from relaymesh.exposure import is_loopback_host
+from relaymesh.logging import get_logger
+from relaymesh.model import Actor, StepStatus
 from relaymesh.ops import services
 from relaymesh.settings import Settings
 from relaymesh.store.base import Store
+from relaymesh.web import params
+from relaymesh.web.origin import origin_allowed
+from relaymesh.web.streams import StreamSlots
 
-__all__ = ["COOKIE_NAME", "Api", "Principal", "hash_token"]
+__all__ = ["COOKIE_NAME", "OPENAPI", "Api", "Principal", "hash_token"]
 
-COOKIE_NAME = "relaymesh_token"
-_MAX_LIMIT = 10_000
+log = get_logger(__name__)
+
+COOKIE_NAME = "relaymesh_session"
+MAX_TOKEN_CHARS = 4096
+SSE_INTERVAL_S = 2.0
+"""How often an event stream polls the store and re-checks the caller's token."""
 _CONSOLE_HTML = (Path(__file__).parent / "static" / "console.html").read_text(encoding="utf-8")
-_SSE_INTERVAL_S = 2.0
 
 
 def hash_token(token: str) -> str:
@@ -70,20 +88,15 @@ class Principal:
     name: str
     role: str
     address: str
+    user_agent: str | None = None
 
     @property
-    def actor(self) -> str:
-        return services.web_actor(self.name, self.address)
+    def actor(self) -> Actor:
+        return services.web_actor(self.name, self.address, self.user_agent)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
+Route = Callable[[web.Request, Principal], Awaitable[Any]]
 
 
 class Api:
@@ -91,9 +104,19 @@ class Api:
     builds its ``Api`` before its store is open and ``attach``es the store later; until
     then every route but the OpenAPI document answers 503."""
 
-    def __init__(self, store: Store | None, settings: Callable[[], Settings]) -> None:
+    def __init__(
+        self,
+        store: Store | None,
+        settings: Callable[[], Settings],
+        *,
+        sse_interval_s: float = SSE_INTERVAL_S,
+    ) -> None:
         self._store_or_none = store
         self._settings = settings
+        self._sse_interval_s = sse_interval_s
+        self.streams = StreamSlots(
+            lambda: (settings().web.max_streams, settings().web.max_streams_per_token)
+        )
 
     def attach(self, store: Store) -> None:
         self._store_or_none = store
@@ -112,6 +135,8 @@ class Api:
         return [
             web.get("/", self.console),
             web.get("/api/openapi.json", self.openapi),
+            web.post("/api/login", self.login),
+            web.post("/api/logout", self.logout),
             web.get("/api/members", r(self.members)),
             web.get("/api/stats", r(self.stats)),
             web.get("/api/tasks", r(self.tasks)),
@@ -129,30 +154,39 @@ class Api:
     def authenticate(self, request: web.Request) -> Principal:
         """The caller, or ``HTTPUnauthorized``."""
         address = request.remote or "?"
+        user_agent = request.headers.get("User-Agent")
         tokens = self._settings().web.tokens
         if not tokens:
-            if _is_loopback(address):
-                return Principal("local", "admin", address)
+            if is_loopback_host(address):
+                return Principal("local", "admin", address, user_agent)
             raise _error(web.HTTPUnauthorized, "no tokens configured: loopback clients only")
         presented = _presented_token(request)
         if presented is None:
-            raise _error(web.HTTPUnauthorized, "a bearer token is required")
-        digest = hash_token(presented)
-        for token in tokens:
-            if hmac.compare_digest(digest, token.token_sha256.lower()):
-                return Principal(token.name, token.role, address)
-        raise _error(web.HTTPUnauthorized, "invalid token")
+            raise _error(web.HTTPUnauthorized, "a bearer token or a login session is required")
+        principal = self._match(presented, address, user_agent)
+        if principal is None:
+            raise _error(web.HTTPUnauthorized, "invalid token")
+        return principal
 
-    def _read(self, handler: Callable[[web.Request, Principal], Awaitable[Any]]) -> Handler:
+    def _match(self, presented: str, address: str, user_agent: str | None) -> Principal | None:
+        digest = hash_token(presented)
+        found: Principal | None = None
+        # Every configured digest is compared (constant time each), match or not.
+        for token in self._settings().web.tokens:
+            if hmac.compare_digest(digest, token.token_sha256.lower()) and found is None:
+                found = Principal(token.name, token.role, address, user_agent)
+        return found
+
+    def _read(self, handler: Route) -> Handler:
         return self._guarded(handler, write=False)
 
-    def _write(self, handler: Callable[[web.Request, Principal], Awaitable[Any]]) -> Handler:
+    def _write(self, handler: Route) -> Handler:
         return self._guarded(handler, write=True)
 
-    def _guarded(
-        self, handler: Callable[[web.Request, Principal], Awaitable[Any]], *, write: bool
-    ) -> Handler:
+    def _guarded(self, handler: Route, *, write: bool) -> Handler:
         async def wrapped(request: web.Request) -> web.StreamResponse:
+            if write:
+                _check_origin(request)
             principal = self.authenticate(request)
             if write and principal.role != "admin":
                 raise _error(web.HTTPForbidden, "an admin token is required for writes")
@@ -160,29 +194,51 @@ class Api:
                 # A cross-site page can send text/plain POSTs without a CORS preflight;
                 # requiring JSON makes the browser ask first, and nobody answers it.
                 raise _error(web.HTTPUnsupportedMediaType, "writes take application/json")
-            try:
-                result = await handler(request, principal)
-            except NotFoundError as exc:
-                raise _error(web.HTTPNotFound, str(exc)) from exc
-            except (WorkflowError, ValueError) as exc:
-                raise _error(web.HTTPBadRequest, str(exc)) from exc
-            except InvalidStateError as exc:
-                raise _error(web.HTTPConflict, str(exc)) from exc
-            except StoreUnavailableError as exc:
-                raise _error(web.HTTPServiceUnavailable, str(exc)) from exc
-            except RelayMeshError as exc:
-                raise _error(web.HTTPInternalServerError, str(exc)) from exc
+            result = await _answer(request, lambda: handler(request, principal))
             if isinstance(result, web.StreamResponse):
                 return result
             return web.json_response(result, dumps=_dumps)
 
         return wrapped
 
+    # -- sessions ------------------------------------------------------------------------
+
+    async def login(self, request: web.Request) -> web.Response:
+        """``token`` as a form field or in a JSON object: sets the session cookie."""
+        _check_origin(request)
+
+        async def check() -> tuple[Principal, str]:
+            token = await _login_token(request)
+            if not self._settings().web.tokens:
+                raise ValueError("no tokens configured: loopback clients need no login")
+            principal = self._match(token, request.remote or "?", request.headers.get("User-Agent"))
+            if principal is None:
+                raise _error(web.HTTPUnauthorized, "invalid token")
+            return principal, token
+
+        principal, token = await _answer(request, check)
+        response = web.json_response({"name": principal.name, "role": principal.role})
+        response.set_cookie(
+            COOKIE_NAME,
+            _encode_cookie(token),
+            httponly=True,
+            samesite="Strict",
+            secure=request.secure,
+            path="/",
+        )
+        return response
+
+    async def logout(self, request: web.Request) -> web.Response:
+        _check_origin(request)
+        response = web.json_response({"ok": True})
+        response.del_cookie(COOKIE_NAME, path="/")
+        return response
+
     # -- reads ---------------------------------------------------------------------------
 
     async def console(self, request: web.Request) -> web.Response:
         """The console page; it holds no data, its script calls the API with the caller's
-        token (cookie), so serving it needs no token."""
+        session cookie, so serving it needs no token."""
         return web.Response(text=_CONSOLE_HTML, content_type="text/html")
 
     async def openapi(self, request: web.Request) -> web.Response:
@@ -198,26 +254,30 @@ class Api:
         q = request.query
         steps = await services.list_tasks(
             self._store,
-            status=_status(q.get("status")),
-            workflow_id=q.get("workflow") or q.get("workflow_id") or None,
-            agent=q.get("agent") or None,
-            limit=_limit(q.get("limit"), 100),
+            status=params.status(q.get("status")),
+            workflow_id=params.text(q.get("workflow") or q.get("workflow_id"), "workflow"),
+            agent=params.text(q.get("agent"), "agent"),
+            limit=params.limit(q.get("limit"), 100),
         )
         return [s.to_json() for s in steps]
 
     async def workflow(self, request: web.Request, who: Principal) -> Any:
-        wf, steps = await services.workflow_status(self._store, request.match_info["workflow_id"])
+        workflow_id = params.text(request.match_info["workflow_id"], "workflow_id", required=True)
+        assert workflow_id is not None
+        wf, steps = await services.workflow_status(self._store, workflow_id)
         return {"workflow": wf.to_json(), "steps": [s.to_json() for s in steps]}
 
     async def dead(self, request: web.Request, who: Principal) -> Any:
-        steps = await services.list_dead(self._store, limit=_limit(request.query.get("limit"), 100))
+        steps = await services.list_dead(
+            self._store, limit=params.limit(request.query.get("limit"), 100)
+        )
         return [s.to_json() for s in steps]
 
     async def conflicts(self, request: web.Request, who: Principal) -> Any:
         q = request.query
-        since_ms = _time(q.get("since"))
-        limit = _limit(q.get("limit"), 100)
-        if q.get("report") in ("1", "true", "yes"):
+        since_ms = params.time_ms(q.get("since"), "since")
+        limit = params.limit(q.get("limit"), 100)
+        if params.flag(q.get("report"), "report"):
             rep = await services.conflict_report(self._store, since_ms=since_ms, top=limit)
             return {
                 "total": rep.total,
@@ -230,44 +290,83 @@ class Api:
 
     async def audit_query(self, request: web.Request, who: Principal) -> Any:
         q = request.query
+        from_ms = params.time_ms(q.get("from"), "from")
+        to_ms = params.time_ms(q.get("to"), "to")
+        if from_ms is not None and to_ms is not None and from_ms > to_ms:
+            raise ValueError("from is after to")
         rows = await services.query_audit(
             self._store,
-            task_id=q.get("task_id") or None,
-            action=q.get("action") or None,
-            from_ms=_time(q.get("from")),
-            to_ms=_time(q.get("to")),
-            limit=_limit(q.get("limit"), 100),
+            task_id=params.text(q.get("task_id"), "task_id"),
+            action=params.text(q.get("action"), "action"),
+            from_ms=from_ms,
+            to_ms=to_ms,
+            limit=params.limit(q.get("limit"), 100),
         )
         return [r.to_json() for r in rows]
 
     async def events(self, request: web.Request, who: Principal) -> web.StreamResponse:
-        """Server-sent events: ``stats``, ``members``, ``conflicts`` when they change."""
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await response.prepare(request)
+        """Server-sent events: ``stats``, ``members``, ``conflicts`` when they change.
+
+        Ends when the client has gone (checked before every store poll), when the
+        caller's token stops being valid (re-checked every round: a reload that removes
+        it ends the stream with an ``error`` event), or on a write error."""
+        refused = self.streams.try_open(who.name)
+        if refused is not None:
+            raise _error(web.HTTPTooManyRequests, refused)
+        try:
+            response = web.StreamResponse(
+                headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            )
+            await response.prepare(request)
+            await self._stream(request, response)
+            return response
+        finally:
+            self.streams.close(who.name)
+
+    async def _stream(self, request: web.Request, response: web.StreamResponse) -> None:
         last: dict[str, str] = {}
-        while True:
-            stats = (await services.stats(self._store)).to_json()
-            stats.pop("at", None)  # changes every time; not a change worth sending
-            docs: dict[str, Any] = {
-                "stats": stats,
-                "members": [m.to_json() for m in await services.list_members(self._store)],
-                "conflicts": [c.to_json() for c in await services.list_conflicts(self._store)],
-            }
+        while not _client_gone(request):
+            try:
+                self.authenticate(request)
+            except web.HTTPUnauthorized:
+                message = _dumps({"error": "the token of this stream is no longer valid"})
+                await _send(response, f"event: error\ndata: {message}\n\n")
+                return
+            try:
+                docs = await self._event_docs()
+            except RelayMeshError as exc:
+                docs = {"error": {"error": str(exc)}}
+            sent = False
             for event, doc in docs.items():
                 body = _dumps(doc)
                 if last.get(event) != body:
                     last[event] = body
-                    await response.write(f"event: {event}\ndata: {body}\n\n".encode())
-            await asyncio.sleep(_SSE_INTERVAL_S)
+                    sent = True
+                    if not await _send(response, f"event: {event}\ndata: {body}\n\n"):
+                        return
+            # A comment line costs nothing and makes a dead peer show up as a write error.
+            if not sent and not await _send(response, ": idle\n\n"):
+                return
+            await asyncio.sleep(self._sse_interval_s)
+
+    async def _event_docs(self) -> dict[str, Any]:
+        stats = (await services.stats(self._store)).to_json()
+        stats.pop("at", None)  # changes every time; not a change worth sending
+        return {
+            "stats": stats,
+            "members": [m.to_json() for m in await services.list_members(self._store)],
+            "conflicts": [c.to_json() for c in await services.list_conflicts(self._store)],
+        }
 
     # -- writes --------------------------------------------------------------------------
 
     async def cancel(self, request: web.Request, who: Principal) -> Any:
-        body = await _body(request)
-        workflow_id = _required(body, "workflow_id")
-        mode = str(body.get("mode", "soft"))
+        body = params.only_fields(await params.json_body(request), ("workflow_id", "mode"))
+        workflow_id = params.text(body.get("workflow_id"), "workflow_id", required=True)
+        assert workflow_id is not None
+        mode = params.text(body.get("mode"), "mode") or "soft"
+        if mode not in ("hard", "soft"):
+            raise ValueError(f"mode must be hard or soft, got {mode!r}")
         result = await services.cancel_workflow(self._store, workflow_id, mode, who.actor)
         return {
             "workflow_id": workflow_id,
@@ -277,34 +376,62 @@ class Api:
         }
 
     async def replay(self, request: web.Request, who: Principal) -> Any:
-        body = await _body(request)
-        step = await services.replay_step(self._store, _required(body, "step_id"), who.actor)
+        body = params.only_fields(await params.json_body(request), ("step_id",))
+        step_id = params.text(body.get("step_id"), "step_id", required=True)
+        assert step_id is not None
+        step = await services.replay_step(self._store, step_id, who.actor)
         return step.to_json()
 
     async def replay_batch(self, request: web.Request, who: Principal) -> Any:
-        body = await _body(request)
-        status = _status(str(body.get("status", StepStatus.DEAD_LETTER.value)))
-        assert status is not None
+        body = params.only_fields(
+            await params.json_body(request), ("status", "limit", "agent", "workflow_id", "workflow")
+        )
+        status = params.status(body.get("status")) or StepStatus.DEAD_LETTER
+        workflow_id = params.text(body.get("workflow_id"), "workflow_id") or params.text(
+            body.get("workflow"), "workflow"
+        )
         count = await services.replay_batch(
             self._store,
             status=status,
-            limit=_limit(body.get("limit"), 100),
+            limit=params.limit(body.get("limit"), 100),
             actor=who.actor,
-            agent=body.get("agent") or None,
-            workflow_id=body.get("workflow_id") or body.get("workflow") or None,
+            agent=params.text(body.get("agent"), "agent"),
+            workflow_id=workflow_id,
         )
         return {"replayed": count}
 
     async def reload_settings(self, request: web.Request, who: Principal) -> Any:
-        body = await _body(request)
-        node = body.get("node") or None
-        req = await services.request_reload(
-            self._store, node=None if node is None else str(node), actor=who.actor
-        )
+        body = params.only_fields(await params.json_body(request), ("node",))
+        node = params.text(body.get("node"), "node")
+        req = await services.request_reload(self._store, node=node, actor=who.actor)
         return {"request_id": req.id, "node": req.target, "at": req.at_ms}
 
 
 # -- helpers ---------------------------------------------------------------------------
+
+
+async def _answer(request: web.Request, call: Callable[[], Awaitable[Any]]) -> Any:
+    """Run a route; translate the project's errors to statuses, anything else to a logged
+    500 with one line (a bug must not hand the client a traceback)."""
+    try:
+        return await call()
+    except web.HTTPException:
+        raise
+    except NotFoundError as exc:
+        raise _error(web.HTTPNotFound, str(exc)) from exc
+    except (WorkflowError, ValueError) as exc:
+        raise _error(web.HTTPBadRequest, str(exc)) from exc
+    except InvalidStateError as exc:
+        raise _error(web.HTTPConflict, str(exc)) from exc
+    except StoreUnavailableError as exc:
+        raise _error(web.HTTPServiceUnavailable, str(exc)) from exc
+    except RelayMeshError as exc:
+        raise _error(web.HTTPInternalServerError, str(exc)) from exc
+    except (ConnectionError, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        log.exception("api_error", path=request.path, method=request.method)
+        raise _error(web.HTTPInternalServerError, "internal error (logged by the node)") from exc
 
 
 def _dumps(doc: Any) -> str:
@@ -315,112 +442,198 @@ def _error(cls: type[web.HTTPException], message: str) -> web.HTTPException:
     return cls(text=_dumps({"error": message}), content_type="application/json")
 
 
+def _check_origin(request: web.Request) -> None:
+    if not origin_allowed(request.headers.get("Origin"), request.headers.get("Host")):
+        raise _error(web.HTTPForbidden, "cross-origin write refused (Origin is not this console)")
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _send(response: web.StreamResponse, text: str) -> bool:
+    """Write to an event stream; False when the client has gone."""
+    try:
+        await response.write(text.encode())
+    except (ConnectionError, RuntimeError):
+        return False
+    return True
+
+
+def _encode_cookie(token: str) -> str:
+    # base64url: only characters a cookie value may hold unquoted, whatever the token has.
+    return base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+
+
+def _decode_cookie(value: str) -> str | None:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        return raw.decode() or None
+    except (binascii.Error, ValueError):
+        return None
+
+
 def _presented_token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     cookie = request.cookies.get(COOKIE_NAME)
-    return cookie or None
+    return _decode_cookie(cookie) if cookie else None
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        doc = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ValueError("request body is not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise ValueError("request body must be a JSON object")
-    return doc
+async def _login_token(request: web.Request) -> str:
+    if request.content_type == "application/json":
+        body = params.only_fields(await params.json_body(request), ("token",))
+        token: Any = body.get("token")
+    elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        token = (await request.post()).get("token")
+    else:
+        raise ValueError("login takes a JSON object or a form with the field token")
+    if not isinstance(token, str) or not token:
+        raise ValueError("token is required")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise ValueError(f"token is longer than {MAX_TOKEN_CHARS} characters")
+    return token
 
 
-def _required(body: dict[str, Any], key: str) -> str:
-    value = body.get(key)
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"field {key!r} is required")
-    return value
+def _query(name: str, kind: str = "string", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": {"type": kind, **extra}}
 
 
-def _status(value: str | None) -> StepStatus | None:
-    if not value:
-        return None
-    try:
-        return StepStatus(value.upper())
-    except ValueError:
-        allowed = ", ".join(s.value for s in StepStatus)
-        raise ValueError(f"unknown status {value!r} (expected one of {allowed})") from None
+_LIMIT = _query("limit", "integer", minimum=1, maximum=params.MAX_LIMIT)
+_STATUS = _query("status", enum=[s.value for s in StepStatus])
 
 
-def _limit(value: Any, default: int) -> int:
-    if value is None or value == "":
-        return default
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"limit must be an integer, got {value!r}") from None
-    if not 1 <= n <= _MAX_LIMIT:
-        raise ValueError(f"limit must be between 1 and {_MAX_LIMIT}")
-    return n
-
-
-def _time(value: str | None) -> int | None:
-    return None if not value else services.parse_time_ms(value)
-
-
-def _op(summary: str, *, write: bool = False, params: list[str] | None = None) -> dict[str, Any]:
+def _op(
+    summary: str,
+    *,
+    write: bool = False,
+    query: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary,
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}, {"session": []}],
         "responses": {
             "200": {"description": "OK"},
+            "400": {"description": "bad input"},
             "401": {"description": "no valid token"},
-            **({"403": {"description": "admin token required"}} if write else {}),
+            **(
+                {"403": {"description": "admin token required, or foreign Origin"}} if write else {}
+            ),
         },
     }
-    if params:
-        op["parameters"] = [
-            {"name": p, "in": "query", "required": False, "schema": {"type": "string"}}
-            for p in params
-        ]
+    if query:
+        op["parameters"] = query
     if write:
-        op["requestBody"] = {"content": {"application/json": {"schema": {"type": "object"}}}}
+        schema = {"type": "object", "additionalProperties": False, "properties": body or {}}
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
     return op
 
+
+_ID = {"type": "string", "minLength": 1, "maxLength": params.MAX_TEXT_CHARS}
+_TEXT = {"type": "string", "maxLength": params.MAX_TEXT_CHARS}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {"title": "RelayMesh API", "version": "1"},
-    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    "components": {
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "session": {"type": "apiKey", "in": "cookie", "name": COOKIE_NAME},
+        }
+    },
     "paths": {
+        "/api/login": {
+            "post": {
+                "summary": "Set the HttpOnly session cookie from a token (JSON or form field)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["token"],
+                                "properties": {"token": {"type": "string"}},
+                            }
+                        },
+                        "application/x-www-form-urlencoded": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["token"],
+                                "properties": {"token": {"type": "string"}},
+                            }
+                        },
+                    },
+                },
+                "responses": {
+                    "200": {"description": "cookie set; {name, role}"},
+                    "400": {"description": "bad input"},
+                    "401": {"description": "invalid token"},
+                    "403": {"description": "foreign Origin"},
+                },
+            }
+        },
+        "/api/logout": {
+            "post": {
+                "summary": "Clear the session cookie",
+                "responses": {"200": {"description": "cookie cleared"}},
+            }
+        },
         "/api/members": {"get": _op("Members as the mesh last reported them")},
         "/api/stats": {"get": _op("Step counts, queue lag, members by status")},
-        "/api/tasks": {"get": _op("List steps", params=["status", "workflow", "agent", "limit"])},
+        "/api/tasks": {
+            "get": _op(
+                "List steps",
+                query=[_STATUS, _query("workflow"), _query("agent"), _LIMIT],
+            )
+        },
         "/api/workflows/{workflow_id}": {
             "get": {
                 **_op("A workflow and its steps"),
                 "parameters": [
-                    {
-                        "name": "workflow_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    }
+                    {"name": "workflow_id", "in": "path", "required": True, "schema": _ID}
                 ],
             }
         },
-        "/api/dead": {"get": _op("Dead letters", params=["limit"])},
+        "/api/dead": {"get": _op("Dead letters", query=[_LIMIT])},
         "/api/conflicts": {
-            "get": _op("Lease conflicts (report=1 aggregates)", params=["since", "limit", "report"])
+            "get": _op(
+                "Lease conflicts (report=1 aggregates)",
+                query=[_query("since"), _LIMIT, _query("report", enum=["0", "1", "true", "false"])],
+            )
         },
         "/api/audit-query": {
-            "get": _op("Audit trail", params=["task_id", "action", "from", "to", "limit"])
+            "get": _op(
+                "Audit trail (from/to: ISO-8601 or epoch ms)",
+                query=[_query("task_id"), _query("action"), _query("from"), _query("to"), _LIMIT],
+            )
         },
         "/api/events": {"get": _op("Server-sent events: stats, members, conflicts")},
-        "/api/cancel": {"post": _op("Cancel a workflow {workflow_id, mode}", write=True)},
-        "/api/replay": {"post": _op("Replay one dead letter {step_id}", write=True)},
-        "/api/replay-batch": {
-            "post": _op("Replay many {status, limit, agent, workflow_id}", write=True)
+        "/api/cancel": {
+            "post": _op(
+                "Cancel a workflow",
+                write=True,
+                body={"workflow_id": _ID, "mode": {"type": "string", "enum": ["hard", "soft"]}},
+            )
         },
-        "/api/reload-settings": {"post": _op("Ask node(s) to reload {node}", write=True)},
+        "/api/replay": {"post": _op("Replay one dead letter", write=True, body={"step_id": _ID})},
+        "/api/replay-batch": {
+            "post": _op(
+                "Replay many",
+                write=True,
+                body={
+                    "status": {"type": "string", "enum": ["DEAD_LETTER", "CANCELLED"]},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": params.MAX_LIMIT},
+                    "agent": _TEXT,
+                    "workflow_id": _TEXT,
+                },
+            )
+        },
+        "/api/reload-settings": {
+            "post": _op("Ask node(s) to reload", write=True, body={"node": _TEXT})
+        },
     },
 }

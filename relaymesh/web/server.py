@@ -1,17 +1,19 @@
 """The HTTP server lifecycle every daemon shares (``node run``, ``gossip``, ``serve-web``).
 
 ``HttpServer`` serves ``/healthz`` and ``/metrics`` itself; callers add their routes
-with ``add_routes`` before ``start()``. It owns the aiohttp runner and nothing else.
+with ``add_routes`` before ``start()``. It owns the aiohttp runner and the ``Host``
+check every route sits behind (``relaymesh.web.origin``), and nothing else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
 
 from relaymesh.ops.metrics import CONTENT_TYPE_LATEST, Metrics
+from relaymesh.web.origin import host_guard
 
 __all__ = ["HttpServer", "parse_hostport"]
 
@@ -36,14 +38,17 @@ class HttpServer:
         health: Callable[[], dict[str, Any]],
         *,
         before_metrics: Callable[[], Any] | None = None,
+        allowed_hosts: Callable[[], Sequence[str]] = lambda: (),
     ) -> None:
         """``health()`` returns a JSON-able dict with a boolean ``ok``; 200 when ok, else 503.
-        ``before_metrics`` (sync or async) refreshes gauges before each scrape."""
+        ``before_metrics`` (sync or async) refreshes gauges before each scrape; it is
+        called on every unauthenticated scrape, so it must be cheap (cache store figures).
+        ``allowed_hosts()`` gives ``[web] allowed_hosts`` (called per request)."""
         self.host, self.port = parse_hostport(bind)
         self._metrics = metrics
         self._health = health
         self._before_metrics = before_metrics
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[host_guard(allowed_hosts)])
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/metrics", self._metrics_handler)
         self._runner: web.AppRunner | None = None

@@ -8,10 +8,12 @@ script agent then kills its whole process group before the cancellation goes on.
 
 Script protocol (INTERFACE.md): the step as JSON on stdin (``step_id``,
 ``workflow_id``, ``attempt``, ``lease_epoch``, ``input``, ``upstream``), the result
-as JSON on stdout, exit 0 for success. Environment: ``RELAYMESH_STEP_ID``,
-``RELAYMESH_WORKFLOW_ID``, ``RELAYMESH_ATTEMPT``, ``RELAYMESH_LEASE_EPOCH``,
-``RELAYMESH_NODE``. Own process group; on timeout SIGTERM to the group, then SIGKILL
-after ``term_grace_s``. Empty stdout on success is a ``null`` result.
+as JSON on stdout, exit 0 for success. Environment (``script_environment``, and
+nothing else of the node's): ``RELAYMESH_STEP_ID``, ``RELAYMESH_WORKFLOW_ID``,
+``RELAYMESH_ATTEMPT``, ``RELAYMESH_LEASE_EPOCH``, ``RELAYMESH_NODE``, PATH, HOME, LANG,
+the agent's ``env`` and the names in its ``pass_env``. Own process group; on timeout
+SIGTERM to the group, then SIGKILL after ``term_grace_s``. Empty stdout on success is a
+``null`` result.
 """
 
 from __future__ import annotations
@@ -40,9 +42,12 @@ __all__ = [
     "ScriptAgent",
     "SleepAgent",
     "known_agents",
+    "script_environment",
 ]
 
 BUILTIN_AGENTS = frozenset({"echo", "sleep", "fail"})
+INHERITED_ENV = ("PATH", "HOME", "LANG")
+"""What a script inherits from the node without asking (``pass_env`` names more)."""
 STDERR_TAIL_BYTES = 4096
 SNIPPET_CHARS = 200
 DEFAULT_TERM_GRACE_S = 2.0
@@ -203,15 +208,7 @@ class ScriptAgent:
                 "upstream": request.upstream,
             }
         ).encode()
-        env = {
-            **os.environ,
-            **self.spec.env,
-            "RELAYMESH_STEP_ID": request.step_id,
-            "RELAYMESH_WORKFLOW_ID": request.workflow_id,
-            "RELAYMESH_ATTEMPT": str(request.attempt),
-            "RELAYMESH_LEASE_EPOCH": str(request.lease_epoch),
-            "RELAYMESH_NODE": request.node,
-        }
+        env = script_environment(self.spec, request, os.environ)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.spec.command,
@@ -349,6 +346,29 @@ class _Run:
             self.stderr += chunk
             if len(self.stderr) > 2 * STDERR_TAIL_BYTES:
                 del self.stderr[:-STDERR_TAIL_BYTES]
+
+
+def script_environment(
+    spec: AgentSettings, request: AgentRequest, node_env: Mapping[str, str]
+) -> dict[str, str]:
+    """The whole environment a script sees: PATH, HOME and LANG from the node, the names
+    in ``pass_env``, the agent's ``env``, and the step variables. Nothing else: the
+    node's own environment holds its settings and secrets (``RELAYMESH_GOSSIP__KEYS``,
+    a store URL with a password), which a script must never see."""
+    env = {name: node_env[name] for name in INHERITED_ENV if name in node_env}
+    env.setdefault("PATH", os.defpath)
+    env.update({name: node_env[name] for name in spec.pass_env if name in node_env})
+    env.update(spec.env)
+    env.update(
+        {
+            "RELAYMESH_STEP_ID": request.step_id,
+            "RELAYMESH_WORKFLOW_ID": request.workflow_id,
+            "RELAYMESH_ATTEMPT": str(request.attempt),
+            "RELAYMESH_LEASE_EPOCH": str(request.lease_epoch),
+            "RELAYMESH_NODE": request.node,
+        }
+    )
+    return env
 
 
 def _signal_group(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:

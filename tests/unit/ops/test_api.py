@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ from relaymesh.store import Store, open_store
 from relaymesh.web.api import Api, hash_token
 from relaymesh.work.workflow import parse_workflow
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ADMIN_OLD, ADMIN_NEW, READER = "old-admin-secret", "new-admin-secret", "reader-secret"
 
 
@@ -39,8 +40,16 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         await s.close()
 
 
+@web.middleware
+async def pretend_remote(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Serve the request as if it came from ``X-Test-Remote`` (as a reverse proxy that sets
+    the client address would): the test client itself can only connect over loopback."""
+    remote = request.headers.get("X-Test-Remote")
+    return await handler(request.clone(remote=remote) if remote else request)
+
+
 async def client_for(store: Store, settings: Settings) -> TestClient:
-    app = web.Application()
+    app = web.Application(middlewares=[pretend_remote])
     app.add_routes(Api(store, lambda: settings).routes())
     client = TestClient(TestServer(app))
     await client.start_server()
@@ -84,7 +93,9 @@ async def test_roles_and_rotation(store: Store) -> None:
         )
         assert resp.status == 200
         assert (await resp.json())["cancelled"] == 1
-        cookie = await client.get(f"/api/workflows/{wid}", cookies={"relaymesh_token": READER})
+        login = await client.post("/api/login", json={"token": READER})
+        assert login.status == 200
+        cookie = await client.get(f"/api/workflows/{wid}")  # the session cookie, no header
         assert cookie.status == 200
         assert (await cookie.json())["workflow"]["status"] == "CANCELLED"
     finally:
@@ -99,8 +110,20 @@ async def test_no_tokens_means_loopback_only(store: Store) -> None:
         resp = await client.get("/api/members")
         assert resp.status == 200  # the test client connects over loopback
         assert await resp.json() == []
+        for loopback in ("127.0.0.2", "::1", "::ffff:127.0.0.1"):
+            resp = await client.get("/api/members", headers={"X-Test-Remote": loopback})
+            assert resp.status == 200, loopback
+        for remote in ("192.0.2.7", "2001:db8::1", "::ffff:192.0.2.7"):
+            resp = await client.get("/api/members", headers={"X-Test-Remote": remote})
+            assert resp.status == 401, remote
+            assert "loopback clients only" in (await resp.json())["error"]
+            write = await client.post(
+                "/api/reload-settings", json={}, headers={"X-Test-Remote": remote}
+            )
+            assert write.status == 401, remote
     finally:
         await client.close()
+    assert await services.query_audit(store, action=services.RELOAD_REQUEST_ACTION) == []
 
 
 async def test_errors_are_json_lines(store: Store) -> None:
