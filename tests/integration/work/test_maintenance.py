@@ -199,9 +199,7 @@ async def test_notify_member_dead_reclaims_at_once(store: Any, store_url: str) -
         await victim_store.close()
     events = await store.list_ownership_events(limit=100)
     # One reclaim, of the victim's step, recorded under the owner it was taken from.
-    assert [(e.step_id, e.node) for e in events if e.event == "dead_owner"] == [
-        (step.id, "victim")
-    ]
+    assert [(e.step_id, e.node) for e in events if e.event == "dead_owner"] == [(step.id, "victim")]
     audit = await store.query_audit(limit=100)
     assert [(a.action, a.details) for a in audit if a.actor == "node:observer"] == [
         ("recover", {"count": 1, "owners": ["victim"], "step_ids": [step.id]})

@@ -344,7 +344,7 @@ async def test_script_success_kills_what_it_left_in_its_group(
     """Exit 0 with a background child still running: the run is a success and the
     child is killed with the group (INTERFACE: the whole group after every run). A
     child that still holds stdout does not hold the run open until the timeout."""
-    agent = script(tmp_path, forking('print(\'{"ok": 1}\')', inherit=inherit), timeout_s=20)
+    agent = script(tmp_path, forking("print('{\"ok\": 1}')", inherit=inherit), timeout_s=20)
     loop = asyncio.get_running_loop()
     started = loop.time()
     outcome = await agent.run(request())
