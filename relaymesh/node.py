@@ -16,7 +16,8 @@
   steps finish up to ``worker.drain_timeout_s``, releases the rest so other nodes
   take them at once), the node leaves the mesh (LEAVE), everything closes. Bounded:
   drain timeout + ``LEAVE_TIMEOUT_S`` + ``CLOSE_TIMEOUT_S``. A second signal cuts the
-  drain short.
+  drain's wait short (running steps are killed and released at once); a third
+  abandons the drain.
 
 Settings reload, on SIGHUP or on a ``reload_request`` the operator recorded in the
 store (``relaymesh reload-settings``, polled every ``RELOAD_POLL_S``): the file and
@@ -231,8 +232,14 @@ class Node:
         if self._signals == 1:
             log.info("shutdown_requested", node=self.name)
             self._stop.set()
-        elif self._drain is not None and not self._drain.done():
+        elif self._signals == 2:
+            # Cut the wait for running steps, not the drain: they are still killed and
+            # released, so another node takes them at once instead of at lease expiry.
             log.warning("drain_cut_short", node=self.name)
+            if self.worker is not None:
+                self.worker.cut_drain_short()
+        elif self._drain is not None and not self._drain.done():
+            log.warning("drain_abandoned", node=self.name)
             self._drain.cancel()
 
     # -- store and work ------------------------------------------------------------------
@@ -382,7 +389,13 @@ class Node:
                     return []
                 fresh = self._reload_loader()
             except RelayMeshError as exc:
-                log.error("settings_reload_failed", node=self.name, error=str(exc), source=source)
+                log.error(
+                    "settings_reload_failed",
+                    node=self.name,
+                    error=str(exc),
+                    source=source,
+                    outcome="kept the settings in force",
+                )
                 return []
             finally:
                 self.notifier.ready()

@@ -142,9 +142,9 @@ def mesh_prune(cli: CliContext, older_than_ms: int, limit: int, as_json: bool) -
 @pass_cli
 def maintenance(cli: CliContext, node_id: str, as_json: bool) -> None:
     """Run one maintenance pass now: dead owners, expired leases, due retries, prune."""
-    settings = cli.settings()
 
     async def go() -> dict[str, Any]:
+        settings = cli.settings()  # inside run_async: a bad file is one clean error line
         async with store_session(settings.node.store_url) as store:
             return await services.run_maintenance_pass(store, settings, node=node_id)
 

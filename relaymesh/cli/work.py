@@ -34,9 +34,9 @@ def submit(cli: CliContext, file: str, priority: str | None) -> None:
     --priority sets the priority of every step, over what the file says."""
     from relaymesh.work.workflow import load_workflow_file
 
-    settings = cli.settings()
-
     async def go() -> str:
+        # Inside run_async: a bad settings file is one clean error line, not a traceback.
+        settings = cli.settings()
         # Validate before opening the store: a malformed file writes nothing.
         spec = load_workflow_file(
             file,

@@ -12,8 +12,8 @@ as JSON on stdout, exit 0 for success. Environment (``script_environment``, and
 nothing else of the node's): ``RELAYMESH_STEP_ID``, ``RELAYMESH_WORKFLOW_ID``,
 ``RELAYMESH_ATTEMPT``, ``RELAYMESH_LEASE_EPOCH``, ``RELAYMESH_NODE``, PATH, HOME, LANG,
 the agent's ``env`` and the names in its ``pass_env``. Own process group; on timeout
-SIGTERM to the group, then SIGKILL after ``term_grace_s``. Empty stdout on success is a
-``null`` result.
+SIGTERM to the group, then SIGKILL after ``term_grace_s``; once the script exits,
+whatever it left in its group is killed. Empty stdout on success is a ``null`` result.
 """
 
 from __future__ import annotations
@@ -209,8 +209,10 @@ class ScriptAgent:
             }
         ).encode()
         env = script_environment(self.spec, request, os.environ)
+        loop = asyncio.get_running_loop()
         try:
-            proc = await asyncio.create_subprocess_exec(
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _ExitAwareProtocol(loop),
                 *self.spec.command,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
@@ -224,7 +226,8 @@ class ScriptAgent:
                 "spawn",
                 f"cannot start {self.spec.command[0]!r}: {exc.strerror or exc}",
             )
-        run = _Run(proc, self.spec.max_output_bytes)
+        proc = asyncio.subprocess.Process(transport, protocol, loop)
+        run = _Run(proc, protocol.exited, self.spec.max_output_bytes)
         try:
             async with asyncio.timeout(self.spec.timeout_s):
                 await run.communicate(payload)
@@ -294,19 +297,49 @@ class ScriptAgent:
         return AgentOutcome.failure(kind, reason, message, **extra)
 
 
+class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """The stream protocol of ``create_subprocess_exec``, plus ``exited``: done when the
+    script itself exits. ``Process.wait()`` also waits for every pipe to close, which a
+    child the script left behind can hold open."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=_READ_CHUNK, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
 class _Run:
     """The pipes of one script process: stdin written, stdout capped, stderr's tail."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, max_output_bytes: int) -> None:
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        exited: asyncio.Future[None],
+        max_output_bytes: int,
+    ) -> None:
         self.proc = proc
+        self.exited = exited
         self.max_output_bytes = max_output_bytes
         self.stdout = bytearray()
         self.stderr = bytearray()
         self.overflowed = False
 
     async def communicate(self, payload: bytes) -> None:
-        await asyncio.gather(self._write(payload), self._read_stdout(), self._read_stderr())
+        await asyncio.gather(
+            self._write(payload), self._read_stdout(), self._read_stderr(), self._end_group()
+        )
         await self.proc.wait()
+
+    async def _end_group(self) -> None:
+        # Once the script exits, whatever it left running in its group is killed, success
+        # or not (INTERFACE.md); that also closes the pipes a leftover child still holds,
+        # so the reads above end instead of waiting for the timeout.
+        await asyncio.shield(self.exited)
+        _signal_group(self.proc, signal.SIGKILL)
 
     def stderr_tail(self) -> str:
         text = bytes(self.stderr[-STDERR_TAIL_BYTES:]).decode("utf-8", errors="replace")

@@ -34,7 +34,12 @@ def make_cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
             cluster.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgresql", id="postgresql", marks=pytest.mark.pg),
+    ]
+)
 def store_backend(request: pytest.FixtureRequest) -> Iterator[str | None]:
     """``None`` (SQLite in the cluster's directory) or a fresh PostgreSQL database URL."""
     if request.param == "sqlite":

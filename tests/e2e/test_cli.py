@@ -142,7 +142,15 @@ def test_operator_commands(make_cluster: ClusterFactory) -> None:
 
     soft = c.cli_json("cancel", wid, "--mode", "soft")
     assert soft["cancelled"] == 2
-    assert c.cli_json("status", wid)["workflow"]["status"] in {"CANCELLED", "FAILED"}
+    # Both dead letters were replayed, then cancelled: nothing dead is left, so CANCELLED.
+    after_cancel = c.cli_json("status", wid)
+    assert after_cancel["workflow"]["status"] == "CANCELLED"
+    assert {s["name"]: s["status"] for s in after_cancel["steps"]} == {
+        "fetch": "SUCCEEDED",
+        "use": "SUCCEEDED",
+        "broken": "CANCELLED",
+        "broken2": "CANCELLED",
+    }
     assert c.cli("cancel", "nope", "--mode", "hard", check=False).returncode == 1
 
     audit = c.cli_json("audit-query", "--task-id", wid)
@@ -151,8 +159,15 @@ def test_operator_commands(make_cluster: ClusterFactory) -> None:
     assert all(r["actor"].startswith("cli:") for r in audit if r["action"] in {"submit", "cancel"})
     replay_rows = c.cli_json("audit-query", "--task-id", broken_id, "--action", "replay")
     assert replay_rows and replay_rows[0]["actor"].startswith("cli:")
+    # --from/--to bound the rows: the submit came seconds before the cancel.
+    [submit_at] = [int(r["at"]) for r in audit if r["action"] == "submit"]
     iso_from = "2000-01-01T00:00:00Z"
-    assert c.cli_json("audit-query", "--from", iso_from, "--to", str(now_ms() + 60_000))
+    window = ("audit-query", "--task-id", wid, "--from", iso_from)
+    up_to_submit = c.cli_json(*window, "--to", str(submit_at))
+    assert [r["action"] for r in up_to_submit] == ["submit"]
+    assert c.cli_json(*window, "--to", str(submit_at - 1)) == []
+    since_submit = {r["action"] for r in c.cli_json(*window[:3], "--from", str(submit_at + 1))}
+    assert "cancel" in since_submit and "submit" not in since_submit
     bad_time = c.cli("audit-query", "--from", "yesterday", check=False)
     assert bad_time.returncode != 0 and "ISO-8601" in bad_time.stderr
 

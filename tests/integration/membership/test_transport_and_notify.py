@@ -119,15 +119,22 @@ async def test_sd_notify_messages_and_watchdog(tmp_path: Path) -> None:
         assert notifier.watchdog_interval_s == pytest.approx(0.05)
         assert notifier.ready(status="up")
         assert sock.recv(1024) == b"READY=1\nSTATUS=up"
+        # Read on the event loop (the pings come from a task on it), each under a deadline.
+        loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+
+        async def recv() -> bytes:
+            return await asyncio.wait_for(loop.sock_recv(sock, 1024), 2)
+
         task = asyncio.create_task(notifier.run_watchdog())
-        await asyncio.sleep(0.12)
+        assert await recv() == b"WATCHDOG=1"
+        assert await recv() == b"WATCHDOG=1"  # it keeps pinging
         task.cancel()
-        assert sock.recv(1024) == b"WATCHDOG=1"
-        assert sock.recv(1024) == b"WATCHDOG=1"
+        await asyncio.gather(task, return_exceptions=True)
         assert notifier.stopping()
-        rest = sock.recv(1024)
+        rest = await recv()
         while rest == b"WATCHDOG=1":  # one more may have gone out before the cancel
-            rest = sock.recv(1024)
+            rest = await recv()
         assert rest.startswith(b"STOPPING=1")
         notifier.close()
     finally:

@@ -29,14 +29,28 @@ def test_backup_writes_a_copy(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/cli.db"
     runner = CliRunner()
     assert runner.invoke(main, ["--store", url, "store", "migrate"]).exit_code == 0
+    workflow = tmp_path / "wf.json"
+    workflow.write_text(json.dumps({"name": "w", "steps": [{"name": "a", "agent": "echo"}]}))
+    submitted = runner.invoke(main, ["--store", url, "submit", str(workflow)])
+    assert submitted.exit_code == 0, submitted.output
+    wid = submitted.output.strip().splitlines()[-1]
     target = tmp_path / "copy.db"
     result = runner.invoke(main, ["--store", url, "store", "backup", str(target), "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
-    assert doc["path"] == str(target) and doc["bytes"] > 0
-    conn = sqlite3.connect(target)
-    assert conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] >= 1
-    conn.close()
+    assert doc["path"] == str(target) and doc["bytes"] == target.stat().st_size
+    # The copy holds the store's rows, not only its schema.
+    copy, original = sqlite3.connect(target), sqlite3.connect(tmp_path / "cli.db")
+    try:
+        for table, columns in (("workflows", "id, name, status"), ("steps", "id, name, status")):
+            sql = f"SELECT {columns} FROM {table} ORDER BY id"
+            assert copy.execute(sql).fetchall() == original.execute(sql).fetchall()
+        assert copy.execute("SELECT id FROM workflows").fetchall() == [(wid,)]
+        latest = len(load_migrations("sqlite"))
+        assert copy.execute("SELECT max(version) FROM schema_version").fetchone()[0] == latest
+    finally:
+        copy.close()
+        original.close()
     result = runner.invoke(main, ["--store", url, "store", "backup", str(target)])
     assert result.exit_code == 0 and f"wrote {target}" in result.output
 

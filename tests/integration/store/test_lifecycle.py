@@ -7,6 +7,7 @@ import json
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,12 +109,54 @@ async def test_wait_for_work_wakes_on_submit_from_another_store(
     await asyncio.wait_for(waiter, 5)
 
 
+def read_backup(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every table of a backup, as rows: a SQLite file or the PostgreSQL JSON dump."""
+    if path.read_bytes()[:16] == b"SQLite format 3\x00":
+        conn = sqlite3.connect(path)
+        conn.row_factory = sqlite3.Row
+        try:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            names = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite_%'"
+                )
+            ]
+            return {n: [dict(r) for r in conn.execute(f'SELECT * FROM "{n}"')] for n in names}
+        finally:
+            conn.close()
+    dump = json.loads(path.read_text())
+    assert dump["format"] == "relaymesh-postgres-backup"
+    tables: dict[str, list[dict[str, Any]]] = dump["tables"]
+    return tables
+
+
+async def store_steps(store: Store, workflow_id: str) -> set[tuple[str, str, int, str | None]]:
+    _, steps = await store.get_workflow(workflow_id)
+    return {(s.id, s.status.value, s.lease_epoch, s.owner_node) for s in steps}
+
+
+def backup_steps(tables: dict[str, list[dict[str, Any]]]) -> set[tuple[str, str, int, str | None]]:
+    return {(r["id"], r["status"], int(r["lease_epoch"]), r["owner_node"]) for r in tables["steps"]}
+
+
 async def test_backup_is_a_readable_copy(store: Store, store_url: str, tmp_path: Path) -> None:
     wf = await store.submit_workflow(flat(3), "t")
     [c] = await store.claim_steps("n", limit=1, lease_ms=60_000)
     await store.commit_success(c.lease, "n", {"r": 1})
     target = tmp_path / "backup.out"
     await store.backup(str(target))
+    tables = read_backup(target)
+    assert set(tables) >= TABLES
+    # The copy holds exactly the rows the store holds.
+    assert backup_steps(tables) == await store_steps(store, wf)
+    [done] = [r for r in tables["steps"] if r["id"] == c.step_id]
+    assert json.loads(done["result"]) == {"r": 1}
+    assert [(r["step_id"], r["event"]) for r in tables["ownership_events"]] == [
+        (c.step_id, "claimed")
+    ]
+    assert [r["action"] for r in tables["audit_log"]] == ["submit"]
     if store_url.startswith("sqlite"):
         copy = await open_store(f"sqlite:///{target}")
         try:
@@ -122,35 +165,39 @@ async def test_backup_is_a_readable_copy(store: Store, store_url: str, tmp_path:
             assert (await copy.get_step(c.step_id)).result == {"r": 1}
         finally:
             await copy.close()
-        conn = sqlite3.connect(target)
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        conn.close()
-    else:
-        dump = json.loads(target.read_text())
-        assert set(dump["tables"]) >= TABLES
-        assert len(dump["tables"]["steps"]) == 3
-        assert dump["schema_version"] >= 1
 
 
-async def test_backup_while_writers_run(store: Store, tmp_path: Path) -> None:
-    await store.submit_workflow(flat(200), "t")
-    stop = asyncio.Event()
+async def test_backup_while_writers_run(store: Store, open_more: OpenMore, tmp_path: Path) -> None:
+    wf = await store.submit_workflow(flat(200), "t")
+    other = await open_more()  # the writer has its own connections, as another node would
 
     async def writer() -> None:
-        while not stop.is_set():
-            claims = await store.claim_steps("n", limit=4, lease_ms=60_000)
-            if not claims:
-                return
-            await store.commit_success_many("n", [(c.lease, None) for c in claims])
+        while claims := await other.claim_steps("n", limit=4, lease_ms=60_000):
+            await other.commit_success_many("n", [(c.lease, None) for c in claims])
 
     task = asyncio.ensure_future(writer())
+    succeeded_before, partial = 0, 0
     try:
-        for i in range(3):
+        for i in range(100):  # backups for as long as the writer writes, bounded
+            if task.done():
+                break
             await store.backup(str(tmp_path / f"b{i}"))
-            assert (tmp_path / f"b{i}").stat().st_size > 0
+            tables = read_backup(tmp_path / f"b{i}")
+            # One snapshot: a claim moves steps and writes their events in one
+            # transaction, so every claimed step has its event in the same copy.
+            assert len(tables["steps"]) == 200
+            taken = {r["id"] for r in tables["steps"] if r["status"] != "READY"}
+            claimed = [r["step_id"] for r in tables["ownership_events"]]
+            assert sorted(claimed) == sorted(taken), f"backup {i} is not one snapshot"
+            succeeded = sum(r["status"] == "SUCCEEDED" for r in tables["steps"])
+            assert succeeded >= succeeded_before
+            succeeded_before = succeeded
+            partial += 0 < len(taken) < 200
     finally:
-        stop.set()
         await task
+    assert partial >= 1, "no backup was taken while the writer was half-way"
+    await store.backup(str(tmp_path / "final"))
+    assert backup_steps(read_backup(tmp_path / "final")) == await store_steps(store, wf)
 
 
 async def test_an_idle_sqlite_waiter_wakes_on_its_own_submit_at_once(tmp_path: Path) -> None:

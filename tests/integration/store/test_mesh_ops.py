@@ -6,6 +6,7 @@ import pytest
 
 from relaymesh.model import MemberStatus, StepStatus
 from relaymesh.store import Store
+from tests.conftest import async_wait_until
 from tests.integration.store.conftest import flat
 from tests.integration.store.test_recovery import member
 
@@ -66,18 +67,36 @@ async def test_prune_mesh_nodes(store: Store) -> None:
     assert [a.details["count"] for a in audits] == [1, 1]  # the no-op is not audited
 
 
+async def _store_clock_passes(store: Store, after_ms: int) -> None:
+    """Wait (polling the store's own clock) until it reads later than ``after_ms``."""
+
+    async def passed() -> bool:
+        return await store.now_ms() > after_ms
+
+    await async_wait_until(passed, 5, interval_s=0.01, what=f"the store clock past {after_ms}")
+
+
 async def test_step_counts_and_queue_lag(store: Store) -> None:
     assert await store.queue_lag_ms() == 0
     counts = await store.step_counts()
     assert set(counts) == set(StepStatus) and sum(counts.values()) == 0
+    before_submit = await store.now_ms()
     await store.submit_workflow(flat(3), "t")
+    after_submit = await store.now_ms()
     [c] = await store.claim_steps("n", limit=1, lease_ms=10_000)
     await store.commit_success(c.lease, "n", None)
     await store.claim_steps("n", limit=1, lease_ms=10_000)
     counts = await store.step_counts()
     assert counts[StepStatus.SUCCEEDED] == 1 and counts[StepStatus.RUNNING] == 1
     assert counts[StepStatus.READY] == 1 and counts[StepStatus.PENDING] == 0
-    assert await store.queue_lag_ms() >= 0
+    # The oldest claimable step (s2) has waited since the submit: at least 80 ms once
+    # the store's clock is 80 ms past it, and no more than the time since just before it.
+    await _store_clock_passes(store, after_submit + 80)
+    lag = await store.queue_lag_ms()
+    assert 80 <= lag <= await store.now_ms() - before_submit
+    # Nothing claimable left: no lag, however old the finished steps are.
+    await store.claim_steps("n", limit=1, lease_ms=10_000)
+    assert await store.queue_lag_ms() == 0
 
 
 async def test_conflict_listing_and_report(store: Store) -> None:
@@ -111,8 +130,11 @@ async def test_ownership_events_since(store: Store) -> None:
 
 
 async def test_audit_query_filters(store: Store) -> None:
+    # Three rows at three distinct store times, so --from/--to can each exclude one.
     wf = await store.submit_workflow(flat(1), "cli:a")
+    await _store_clock_passes(store, (await store.query_audit())[0].at_ms)
     await store.record_audit("web:admin@1.2.3.4", "reload", None, {"node": "n1"})
+    await _store_clock_passes(store, (await store.query_audit())[0].at_ms)
     await store.record_audit("cli:b", "note", "x", {"step_id": "st-123"})
     everything = await store.query_audit()
     assert [a.action for a in everything] == ["note", "reload", "submit"]
@@ -121,8 +143,12 @@ async def test_audit_query_filters(store: Store) -> None:
     assert [a.action for a in await store.query_audit(action="reload")] == ["reload"]
     assert len(await store.query_audit(limit=2)) == 2
     t = everything[1].at_ms
-    assert {a.action for a in await store.query_audit(from_ms=t, to_ms=t)} >= {"reload"}
-    assert await store.query_audit(from_ms=t + 60_000) == []
+    assert everything[2].at_ms < t < everything[0].at_ms
+    assert [a.action for a in await store.query_audit(from_ms=t, to_ms=t)] == ["reload"]
+    assert [a.action for a in await store.query_audit(to_ms=t)] == ["reload", "submit"]
+    assert [a.action for a in await store.query_audit(to_ms=t - 1)] == ["submit"]
+    assert [a.action for a in await store.query_audit(from_ms=t)] == ["note", "reload"]
+    assert await store.query_audit(from_ms=everything[0].at_ms + 1) == []
     assert everything[1].details == {"node": "n1"} and everything[1].actor == "web:admin@1.2.3.4"
 
 

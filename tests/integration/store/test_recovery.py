@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 
 from relaymesh.model import MemberStatus, MeshNode, StepStatus, WorkflowStatus
-from relaymesh.store import Store
-from tests.conftest import async_wait_until
+from relaymesh.store import Store, open_store
+from relaymesh.store.postgres import PostgresStore
+from tests.conftest import async_wait_until, require_pg
 from tests.integration.store.conftest import flat, step, workflow
+from tests.pgutil import fresh_pg_database
 
 pytestmark = pytest.mark.asyncio
 
@@ -137,18 +141,29 @@ async def test_leader_lease(store: Store) -> None:
     assert await store.acquire_leader("n2", 60_000) is None
 
 
+@pytest.fixture
+async def pg_store() -> AsyncIterator[PostgresStore]:
+    """A fresh PostgreSQL store, for the tests of a window only PostgreSQL has (no
+    SQLite variant that could only skip)."""
+    async with fresh_pg_database(require_pg()) as url:
+        opened = await open_store(url)
+        assert isinstance(opened, PostgresStore)
+        try:
+            yield opened
+        finally:
+            await opened.close()
+
+
+@pytest.mark.pg
 async def test_a_dead_owner_reclaim_leaves_a_step_re_claimed_meanwhile_alone(
-    store: Store,
+    pg_store: PostgresStore,
 ) -> None:
     """Two survivors act on the same DEAD verdict. The slower chose the step while the
     dead node held it; by the time it locks the row the faster one has reclaimed it and
     a live node claimed it. Found in the e2e kill -9 test on PostgreSQL, where the slower
     reclaim took the live node's fresh lease as a dead owner's (SQLite writers take
     turns, so the choice and the update are one step there)."""
-    from relaymesh.store.postgres import PostgresStore
-
-    if not isinstance(store, PostgresStore):
-        pytest.skip("the choose-then-lock window exists only on PostgreSQL")
+    store = pg_store
     await store.submit_workflow(workflow(step("a")), "t")
     [first] = await store.claim_steps("n1", limit=1, lease_ms=60_000)
     stale = [(first.step_id, first.lease_epoch)]  # what the slower survivor chose

@@ -165,25 +165,42 @@ async def test_hard_cancel_kills_running_agent_and_fences_late_commit(store: Any
     assert conflicts[0].actual_epoch is not None and conflicts[0].actual_epoch > claim.lease_epoch
 
 
-async def test_hard_cancel_kills_a_script_process_group(store: Any, tmp_path: Path) -> None:
-    pid_file = tmp_path / "pid"
+def _forking_agent(pid_file: Path) -> AgentSettings:
+    """A script that starts a grandchild ``sleep`` and writes "script_pid child_pid"
+    before hanging: killing only the script would leave the grandchild running."""
     code = (
-        "import os, time, pathlib; "
-        f"pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid())); time.sleep(60)"
+        "import os, subprocess, time, pathlib; "
+        "child = subprocess.Popen(['sleep', '300'], stdin=subprocess.DEVNULL, "
+        "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+        f"tmp = pathlib.Path({str(pid_file)!r} + '.tmp'); "
+        "tmp.write_text(f'{os.getpid()} {child.pid}'); "
+        f"tmp.rename({str(pid_file)!r}); time.sleep(60)"
     )
-    cfg = settings(agents={"hang": AgentSettings(command=[sys.executable, "-c", code])})
+    return AgentSettings(command=[sys.executable, "-c", code])
+
+
+@pytest.mark.parametrize("how", ["hard_cancel", "drain"])
+async def test_hard_cancel_and_drain_kill_a_script_process_group(
+    store: Any, tmp_path: Path, how: str
+) -> None:
+    pid_file = tmp_path / "pids"
+    cfg = settings(agents={"hang": _forking_agent(pid_file)})
     wf = await submit(store, {"name": "k", "steps": [{"name": "s", "agent": "hang"}]}, cfg)
     async with harness(store, cfg) as h:
         worker = h.start()
-        await async_wait_until(
-            holds(lambda: pid_file.exists() and pid_file.read_text() != ""),
-            10,
-            what="script started",
-        )
-        pid = int(pid_file.read_text())
-        await store.cancel_workflow(wf, "hard", "test")
+        await async_wait_until(holds(pid_file.exists), 10, what="script started")
+        pids = [int(p) for p in pid_file.read_text().split()]
+        assert all(_alive(p) for p in pids)
+        if how == "hard_cancel":
+            await store.cancel_workflow(wf, "hard", "test")
+        else:
+            await worker.drain(0.2)
         await async_wait_until(holds(lambda: not worker.running()), 5, what="agent killed")
-        await async_wait_until(holds(lambda: not _alive(pid)), 5, what="process gone")
+        await async_wait_until(
+            holds(lambda: not any(_alive(p) for p in pids)), 5, what="script and its child gone"
+        )
+    step = (await steps_by_name(store, wf))["s"]
+    assert step.status is (StepStatus.CANCELLED if how == "hard_cancel" else StepStatus.READY)
 
 
 async def test_soft_cancel_lets_running_steps_finish(store: Any) -> None:

@@ -121,6 +121,31 @@ async def test_drain_releases_running_steps_for_another_node(store: Any) -> None
     assert await store.list_conflicts() == []
 
 
+async def test_cut_drain_short_kills_and_releases_at_once(store: Any) -> None:
+    """A second SIGTERM: the drain stops waiting for a long step, but still kills and
+    releases it (not left RUNNING until its lease expires)."""
+    cfg = settings()
+    wf = await submit(
+        store,
+        {"name": "c", "steps": [{"name": "long", "agent": "sleep", "input": {"seconds": 60}}]},
+        cfg,
+    )
+    async with harness(store, cfg, node="n1") as h1:
+        worker = h1.start()
+        await async_wait_until(holds(lambda: len(worker.running()) == 1), WAIT_S, what="held")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        drain = asyncio.ensure_future(worker.drain(60.0))
+        await async_wait_until(holds(lambda: worker._closing), WAIT_S, what="drain begun")
+        worker.cut_drain_short()
+        await asyncio.wait_for(drain, 10)
+        assert loop.time() - started < 10
+        assert worker.running() == []
+    step = (await steps_by_name(store, wf))["long"]
+    assert (step.status, step.owner_node, step.attempt) == (StepStatus.READY, None, 0)
+    assert [e.event for e in await store.list_ownership_events()].count("released") == 1
+
+
 async def test_drain_releases_steps_queued_behind_agent_concurrency(store: Any) -> None:
     import sys
 

@@ -47,6 +47,32 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+# A script that starts a grandchild (``sleep``, its stdio not on our pipes unless
+# ``inherit``) and records both pids in ``pids`` before doing ``then``: the process-group
+# tests assert the grandchild dies too, not only the script they started.
+def forking(then: str, *, inherit: bool = False) -> str:
+    stdio = "" if inherit else ", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL"
+    return f"""
+import os, subprocess, sys, time, pathlib
+child = subprocess.Popen(["sleep", "300"], stdin=subprocess.DEVNULL{stdio})
+here = pathlib.Path(sys.argv[0])
+here.with_name("pids.tmp").write_text(f"{{os.getpid()}} {{child.pid}}")
+here.with_name("pids.tmp").rename(here.with_name("pids"))
+{then}
+"""
+
+
+def recorded_pids(tmp_path: Path) -> list[int]:
+    return [int(p) for p in (tmp_path / "pids").read_text().split()]
+
+
+async def wait_all_gone(pids: list[int], what: str) -> None:
+    async def gone() -> bool:
+        return not any(pid_alive(p) for p in pids)
+
+    await async_wait_until(gone, timeout_s=5, what=what)
+
+
 def script(tmp_path: Path, body: str, **settings: Any) -> ScriptAgent:
     path = tmp_path / "agent.py"
     path.write_text(textwrap.dedent(body))
@@ -253,19 +279,13 @@ async def test_script_that_ignores_stdin_is_fine(tmp_path: Path) -> None:
 
 
 async def test_script_hang_past_timeout_is_killed(tmp_path: Path) -> None:
-    agent = script(
-        tmp_path,
-        """
-        import os, sys, time, pathlib
-        pathlib.Path(sys.argv[0]).with_name("pid").write_text(str(os.getpid()))
-        time.sleep(60)
-        """,
-        timeout_s=0.5,
-    )
+    agent = script(tmp_path, forking("time.sleep(60)"), timeout_s=0.5)
     outcome = await agent.run(request())
     assert outcome.kind is ErrorKind.TRANSIENT
     assert outcome.error is not None and outcome.error["reason"] == "timeout"
-    assert not pid_alive(int((tmp_path / "pid").read_text()))
+    script_pid, grandchild = recorded_pids(tmp_path)
+    assert not pid_alive(script_pid)
+    await wait_all_gone([grandchild], "the script's own child to die with its group")
 
 
 async def test_script_ignoring_sigterm_still_dies_with_its_children(tmp_path: Path) -> None:
@@ -300,27 +320,37 @@ async def test_script_ignoring_sigterm_still_dies_with_its_children(tmp_path: Pa
 
 
 async def test_script_cancel_kills_the_group(tmp_path: Path) -> None:
-    agent = script(
-        tmp_path,
-        """
-        import os, sys, time, pathlib
-        pathlib.Path(sys.argv[0]).with_name("pid").write_text(str(os.getpid()))
-        time.sleep(60)
-        """,
-        timeout_s=30,
-    )
+    agent = script(tmp_path, forking("time.sleep(60)"), timeout_s=30)
     task = asyncio.create_task(agent.run(request()))
-    pid_file = tmp_path / "pid"
+    pid_file = tmp_path / "pids"
 
     async def started() -> bool:
-        return pid_file.exists() and pid_file.read_text() != ""
+        return pid_file.exists()
 
     await async_wait_until(started, timeout_s=10, what="the script to start")
-    pid = int(pid_file.read_text())
+    script_pid, grandchild = recorded_pids(tmp_path)
+    assert pid_alive(grandchild)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert not pid_alive(pid)
+    assert not pid_alive(script_pid)
+    await wait_all_gone([grandchild], "the script's own child to die with its group")
+
+
+@pytest.mark.parametrize("inherit", [False, True], ids=["own-stdio", "holds-our-pipes"])
+async def test_script_success_kills_what_it_left_in_its_group(
+    tmp_path: Path, inherit: bool
+) -> None:
+    """Exit 0 with a background child still running: the run is a success and the
+    child is killed with the group (INTERFACE: the whole group after every run). A
+    child that still holds stdout does not hold the run open until the timeout."""
+    agent = script(tmp_path, forking("print('{\"ok\": 1}')", inherit=inherit), timeout_s=20)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    outcome = await agent.run(request())
+    assert outcome == AgentOutcome.success({"ok": 1}), outcome.error
+    assert loop.time() - started < 10  # not the 20 s timeout
+    await wait_all_gone(recorded_pids(tmp_path), "the left-behind child to be killed")
 
 
 async def test_script_result_json_round_trip(tmp_path: Path) -> None:
