@@ -118,12 +118,13 @@ def test_mesh_summary_stays_degraded_after_a_kill_until_the_node_returns(
 def test_mesh_summary_is_healthy_again_once_the_dead_node_is_pruned(
     make_cluster: ClusterFactory,
 ) -> None:
-    prune_after_ms = 4000
+    prune_after_ms = 3000
     c = make_cluster(
         settings={
             "maintenance": {
                 "mesh_prune_older_than_ms": prune_after_ms,
-                "mesh_prune_interval_ms": 300,
+                # The leader's own prune stays out of the way: the operator prunes.
+                "mesh_prune_interval_ms": 600_000,
             }
         }
     )
@@ -131,13 +132,16 @@ def test_mesh_summary_is_healthy_again_once_the_dead_node_is_pruned(
     c.start("n1", "n2")
     c.wait_members("n1", 2)
     c.signal("n2", signal.SIGKILL)
-    killed = time.monotonic()
     c.wait_exit("n2", 5)
     wait_until(lambda: summary(c)[0] == 1, 15, interval_s=0.2, what="mesh degraded")
-    wait_until(lambda: summary(c)[0] == 0, 30, interval_s=0.2, what="n2 pruned")
-    assert time.monotonic() - killed >= prune_after_ms / 1000
+
+    def pruned() -> bool:
+        older = str(prune_after_ms)
+        return int(c.cli_json("mesh-prune", "--older-than-ms", older)["pruned"]) == 1
+
+    wait_until(pruned, 20, interval_s=0.3, what="n2 old enough to prune")
     # n1 still remembers n2 as DEAD but does not report it again: the prune sticks past
-    # several of n1's periodic rewrites of its view (every 5 s at most).
+    # n1's periodic rewrites of its view (every 5 s at most).
     deadline = time.monotonic() + 6.0
     while time.monotonic() < deadline:
         code, doc = summary(c)
