@@ -342,13 +342,15 @@ class Node:
                 await asyncio.wait_for(self._mesh_dirty.wait(), refresh_s)
             await asyncio.sleep(MESH_DEBOUNCE_S)
             self._mesh_dirty.clear()
+            deadline_s = max(1.0, unhealthy_after_s)
             try:
                 # Bounded: a write that hangs must not stop the probes (and the verdict
                 # is timed from the last success, so a hang counts as an outage anyway).
-                await asyncio.wait_for(self._write_mesh(), max(1.0, unhealthy_after_s))
+                await asyncio.wait_for(self._write_mesh(), deadline_s)
             except TimeoutError:
                 self.metrics.store_errors.labels(op="upsert_mesh_nodes").inc()
-                self._store_outcome(StoreUnavailableError("the store did not answer a write"))
+                error = f"a store write did not answer within {deadline_s:g} s"
+                self._store_outcome(StoreUnavailableError(error))
 
     def _store_outcome(self, exc: RelayMeshError | None) -> None:
         """Record one store probe's outcome; log each change of the verdict once."""
