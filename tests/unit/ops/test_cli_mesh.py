@@ -97,3 +97,47 @@ def test_a_failed_check_exits_3(tmp_path: Path) -> None:
     assert result.exit_code == 3
     assert result.stderr.startswith("error: ")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_running_steps_on_a_dead_owner_past_the_reclaim_window_exit_2(tmp_path: Path) -> None:
+    import time
+
+    from relaymesh.clock import FakeClock
+    from relaymesh.model import StepSpec, WorkflowSpec
+    from relaymesh.store.sqlite import SqliteStore
+
+    def seed_stuck(path: Path, dead_for_ms: int) -> str:
+        async def go() -> None:
+            # The claim happened before the death: on a clock set back that far.
+            now_ms = time.time_ns() // 1_000_000
+            clock = FakeClock(wall_start_ms=now_ms - dead_for_ms - 1_000)
+            store = SqliteStore(str(path), clock=clock)
+            await store.connect()
+            try:
+                await store.migrate()
+                spec = WorkflowSpec(name="w", steps=(StepSpec(name="a", agent="echo", input=None),))
+                await store.submit_workflow(spec, "test")
+                assert len(await store.claim_steps("n1", limit=1, lease_ms=3_600_000)) == 1
+                nodes = [
+                    MeshNode("n0", "127.0.0.1:1", MemberStatus.ALIVE, 1, {}, now_ms),
+                    MeshNode("n1", "127.0.0.1:2", MemberStatus.DEAD, 1, {}, now_ms - dead_for_ms),
+                ]
+                await store.upsert_mesh_nodes("test", nodes)
+            finally:
+                await store.close()
+
+        asyncio.run(go())
+        return f"sqlite:///{path}"
+
+    # Default settings: 6 x 4 x 1000 ms suspicion + 1000 ms maintenance = a 25 s window.
+    code, doc = summary(seed_stuck(tmp_path / "fresh.db", dead_for_ms=1_000))
+    assert code == 1
+    assert doc["reasons"] == ["DEAD: n1", "1 RUNNING step(s) owned by n1 (DEAD), reclaim pending"]
+
+    code, doc = summary(seed_stuck(tmp_path / "stuck.db", dead_for_ms=60_000))
+    assert code == 2
+    assert doc["status"] == "unhealthy"
+    assert doc["reasons"] == [
+        "1 RUNNING step(s) owned by n1 (DEAD) past the reclaim window (25000 ms)",
+        "DEAD: n1",
+    ]
