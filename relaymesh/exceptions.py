@@ -7,6 +7,7 @@
      ├── InvalidStateError        the operation does not apply to the row's current state
      ├── StoreError               the store failed; translated from sqlite3 / asyncpg / OSError
      │    └── StoreUnavailableError   transient: locked, connection refused or dropped; retry
+     │         └── StoreGoneError     the SQLite file was deleted or replaced under the process
      ├── LeaseLostError           a fenced write did not match (token, epoch, RUNNING)
      ├── AgentError               an agent run failed
      │    ├── TransientAgentError     worth retrying (timeout, killed, transient exit code)
@@ -29,6 +30,7 @@ __all__ = [
     "ProtocolError",
     "RelayMeshError",
     "StoreError",
+    "StoreGoneError",
     "StoreUnavailableError",
     "TransientAgentError",
     "WorkflowError",
@@ -64,6 +66,11 @@ class StoreError(RelayMeshError):
 
 class StoreUnavailableError(StoreError):
     """The store is unavailable for now; retry with backoff."""
+
+
+class StoreGoneError(StoreUnavailableError):
+    """The store's file was deleted or replaced under this process; nothing is read or
+    written until the original file is back at its path."""
 
 
 class LeaseLostError(RelayMeshError):

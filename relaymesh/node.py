@@ -8,7 +8,8 @@
   server (``/healthz``, ``/metrics``, ``/api/...``) when ``node.http`` is set.
   ``READY=1`` goes to systemd once membership and HTTP are listening.
 * run: until SIGTERM/SIGINT. Membership events are forwarded: the view is written
-  to ``mesh_nodes`` (debounced, plus a periodic refresh) and a DEAD/LEFT verdict
+  to ``mesh_nodes`` (debounced, plus a periodic refresh that doubles as the store
+  health probe behind ``/healthz``, see ``relaymesh.ops.health``) and a DEAD/LEFT verdict
   reaches ``Maintenance.notify_member_dead`` at once, so a dead owner's steps are
   reclaimed in seconds instead of at lease expiry. Safe mode: the worker asks
   ``membership.local_is_alive`` before each claim (``worker.pause_when_local_not_alive``).
@@ -41,12 +42,18 @@ from pathlib import Path
 from typing import Any
 
 from relaymesh.clock import SystemClock
-from relaymesh.exceptions import ConfigError, RelayMeshError, StoreUnavailableError
+from relaymesh.exceptions import (
+    ConfigError,
+    RelayMeshError,
+    StoreGoneError,
+    StoreUnavailableError,
+)
 from relaymesh.exposure import check_gossip_exposure, check_http_exposure
 from relaymesh.logging import get_logger
 from relaymesh.membership.protocol import MemberChanged
 from relaymesh.model import MemberStatus, MeshNode, StepStatus
 from relaymesh.ops import services
+from relaymesh.ops.health import StoreHealth, worker_stall_after_ms, worker_stall_reason
 from relaymesh.ops.metrics import Metrics
 from relaymesh.ops.systemd import SystemdNotifier, capture_signals
 from relaymesh.settings import RELOADABLE_SECTIONS, Settings, diff_fields, load_settings
@@ -63,7 +70,11 @@ DRAIN_SLACK_S = 5.0
 MESH_DEBOUNCE_S = 0.05
 """Membership changes arriving together are written in one store transaction."""
 MESH_REFRESH_S = 5.0
-"""The whole view is rewritten this often even without changes (a lost write heals)."""
+"""The whole view is rewritten this often even without changes (a lost write heals);
+more often when ``node.store_unhealthy_after_s`` is short (``PROBES_PER_WINDOW``)."""
+PROBES_PER_WINDOW = 4
+"""Store probes (mesh writes) per ``store_unhealthy_after_s``, so one slow probe
+cannot turn a healthy store unhealthy."""
 RELOAD_POLL_S = 2.0
 METRICS_STORE_TTL_S = 5.0
 """Store figures on /metrics (step counts, queue lag) are at most this old."""
@@ -119,6 +130,13 @@ class Node:
         self._store_figures_at_s = -METRICS_STORE_TTL_S
         self.metrics_store_refreshes = 0
         """How many times a scrape read the store (tests check the cache with it)."""
+        self.store_health = StoreHealth(
+            unhealthy_after_ms=int(settings.node.store_unhealthy_after_s * 1000),
+            started_ms=self._clock.monotonic_ms(),
+        )
+        self._store_reason: str | None = None
+        """The last store verdict logged, so each change is logged once."""
+        self._worker_started_ms = 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -254,6 +272,7 @@ class Node:
                 break
             except StoreUnavailableError as exc:
                 self.metrics.store_errors.labels(op="open").inc()
+                self._store_outcome(exc)
                 log.warning("store_unavailable", node=self.name, error=str(exc), retry_s=delay_s)
                 await asyncio.sleep(delay_s)
                 delay_s = min(STORE_RETRY_MAX_S, delay_s * 2)
@@ -261,6 +280,7 @@ class Node:
                 log.error("store_open_failed", node=self.name, error=str(exc))
                 self._fail(exc)
                 return
+        self._store_outcome(None)
         self.store = store
         with contextlib.suppress(RelayMeshError):
             self._reload_cursor = await services.latest_audit_id(store)
@@ -298,6 +318,7 @@ class Node:
             local_alive=lambda: bool(membership.local_is_alive()),
         )
         self._maintenance_task = self._spawn(self.maintenance.run(), "maintenance")
+        self._worker_started_ms = self._clock.monotonic_ms()
         self._worker_task = asyncio.create_task(self.worker.run(), name="worker")
         self._worker_task.add_done_callback(self._worker_ended)
         for name in sorted(self._dead_pending):
@@ -337,23 +358,59 @@ class Node:
             self._spawn(result, f"reclaim-{name}")
 
     async def _mesh_writer(self) -> None:
+        unhealthy_after_s = self.settings.node.store_unhealthy_after_s
+        refresh_s = min(MESH_REFRESH_S, unhealthy_after_s / PROBES_PER_WINDOW)
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._mesh_dirty.wait(), MESH_REFRESH_S)
+                await asyncio.wait_for(self._mesh_dirty.wait(), refresh_s)
             await asyncio.sleep(MESH_DEBOUNCE_S)
             self._mesh_dirty.clear()
-            await self._write_mesh()
+            deadline_s = max(1.0, unhealthy_after_s)
+            try:
+                # Bounded: a write that hangs must not stop the probes (and the verdict
+                # is timed from the last success, so a hang counts as an outage anyway).
+                await asyncio.wait_for(self._write_mesh(), deadline_s)
+            except TimeoutError:
+                self.metrics.store_errors.labels(op="upsert_mesh_nodes").inc()
+                error = f"a store write did not answer within {deadline_s:g} s"
+                self._store_outcome(StoreUnavailableError(error))
+
+    def _store_outcome(self, exc: RelayMeshError | None) -> None:
+        """Record one store probe's outcome; log each change of the verdict once."""
+        now_ms = self._clock.monotonic_ms()
+        health = self.store_health
+        if exc is None:
+            health.ok(now_ms)
+        elif isinstance(exc, StoreGoneError):
+            if health.refusal is None:
+                log.error("store_refused", node=self.name, error=str(exc))
+            health.refused(now_ms, str(exc))
+        else:
+            health.failed(now_ms, str(exc))
+        reason = health.reason(now_ms)
+        if reason is not None and self._store_reason is None:
+            log.error("store_unhealthy", node=self.name, reason=reason)
+        elif reason is None and self._store_reason is not None:
+            log.info("store_recovered", node=self.name, was=self._store_reason)
+        self._store_reason = reason
 
     async def _write_mesh(self, *, final: bool = False) -> None:
         store = self.store
         if store is None or self.membership is None:
             return
         now_wall = time.time_ns() // 1_000_000
+        # A member gone for longer than the prune age is not reported again: the
+        # leader's prune (or an operator's) would otherwise be undone within seconds,
+        # and mesh-summary would stay degraded for a node long replaced.
+        forget_before_ms = now_wall - self.settings.maintenance.mesh_prune_older_than_ms
         nodes = []
         for m in self.membership.members():
             status = MemberStatus(m.status)
             # The core stamps the change with its clock's wall time (SystemClock).
             since_ms = m.status_changed_at_ms or now_wall
+            gone = status in (MemberStatus.DEAD, MemberStatus.LEFT)
+            if gone and m.name != self.name and since_ms < forget_before_ms:
+                continue
             if final and m.name == self.name:
                 status = MemberStatus.LEFT
             nodes.append(
@@ -373,9 +430,12 @@ class Node:
         except RelayMeshError as exc:
             self.metrics.store_errors.labels(op="upsert_mesh_nodes").inc()
             log.warning("mesh_write_failed", node=self.name, error=str(exc))
+            self._store_outcome(exc)
             self._mesh_dirty.set()
             if not final:
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(min(1.0, self.settings.node.store_unhealthy_after_s / 4))
+            return
+        self._store_outcome(None)
 
     # -- settings reload -------------------------------------------------------------------
 
@@ -472,11 +532,44 @@ class Node:
             raise ConfigError(f"cannot serve HTTP on {bind}: {exc.strerror or exc}") from exc
 
     def health(self) -> dict[str, Any]:
+        """``/healthz``: ok while gossip runs, the store answers and the worker loop
+        turns; ``reasons`` says what is wrong, one line each (docs/health.md)."""
         doc: dict[str, Any] = dict(self.membership.health()) if self.membership else {"ok": False}
-        doc["store"] = "ready" if self._store_ready.is_set() else "connecting"
+        reasons: list[str] = [] if doc.get("ok") else ["gossip is not running"]
+        now_ms = self._clock.monotonic_ms()
+        store_reason = self.store_health.reason(now_ms)
+        if store_reason is not None:
+            reasons.append(store_reason)
+        stall = self._worker_stall(now_ms)
+        if stall is not None:
+            reasons.append(stall)
+        if store_reason is not None:
+            doc["store"] = "unreachable"
+        else:
+            doc["store"] = "ready" if self._store_ready.is_set() else "connecting"
+        doc["store_silent_s"] = round(self.store_health.silent_ms(now_ms) / 1000, 3)
+        doc["store_error"] = self.store_health.last_error
         doc["worker_paused"] = self.worker.paused_reason if self.worker is not None else None
         doc["draining"] = self._stop.is_set()
+        doc["ok"] = not reasons
+        doc["reasons"] = reasons
         return doc
+
+    def _worker_stall(self, now_ms: int) -> str | None:
+        worker = self.worker
+        if worker is None or self._worker_task is None or self._worker_task.done():
+            return None
+        s = self.settings
+        return worker_stall_reason(
+            last_round_ms=worker.last_round_ms,
+            started_ms=self._worker_started_ms,
+            now_ms=now_ms,
+            stall_after_ms=worker_stall_after_ms(
+                poll_ms=s.worker.poll_ms,
+                store_unhealthy_after_ms=self.store_health.unhealthy_after_ms,
+            ),
+            stopping=worker.stopping or self._stop.is_set(),
+        )
 
     async def _before_scrape(self) -> None:
         """Refresh gauges for a scrape. ``/metrics`` needs no token, so the store figures

@@ -70,6 +70,9 @@ class NodeSettings(_Section):
     store_url: str = DEFAULT_STORE_URL
     state_dir: str | None = None
     """Where the node keeps its last incarnation; the store's directory when unset."""
+    store_unhealthy_after_s: float = Field(30.0, gt=0)
+    """``/healthz`` answers 503 once the store has not answered for this long (also the
+    shortest worker stall that counts; see docs/health.md)."""
 
 
 class GossipSettings(_Section):

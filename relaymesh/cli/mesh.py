@@ -2,8 +2,9 @@
 
 They read and change the mesh through the store (``mesh_nodes``, as the nodes last
 wrote it), so they work from any host that reaches the store without joining the
-mesh. ``mesh-summary`` exits with its verdict (see ``relaymesh.ops.reports``):
-0 healthy, 1 degraded, 2 unhealthy, 3 when the check itself failed.
+mesh. ``mesh-summary`` exits with its verdict (rules: ``docs/health.md``; code:
+``relaymesh.ops.reports``): 0 healthy, 1 degraded, 2 unhealthy, 3 when the check
+itself failed.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ _LIMIT = click.IntRange(min=1)
 @click.option("--node", "local_name", default=None, help="Judge this node as the local one.")
 @pass_cli
 def mesh_summary(cli: CliContext, as_json: bool, local_name: str | None) -> None:
-    """Members by status and RUNNING steps by owner status.
+    """Members by status and RUNNING steps by owner status, and the verdict with
+    one line per reason.
 
     Exit 0 healthy, 1 degraded, 2 unhealthy, 3 unknown (the check failed)."""
     try:
@@ -39,9 +41,7 @@ def mesh_summary(cli: CliContext, as_json: bool, local_name: str | None) -> None
 
         async def go() -> tuple[reports.MeshSummary, list[MeshNode]]:
             async with store_session(settings.node.store_url) as store:
-                summary = await reports.mesh_summary(
-                    store, lease_ms=settings.worker.lease_ms, local_name=name
-                )
+                summary = await reports.mesh_summary(store, settings, local_name=name)
                 members = await services.list_members(store)
             return summary, members
 

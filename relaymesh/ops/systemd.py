@@ -4,7 +4,9 @@
 with the standard library only (no libsystemd binding): ``READY=1`` once listening,
 ``STOPPING=1`` when draining, ``STATUS=...`` for ``systemctl status``, and
 ``WATCHDOG=1`` every ``WATCHDOG_USEC / 2`` from the event loop — sent from the loop
-on purpose, so a wedged loop stops the pings and systemd restarts the process.
+on purpose, so a wedged loop stops the pings and systemd restarts the process. It
+never waits for the store or the worker: a store outage is ``/healthz``'s business
+(docs/health.md), and a restart would not bring the store back.
 Without ``$NOTIFY_SOCKET`` (not started by systemd) every call is a cheap no-op.
 
 ``capture_signals`` routes signals to callbacks on the event loop for the lifetime of a

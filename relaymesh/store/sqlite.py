@@ -44,6 +44,7 @@ from relaymesh.exceptions import (
     NotFoundError,
     RelayMeshError,
     StoreError,
+    StoreGoneError,
     StoreUnavailableError,
     WorkflowError,
 )
@@ -104,6 +105,10 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 def _translate(exc: BaseException) -> RelayMeshError:
     if isinstance(exc, sqlite3.OperationalError):
         text = str(exc).lower()
+        if "disk is full" in text:
+            # SQLITE_FULL: transient (space can be freed); the transaction was rolled
+            # back, so a retry once there is room writes it whole.
+            return StoreUnavailableError(f"sqlite store unavailable: {exc} (no space left)")
         if _is_busy(exc) or "unable to open" in text or "disk i/o" in text:
             return StoreUnavailableError(f"sqlite store unavailable: {exc}")
         return StoreError(f"sqlite error: {exc}")
@@ -122,10 +127,48 @@ def _keys(text: str) -> tuple[str, ...]:
 
 
 def _check_directory(path: str) -> None:
-    """sqlite3 would say only "unable to open database file"; say which directory."""
+    """sqlite3 would say only "unable to open database file"; say which directory.
+    Transient: a data volume mounted late is the usual cause, and a node retries."""
     directory = os.path.dirname(os.path.abspath(path))
     if path != ":memory:" and not os.path.isdir(directory):
-        raise StoreError(f"directory {directory!r} of the SQLite store does not exist")
+        raise StoreUnavailableError(f"directory {directory!r} of the SQLite store does not exist")
+
+
+FileIdentity = tuple[int, int]
+"""(st_dev, st_ino) of the database file this store opened."""
+
+
+def _file_identity(path: str) -> FileIdentity | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _check_identity(path: str, expected: FileIdentity) -> None:
+    """Raise ``StoreGoneError`` unless ``path`` is still the file the connection opened.
+
+    SQLite keeps writing to its open file descriptor after the file is unlinked or
+    renamed away: every commit would land in a file nobody else sees, and vanish
+    when the process exits. A stat per transaction (about a microsecond) stops that."""
+    now = _file_identity(path)
+    if now == expected:
+        return
+    what = "deleted or moved away" if now is None else f"replaced (inode {now[1]})"
+    raise StoreGoneError(
+        f"sqlite store file {os.path.abspath(path)!r} (inode {expected[1]}) was {what}"
+        " under this node: refusing to read or write until it is back at its path"
+        " (put it back, or restart the node to open the file now there)"
+    )
+
+
+def _checked(fn: Callable[[Conn], T], path: str, identity: FileIdentity) -> Callable[[Conn], T]:
+    def run(conn: Conn) -> T:
+        _check_identity(path, identity)
+        return fn(conn)
+
+    return run
 
 
 class _Conflict:
@@ -158,6 +201,8 @@ class SqliteStore:
         self.idle_poll_ms = max(idle_poll_ms, poll_ms)
         self._clock: Clock = clock or SystemClock()
         self._db: aiosqlite.Connection | None = None
+        self._identity: FileIdentity | None = None
+        """The opened file's identity, checked before every transaction."""
         self._closed = False
         self._local_signal = 0
         self._seen_local_signal = 0
@@ -198,6 +243,8 @@ class SqliteStore:
             raise _translate(exc) from exc
         self._db = db
         await self._in_thread(self._setup)
+        if self.path != ":memory:" and not self.path.startswith("file:"):
+            self._identity = _file_identity(self.path)
 
     def _setup(self, conn: Conn) -> None:
         conn.execute("PRAGMA busy_timeout = 0")
@@ -227,6 +274,9 @@ class SqliteStore:
             await self.connect()
         db = self._db
         assert db is not None
+        identity = self._identity
+        if identity is not None:
+            fn = _checked(fn, self.path, identity)
         try:
             return await db._execute(fn, db._conn)  # type: ignore[no-untyped-call,no-any-return]
         except RelayMeshError:

@@ -137,6 +137,9 @@ class Worker:
         self._claim_backoff = _Backoff(rng)
         self._commit_backoff = _Backoff(rng)
         self._loop_running = False
+        self.last_round_ms: int | None = None
+        """``clock.monotonic_ms()`` when the claim loop last began a round (None before
+        ``run``): what the node's stall check (``/healthz``) watches."""
         self._starting = False
         self._closing = False
         self._drain_cut = False
@@ -248,8 +251,14 @@ class Worker:
 
     # -- claim loop ----------------------------------------------------------------------
 
+    @property
+    def stopping(self) -> bool:
+        """True once ``stop()`` or ``drain()`` was called: no more claim rounds."""
+        return self._stop.is_set()
+
     async def _claim_loop(self) -> None:
         while not self._stop.is_set():
+            self.last_round_ms = self.clock.monotonic_ms()
             settings = self._settings()
             try:
                 self._refresh(settings)

@@ -97,11 +97,18 @@ def test_operator_commands(make_cluster: ClusterFactory) -> None:
 
     summary = c.cli("mesh-summary", "--json", check=False)
     doc = json.loads(summary.stdout)
-    assert set(doc) == {"local", "members", "running_by_owner_status", "healthy"}
+    assert set(doc) == {
+        "local",
+        "members",
+        "running_by_owner_status",
+        "healthy",
+        "status",
+        "reasons",
+    }
     assert set(doc["members"]) == {"alive", "suspect", "dead", "left"}
     assert doc["members"]["alive"] == 1
     assert summary.returncode == 0
-    assert doc["healthy"] is True
+    assert (doc["healthy"], doc["status"], doc["reasons"]) == (True, "healthy", [])
 
     report = c.cli_json("conflicts", "--report")
     assert set(report) == {"total", "by_step", "by_node", "by_event"}
