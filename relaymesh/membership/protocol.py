@@ -26,8 +26,9 @@ from __future__ import annotations
 import heapq
 import random
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Literal
 
 from relaymesh.clock import Clock
@@ -35,7 +36,8 @@ from relaymesh.exceptions import ConfigError, ProtocolError
 from relaymesh.membership.antientropy import snapshot_updates
 from relaymesh.membership.awareness import Awareness
 from relaymesh.membership.broadcast import BroadcastQueue, DedupCache
-from relaymesh.membership.keyring import Keyring
+from relaymesh.membership.incarnation import admissible, refutation
+from relaymesh.membership.keyring import Keyring, ReplayGuard
 from relaymesh.membership.schedule import probe_round, probe_shift
 from relaymesh.membership.state import Address, Member
 from relaymesh.membership.suspicion import Suspicion, suspicion_timeout_ms
@@ -65,7 +67,6 @@ from relaymesh.membership.wire import (
     valid_name,
 )
 from relaymesh.model import MemberStatus
-from relaymesh.settings import GossipSettings
 
 __all__ = [
     "DROP_REASONS",
@@ -76,7 +77,24 @@ __all__ = [
     "SwimStats",
 ]
 
-DROP_REASONS = ("decode", "auth", "label", "too_large", "schema")
+DROP_REASONS = (
+    "decode",
+    "auth",
+    "label",
+    "too_large",
+    "schema",
+    "metadata",
+    "incarnation",
+    "member_limit",
+    "stale",
+    "replay",
+    "unknown_sender",
+)
+"""Why the core dropped a packet, or one message of it (``packets_dropped_total``):
+``incarnation`` above ``incarnation.incarnation_ceiling``; ``member_limit`` a new
+member past ``max_members``; ``stale``/``replay`` a sealed packet outside the replay
+window or seen before; ``unknown_sender`` a ping-req not from a member at its known
+address, or for a target not at the address we know."""
 RTT_SAMPLES_MAX = 1024
 """Probe RTT samples kept until the driver drains them."""
 
@@ -148,19 +166,15 @@ class SwimConfig:
     label: str = ""
     gossip_to_the_dead_ms: int = 30_000
     """DEAD members still get gossip this long, so a wrongly declared one can refute."""
-    max_members: int = 65_536
-    """Members beyond this are ignored: a peer cannot grow our table without bound."""
+    max_members: int = 16_384
+    """Members (any status) held at most; a new one past it is dropped and counted
+    (``member_limit``): a peer cannot grow our table without bound. With
+    ``wire.MAX_METADATA_BYTES`` a full table is a few tens of MB at most."""
     max_pending_relays: int = 1024
     """Ping-reqs we relay at once; more are ignored."""
     probe_schedule: Literal["coordinated", "random"] = "coordinated"
     """"coordinated": every member probed by one peer per round (``schedule.py``);
     "random": each node walks its own shuffled list (classic SWIM, memberlist)."""
-
-    @classmethod
-    def from_settings(cls, settings: GossipSettings) -> SwimConfig:
-        names = {f.name for f in fields(cls)}
-        values = {k: v for k, v in settings.model_dump().items() if k in names}
-        return cls(**values)
 
 
 @dataclass(slots=True)
@@ -244,6 +258,7 @@ class Swim:
         self._clock = clock
         self._rng = rng
         self._keyring = keyring
+        self._replay = ReplayGuard() if keyring is not None else None
         self._label = label
         self._overhead_bytes = frame_overhead(label, keyring) + _HEADER_BYTES
         self.stats = SwimStats()
@@ -253,6 +268,8 @@ class Swim:
             name, address, _ALIVE, incarnation, dict(metadata or {}), clock.wall_ms()
         )
         self._members: dict[str, Member] = {name: self._local}
+        self._addresses: Counter[Address] = Counter({address: 1})
+        """How many members we hold at each address: who is a known sender."""
         self._changed_mono_ms: dict[str, int] = {name: now}
         self._peer_names: list[str] = []
         self._live_count = 1
@@ -389,9 +406,14 @@ class Swim:
             if name in known:
                 continue
             if len(known) >= max_members:
+                self.stats.dropped["member_limit"] += 1
                 break
+            if not admissible(m.incarnation, wall_ms):
+                self.stats.dropped["incarnation"] += 1
+                continue
             status = m.status
             known[name] = Member(name, m.address, status, m.incarnation, dict(m.metadata), wall_ms)
+            self._addresses[m.address] += 1
             self._changed_mono_ms[name] = now
             self._peer_names.append(name)
             if status in _UP:
@@ -411,7 +433,7 @@ class Swim:
         now = self._clock.monotonic_ms()
         self._left = True
         self._probe = None
-        self._local.incarnation += 1
+        self._local.incarnation = refutation(self._local.incarnation, 0) or self._local.incarnation
         self._set_status(self._local, _LEFT, now)
         self._queue_update(self._name, Left(self._name, self._local.incarnation), now)
         self._broadcasts_gossip_now(now)
@@ -426,14 +448,22 @@ class Swim:
         if len(data) > self._config.max_packet_bytes:
             stats.dropped["too_large"] += 1
             return
+        wall_ms = self._clock.wall_ms()
         try:
-            messages = decode_packet(unframe(data, self._label, self._keyring), self._dedup.keys)
+            body = unframe(data, self._label, self._keyring, self._replay, wall_ms)
+            messages = decode_packet(body, self._dedup.keys, self._drop)
         except ProtocolError as exc:
-            stats.dropped[exc.reason] += 1
+            self._drop(exc.reason)
             return
         now = self._clock.monotonic_ms()
+        # Decided before the packet's own updates: an ALIVE in it must not make its
+        # (spoofable) source a member we piggyback on or relay for.
+        known_src = src in self._addresses
         for msg in messages:
-            self._dispatch(msg, src, now)
+            self._dispatch(msg, src, known_src, now, wall_ms)
+
+    def _drop(self, reason: str) -> None:
+        self.stats.dropped[reason] += 1
 
     def tick(self) -> None:
         """Run every timer due now."""
@@ -480,7 +510,7 @@ class Swim:
     def encode_state(self, join: bool = False) -> bytes:
         """Our full view, framed and sealed like a packet (any size: for a stream)."""
         body = encode_state(self._members.values(), join=join)
-        return frame(body, self._label, self._keyring)
+        return frame(body, self._label, self._keyring, self._clock.wall_ms())
 
     def merge_state(self, data: bytes) -> int:
         """Apply a peer's ``encode_state()``; the number of changes it made.
@@ -495,16 +525,19 @@ class Swim:
         held = self._members
         if pending:
             held = {name: m for name, m in held.items() if name not in pending}
+        wall_ms = self._clock.wall_ms()
         try:
-            _join, remote = decode_state(
-                unframe(data, self._label, self._keyring), held, (_ALIVE, _DEAD, _LEFT)
-            )
+            body = unframe(data, self._label, self._keyring, self._replay, wall_ms)
+            _join, remote = decode_state(body, held, (_ALIVE, _DEAD, _LEFT), self._drop)
         except ProtocolError as exc:
-            self.stats.dropped[exc.reason] += 1
+            self._drop(exc.reason)
             raise
         now = self._clock.monotonic_ms()
         applied = 0
         for update in snapshot_updates(remote, self._name):
+            if not admissible(update.incarnation, wall_ms):
+                self._drop("incarnation")
+                continue
             if isinstance(update, Alive):
                 changed = self._apply_alive(update, now)
             elif isinstance(update, Suspect):
@@ -518,16 +551,25 @@ class Swim:
 
     # --- dispatch -------------------------------------------------------------
 
-    def _dispatch(self, msg: Message, src: Address, now: int) -> None:
+    def _dispatch(
+        self, msg: Message, src: Address, known_src: bool, now: int, wall_ms: int
+    ) -> None:
         # Update keys follow wire.update_key, which decode_packet skips when known.
         dedup = self._dedup
+        if isinstance(msg, (Alive, Suspect, Dead, Left)) and not admissible(
+            msg.incarnation, wall_ms
+        ):
+            # Not remembered as handled: once our clock has caught up (a peer's runs
+            # a little ahead) a later copy is believed.
+            self._drop("incarnation")
+            return
         if isinstance(msg, Alive):
             if self._apply_alive(msg, now) is not None:
                 dedup.add((_TAG_ALIVE, msg.name, msg.incarnation))
         elif isinstance(msg, Ack):
             self._on_ack(msg.seq, src, now)
         elif isinstance(msg, Ping):
-            self._on_ping(msg, src)
+            self._on_ping(msg, src, known_src)
         elif isinstance(msg, Suspect):
             if self._apply_suspect(msg, now) is not None:
                 dedup.add((_TAG_SUSPECT, msg.name, msg.incarnation, msg.sender))
@@ -538,7 +580,7 @@ class Swim:
             if self._apply_left(msg, now) is not None:
                 dedup.add((_TAG_LEFT, msg.name, msg.incarnation))
         elif isinstance(msg, PingReq):
-            self._on_ping_req(msg, src, now)
+            self._on_ping_req(msg, src, known_src, now)
         else:
             probe = self._probe
             if probe is not None and probe.seq == msg.seq and probe.nacks < probe.expected_nacks:
@@ -546,13 +588,15 @@ class Swim:
 
     # --- probing --------------------------------------------------------------
 
-    def _on_ping(self, ping: Ping, src: Address) -> None:
+    def _on_ping(self, ping: Ping, src: Address, known_src: bool) -> None:
         if ping.target and ping.target != self._name:
             return  # meant for a previous owner of this address
         parts = [encode_message(Ack(ping.seq))]
         if not ping.target:
             parts.append(self._local_alive_bytes)  # a join ping: introduce ourselves
-        self._send(src, parts)
+        # To a source we do not know (spoofable), a reply no bigger than the request:
+        # no piggybacked updates, so we cannot be used to amplify.
+        self._send(src, parts, piggyback=known_src)
 
     def _on_ack(self, seq: int, src: Address, now: int) -> None:
         probe = self._probe
@@ -569,9 +613,14 @@ class Swim:
         if relay is not None:
             self._send(relay.requester, [encode_message(Ack(relay.seq))])
 
-    def _on_ping_req(self, req: PingReq, src: Address, now: int) -> None:
+    def _on_ping_req(self, req: PingReq, src: Address, known_src: bool, now: int) -> None:
+        target = self._members.get(req.target)
+        if not known_src or target is None or target.address != req.address:
+            # Relaying for anyone would make us ping any address named in a packet.
+            self._drop("unknown_sender")
+            return
         if req.target == self._name:
-            self._send(src, [encode_message(Ack(req.seq))])
+            self._send(src, [encode_message(Ack(req.seq))], piggyback=False)
             return
         if len(self._relays) >= self._config.max_pending_relays:
             return
@@ -790,12 +839,19 @@ class Swim:
                 break
         return chosen
 
-    def _send(self, dst: Address, parts: list[bytes], *, gossip: bool = False) -> bool:
-        """Frame ``parts`` plus as many queued updates as fit; False if nothing to send."""
+    def _send(
+        self, dst: Address, parts: list[bytes], *, gossip: bool = False, piggyback: bool = True
+    ) -> bool:
+        """Frame ``parts`` plus as many queued updates as fit (none without
+        ``piggyback``); False if nothing to send."""
         space = self._config.max_packet_bytes - self._overhead_bytes
         for part in parts:
             space -= len(part)
-        extras = self._broadcasts.get(space, self._live_count, MAX_MESSAGES_PER_PACKET - len(parts))
+        extras = (
+            self._broadcasts.get(space, self._live_count, MAX_MESSAGES_PER_PACKET - len(parts))
+            if piggyback
+            else []
+        )
         if gossip and not extras:
             return False
         if extras:
@@ -803,7 +859,7 @@ class Swim:
                 alive = self._local_alive_bytes
                 self._refutation_sent = any(p is alive for p in extras)
             parts = parts + extras
-        data = frame(pack_compound(parts), self._label, self._keyring)
+        data = frame(pack_compound(parts), self._label, self._keyring, self._clock.wall_ms())
         self._outbound.append((dst, data))
         self.stats.packets_sent += 1
         self.stats.bytes_sent += len(data)
@@ -828,11 +884,13 @@ class Swim:
         cur = self._members.get(a.name)
         if cur is None:
             if len(self._members) >= self._config.max_members:
+                self._drop("member_limit")
                 return None
             member = Member(
                 a.name, a.address, _ALIVE, a.incarnation, dict(a.metadata), self._clock.wall_ms()
             )
             self._members[a.name] = member
+            self._addresses[a.address] += 1
             self._changed_mono_ms[a.name] = now
             self._peer_names.append(a.name)
             self._live_count += 1
@@ -849,7 +907,7 @@ class Swim:
             changed = a.address != cur.address or a.metadata != cur.metadata
             cur.incarnation = a.incarnation
             if changed:
-                cur.address = a.address
+                self._move(cur, a.address)
                 cur.metadata = dict(a.metadata)
                 self._emit(cur, _ALIVE)
             self._queue_update(a.name, a, now)
@@ -879,9 +937,20 @@ class Swim:
         if cur.status not in _UP:
             self._add_to_probe_order(cur.name)
         cur.incarnation = a.incarnation
-        cur.address = a.address
+        self._move(cur, a.address)
         cur.metadata = dict(a.metadata)
         self._set_status(cur, _ALIVE, now)
+
+    def _move(self, member: Member, address: Address) -> None:
+        """Set a member's address, keeping the known-sender index right."""
+        if member.address == address:
+            return
+        addresses = self._addresses
+        addresses[member.address] -= 1
+        if addresses[member.address] <= 0:
+            del addresses[member.address]
+        addresses[address] += 1
+        member.address = address
 
     def _on_recover_timer(self, name: str, now: int) -> None:
         pending = self._pending_alive.get(name)
@@ -1006,7 +1075,10 @@ class Swim:
 
     def _refute(self, incarnation: int, now: int) -> None:
         """Only we raise our incarnation: above the accusation, and tell everyone."""
-        self._local.incarnation = incarnation + 1
+        nxt = refutation(incarnation, self._local.incarnation)
+        if nxt is None:
+            return  # never past the maximum (admission keeps us far from it)
+        self._local.incarnation = nxt
         self._encode_local_alive()
         self._awareness.apply_delta(1)
         # The very bytes object, so _send can tell when the refutation went out.
