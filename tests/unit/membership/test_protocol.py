@@ -245,7 +245,7 @@ def test_a_suspicion_of_a_newer_incarnation_starts_its_own_timeout() -> None:
     with_peers(a)  # n = 5, k = 2: min 400 s, max 2,400 s, 1,138 s after one confirmation
     feed(a, Suspect("b", 1, "c"))
     run_to(a, clock, 1_100_000)
-    assert a._suspicions["b"].confirmations == 1  # our own failed probe of b
+    assert a._updates.suspicions["b"].confirmations == 1  # our own failed probe of b
     feed(a, Suspect("b", 2, "e"))  # b refuted (we missed it) and is suspected anew
     run_to(a, clock, 1_100_001)
     assert status(a, "b") is SUSPECT
