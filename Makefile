@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-fast lint bench chaos clean
+.PHONY: setup run test test-fast lint bench chaos fuzz-membership clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,12 @@ bench: setup
 
 chaos: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m chaos tests/chaos
+
+# The membership stateful fuzz test with many examples (bounded: ~10 min on 2 cores);
+# `make test` runs a few seconds of it.
+fuzz-membership: setup
+	RELAYMESH_FUZZ=1 $(BIN)/python -m pytest -q -p no:cacheprovider -o timeout=900 \
+		tests/unit/membership/test_adversarial_stateful.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
