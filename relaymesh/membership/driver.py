@@ -42,13 +42,7 @@ from relaymesh.membership.antientropy import pushpull_interval_ms
 from relaymesh.membership.incarnation import initial_incarnation
 from relaymesh.membership.keyring import Keyring
 from relaymesh.membership.protocol import DROP_REASONS, MemberChanged, Swim, SwimConfig
-from relaymesh.membership.ratelimit import (
-    TCP_ACCEPTS_BURST,
-    TCP_ACCEPTS_PER_S,
-    UDP_DATAGRAMS_BURST,
-    UDP_DATAGRAMS_PER_S,
-    SourceLimiter,
-)
+from relaymesh.membership.ratelimit import SourceLimiter, SourceLimits
 from relaymesh.membership.state import Member
 from relaymesh.membership.transport import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -134,8 +128,10 @@ class MembershipService:
         rng: random.Random | None = None,
         state_dir: Path | None = None,
         metadata: dict[str, str] | None = None,
+        source_limits: SourceLimits | None = None,
     ) -> None:
         self.name = name
+        self._limits = source_limits or SourceLimits()
         self._bind = parse_address(bind)
         self._advertise = parse_address(advertise) if advertise else None
         self._seeds = list(seeds)
@@ -369,7 +365,9 @@ class MembershipService:
                     port,
                     self._on_datagram,
                     SourceLimiter(
-                        UDP_DATAGRAMS_PER_S, UDP_DATAGRAMS_BURST, self._clock.monotonic_ms
+                        self._limits.udp_datagrams_per_s,
+                        self._limits.udp_datagrams_burst,
+                        self._clock.monotonic_ms,
                     ),
                     self._count_drop,
                 )
@@ -380,7 +378,9 @@ class MembershipService:
                     read_timeout_s=_PUSHPULL_READ_TIMEOUT_S,
                     first_byte_timeout_s=_PUSHPULL_FIRST_BYTE_TIMEOUT_S,
                     limiter=SourceLimiter(
-                        TCP_ACCEPTS_PER_S, TCP_ACCEPTS_BURST, self._clock.monotonic_ms
+                        self._limits.tcp_accepts_per_s,
+                        self._limits.tcp_accepts_burst,
+                        self._clock.monotonic_ms,
                     ),
                 )
                 await tcp.start(host, udp.local_address[1])

@@ -273,9 +273,9 @@ class Prober:
                 self._probe_index = 0
                 if not self._probe_order:
                     return None
-            member = members[self._probe_order[self._probe_index]]
+            member = members.get(self._probe_order[self._probe_index])
             self._probe_index += 1
-            if member.status in UP:
+            if member is not None and member.status in UP:  # None: forgotten since
                 return member
         return None
 

@@ -255,7 +255,7 @@ class Swim:
             name = m.name
             if name in table.members:
                 continue
-            if table.full():
+            if table.full() and not table.evict_down(now, self._updates.pending_alive):
                 self.stats.dropped["member_limit"] += 1
                 break
             if not admissible(m.incarnation, wall_ms):

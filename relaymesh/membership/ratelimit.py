@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 __all__ = [
     "TCP_ACCEPTS_BURST",
@@ -21,6 +22,7 @@ __all__ = [
     "UDP_DATAGRAMS_BURST",
     "UDP_DATAGRAMS_PER_S",
     "SourceLimiter",
+    "SourceLimits",
 ]
 
 UDP_DATAGRAMS_PER_S = 2000.0
@@ -31,6 +33,16 @@ TCP_ACCEPTS_PER_S = 20.0
 TCP_ACCEPTS_BURST = 40.0
 MAX_SOURCES = 4096
 """Buckets kept (one per source host)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceLimits:
+    """The per-source-host rates a node's transport enforces (defaults above)."""
+
+    udp_datagrams_per_s: float = UDP_DATAGRAMS_PER_S
+    udp_datagrams_burst: float = UDP_DATAGRAMS_BURST
+    tcp_accepts_per_s: float = TCP_ACCEPTS_PER_S
+    tcp_accepts_burst: float = TCP_ACCEPTS_BURST
 
 
 class SourceLimiter:

@@ -6,14 +6,18 @@ members up (ALIVE or SUSPECT: the cluster-size estimate), the sorted ring of mem
 up (the coordinated probe schedule), which addresses belong to members (who is a
 known sender) and the ``MemberChanged`` events not yet taken. Every status or
 address change goes through ``set_status`` / ``move`` so the indexes never drift.
-Bounded: at most ``max_members`` records; ``add`` refuses past it.
+Bounded: at most ``max_members`` records. When full, the record DEAD or LEFT the
+longest (past ``gossip_to_the_dead_ms``, so it had its chance to refute) is forgotten
+to make room (``evict_down``): fake members an attacker announced on an unkeyed mesh
+die and then leave room for real ones, instead of filling the table for good.
 """
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 from relaymesh.clock import Clock
 from relaymesh.membership.config import MemberChanged
@@ -25,6 +29,7 @@ __all__ = ["UP", "WANT_ALIVE", "WANT_DEAD", "WANT_GOSSIP", "MemberTable"]
 _ALIVE = MemberStatus.ALIVE
 _SUSPECT = MemberStatus.SUSPECT
 _DEAD = MemberStatus.DEAD
+_LEFT = MemberStatus.LEFT
 UP = (_ALIVE, _SUSPECT)
 
 # which peers random_peers may return
@@ -41,6 +46,7 @@ class MemberTable:
         "_addresses",
         "_clock",
         "_dead_window_ms",
+        "_down",
         "_events",
         "_max_members",
         "_ring",
@@ -79,6 +85,9 @@ class MemberTable:
         """Sorted names of the members held ALIVE or SUSPECT, self included (schedule)."""
         self._ring_stale = False
         self._events: list[MemberChanged] = []
+        self._down: list[tuple[int, str]] = []
+        """(changed_mono_ms, name) of members that went DEAD or LEFT, oldest first;
+        lazily cleaned (an entry whose member changed since is skipped)."""
         self.on_up: Callable[[str], None] = lambda name: None
 
     def __len__(self) -> int:
@@ -101,6 +110,8 @@ class MemberTable:
             self.live_count += 1
             self._ring_stale = True
             self.on_up(name)
+        else:
+            self._push_down(name, now)
         if emit:
             self.emit(member, None)
 
@@ -120,7 +131,48 @@ class MemberTable:
         member.status = status
         member.status_changed_at_ms = self._clock.wall_ms()
         self.changed_mono_ms[member.name] = now
+        if not is_up and member is not self.local:
+            self._push_down(member.name, now)
         self.emit(member, previous)
+
+    def _push_down(self, name: str, now: int) -> None:
+        down = self._down
+        heapq.heappush(down, (now, name))
+        if len(down) > 2 * len(self.members) + 64:  # flapping left stale entries
+            self._down = [
+                (at, n)
+                for at, n in down
+                if (m := self.members.get(n)) is not None
+                and m.status not in UP
+                and self.changed_mono_ms[n] == at
+            ]
+            heapq.heapify(self._down)
+
+    def evict_down(self, now: int, keep: Container[str]) -> bool:
+        """Forget the member DEAD or LEFT the longest, if longer than the
+        gossip-to-the-dead window and not in ``keep``; False when none qualifies."""
+        down = self._down
+        members = self.members
+        while down:
+            at, name = down[0]
+            m = members.get(name)
+            if m is None or m.status in UP or self.changed_mono_ms[name] != at:
+                heapq.heappop(down)  # stale: the member changed since
+                continue
+            if now - at <= self._dead_window_ms:
+                return False  # the oldest is still within its refutation window
+            heapq.heappop(down)
+            if name in keep:
+                continue
+            del members[name]
+            del self.changed_mono_ms[name]
+            self.peer_names.remove(name)
+            addresses = self._addresses
+            addresses[m.address] -= 1
+            if addresses[m.address] <= 0:
+                del addresses[m.address]
+            return True
+        return False
 
     def move(self, member: Member, address: Address) -> None:
         """Set a member's address, keeping the known-sender index right."""

@@ -77,7 +77,7 @@ class Updates:
         table = self._table
         cur = table.members.get(a.name)
         if cur is None:
-            if table.full():
+            if table.full() and not table.evict_down(now, self.pending_alive):
                 self._stats.dropped["member_limit"] += 1
                 return None
             member = Member(

@@ -187,3 +187,23 @@ def test_key_rotation_still_works_with_the_replay_window() -> None:
     a.handle_packet(packet(Ping(1, "a"), keyring=Keyring([old])), B)
     a.handle_packet(packet(Ping(2, "a"), keyring=Keyring([new])), B)
     assert len(a.take_outbound()) == 2
+
+
+def test_a_full_table_forgets_the_longest_dead_member_for_a_new_one() -> None:
+    config = replace(FAST, max_members=6, gossip_to_the_dead_ms=30_000)
+    a, clock = core(config=config)
+    for i in range(5):
+        a.handle_packet(packet(Alive(f"fake{i}", 1, ("10.0.0.1", 1000 + i), {})), B)
+    for i in range(5):
+        a.handle_packet(packet(Dead(f"fake{i}", 1, "x")), B)
+        clock.advance(1000)
+    newcomer = Alive("real", 1, ("10.0.0.2", 1), {})
+    a.handle_packet(packet(newcomer), B)
+    assert a.member("real") is None  # every DEAD one is still within its refutation window
+    assert a.stats.dropped["member_limit"] == 1
+    clock.advance(26_500)  # fake0 has been DEAD for 31.5 s, fake1 for 30.5 s
+    a.handle_packet(packet(Alive("real", 2, ("10.0.0.2", 1), {})), B)
+    assert a.member("real") is not None
+    assert a.member("fake0") is None and a.member("fake1") is not None
+    assert len(a.members()) == 6
+    assert a.stats.dropped["member_limit"] == 1
