@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-fast lint bench chaos docs fuzz clean
+.PHONY: setup run test test-fast lint bench chaos docs fuzz fuzz-membership clean
 
 setup: $(STAMP)
 
@@ -39,8 +39,14 @@ docs: setup
 	$(BIN)/python tools/gen_reference.py
 
 # Long fuzz runs (bounded: examples per target). `make test` runs the same targets briefly.
-fuzz: setup
+fuzz: setup fuzz-membership
 	RELAYMESH_FUZZ_EXAMPLES=200 $(BIN)/python -m pytest -q -p no:cacheprovider tests/integration/web/test_schemathesis.py
+
+# The membership stateful fuzz test with many examples (bounded: ~10 min on 2 cores);
+# `make test` runs a few seconds of it.
+fuzz-membership: setup
+	RELAYMESH_FUZZ=1 $(BIN)/python -m pytest -q -p no:cacheprovider -o timeout=900 \
+		tests/unit/membership/test_adversarial_stateful.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

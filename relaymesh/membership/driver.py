@@ -39,8 +39,10 @@ from relaymesh.clock import Clock, SystemClock
 from relaymesh.exceptions import ConfigError, ProtocolError
 from relaymesh.logging import get_logger
 from relaymesh.membership.antientropy import pushpull_interval_ms
+from relaymesh.membership.incarnation import initial_incarnation
 from relaymesh.membership.keyring import Keyring
 from relaymesh.membership.protocol import DROP_REASONS, MemberChanged, Swim, SwimConfig
+from relaymesh.membership.ratelimit import SourceLimiter, SourceLimits
 from relaymesh.membership.state import Member
 from relaymesh.membership.transport import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -55,7 +57,7 @@ from relaymesh.model import MemberStatus
 from relaymesh.ops.metrics import Metrics
 from relaymesh.settings import GossipSettings
 
-__all__ = ["MembershipService", "parse_address"]
+__all__ = ["MembershipService", "parse_address", "swim_config"]
 
 log = get_logger(__name__)
 
@@ -64,6 +66,11 @@ _PUSHPULL_TIMEOUT_S = 3.0
 """Whole exchange, connect to last byte; loopback and LAN peers answer in milliseconds."""
 _PUSHPULL_READ_TIMEOUT_S = 5.0
 """Server side: a request must arrive whole within this (slow-loris guard)."""
+_PUSHPULL_FIRST_BYTE_TIMEOUT_S = 1.0
+"""Server side: a client sends its request at once; one that connects and waits
+holds one of the 16 slots for at most this."""
+_DRIVER_DROP_REASONS = ("timeout", "rate_limit", "overload")
+"""Drops counted here, not by the core; exported from the start like the core's."""
 _JOIN_BACKOFF_FIRST_S = 0.2
 _JOIN_BACKOFF_MAX_S = 5.0
 _BIND_ATTEMPTS = 20
@@ -72,6 +79,29 @@ _LEAVE_FLUSH_ROUNDS = 3
 """Gossip rounds the loop keeps running after LEAVE so the news leaves this host."""
 _MAX_SLEEP_S = 1.0
 """Upper bound on one idle sleep, so a far deadline never hides a missed wake-up."""
+
+
+def swim_config(settings: GossipSettings) -> SwimConfig:
+    """The core's plain config from the operator's settings (the core never sees them)."""
+    return SwimConfig(
+        probe_interval_ms=settings.probe_interval_ms,
+        probe_timeout_ms=settings.probe_timeout_ms,
+        indirect_checks=settings.indirect_checks,
+        gossip_interval_ms=settings.gossip_interval_ms,
+        gossip_nodes=settings.gossip_nodes,
+        retransmit_mult=settings.retransmit_mult,
+        suspicion_mult=settings.suspicion_mult,
+        suspicion_max_timeout_mult=settings.suspicion_max_timeout_mult,
+        push_pull_interval_ms=settings.push_pull_interval_ms,
+        suspect_recover_min_ms=settings.suspect_recover_min_ms,
+        dead_recover_min_ms=settings.dead_recover_min_ms,
+        awareness_max_multiplier=settings.awareness_max_multiplier,
+        lifeguard=settings.lifeguard,
+        probe_schedule=settings.probe_schedule,
+        dedup_cache_size=settings.dedup_cache_size,
+        max_packet_bytes=settings.max_packet_bytes,
+        label=settings.label,
+    )
 
 
 def parse_address(value: str, default_host: str = "127.0.0.1") -> Address:
@@ -98,8 +128,10 @@ class MembershipService:
         rng: random.Random | None = None,
         state_dir: Path | None = None,
         metadata: dict[str, str] | None = None,
+        source_limits: SourceLimits | None = None,
     ) -> None:
         self.name = name
+        self._limits = source_limits or SourceLimits()
         self._bind = parse_address(bind)
         self._advertise = parse_address(advertise) if advertise else None
         self._seeds = list(seeds)
@@ -157,7 +189,7 @@ class MembershipService:
             self._swim = Swim(
                 self.name,
                 self.address,
-                SwimConfig.from_settings(self._settings),
+                swim_config(self._settings),
                 self._clock,
                 self._rng,
                 keyring=self._keyring,
@@ -296,7 +328,7 @@ class MembershipService:
             m.members.labels(status=status.value.lower()).set(counts.get(status.value, 0))
         stats = swim.stats
         # Every reason exported from the start (at 0), so rate() works on the first drop.
-        drops: Counter[str] = Counter(dict.fromkeys((*DROP_REASONS, "timeout"), 0))
+        drops: Counter[str] = Counter(dict.fromkeys((*DROP_REASONS, *_DRIVER_DROP_REASONS), 0))
         drops.update(stats.dropped)
         drops.update(self._extra_drops)
         for reason, total in drops.items():
@@ -328,12 +360,28 @@ class MembershipService:
         for _ in range(_BIND_ATTEMPTS if port == 0 else 1):
             udp: UdpEndpoint | None = None
             try:
-                udp = await open_udp(host, port, self._on_datagram)
+                udp = await open_udp(
+                    host,
+                    port,
+                    self._on_datagram,
+                    SourceLimiter(
+                        self._limits.udp_datagrams_per_s,
+                        self._limits.udp_datagrams_burst,
+                        self._clock.monotonic_ms,
+                    ),
+                    self._count_drop,
+                )
                 tcp = PushPullServer(
                     self._serve_pushpull,
                     on_drop=self._count_drop,
                     max_frame_bytes=DEFAULT_MAX_FRAME_BYTES,
                     read_timeout_s=_PUSHPULL_READ_TIMEOUT_S,
+                    first_byte_timeout_s=_PUSHPULL_FIRST_BYTE_TIMEOUT_S,
+                    limiter=SourceLimiter(
+                        self._limits.tcp_accepts_per_s,
+                        self._limits.tcp_accepts_burst,
+                        self._clock.monotonic_ms,
+                    ),
                 )
                 await tcp.start(host, udp.local_address[1])
             except OSError as exc:
@@ -568,13 +616,17 @@ class MembershipService:
         return self._state_dir / f"{safe}.incarnation"
 
     def _initial_incarnation(self) -> int:
-        """Higher than any this name used before, so a restart rejoins ALIVE at once."""
-        persisted = -1
+        """Higher than any this name used before, so a restart rejoins ALIVE at once;
+        a persisted value the mesh would not believe (``incarnation.admissible``) is
+        ignored with a warning, not reused."""
+        persisted: int | None = None
         path = self._incarnation_path()
         if path is not None:
             with contextlib.suppress(OSError, ValueError):
                 persisted = int(path.read_text().strip())
-        incarnation = max(persisted + 1, self._clock.wall_ms())
+        incarnation, refused = initial_incarnation(persisted, self._clock.wall_ms())
+        if refused:
+            log.warning("incarnation_file_ignored", path=str(path), value=persisted)
         self._persist_incarnation(incarnation)
         return incarnation
 

@@ -175,6 +175,25 @@ class MemoryNetwork:
         na, nb = self._nodes.get(a), self._nodes.get(b)
         return na is not None and nb is not None and self._reachable(na, nb)
 
+    # --- hostile peers ----------------------------------------------------------
+
+    def inject(self, dst: Address, data: bytes, src: Address) -> None:
+        """Deliver a datagram from any source (a forger, a spoofed address) now."""
+        node = self._nodes.get(dst)
+        if node is not None and node.up:
+            self._push(self.now_ms, _DELIVER, node, (src, data))
+
+    def inject_state(self, dst: Address, data: bytes) -> None:
+        """Hand a push/pull request from anyone to a node, as its TCP server would."""
+        node = self._nodes.get(dst)
+        if node is None or not node.up:
+            return
+        try:
+            node.swim.merge_state(data)
+        except ProtocolError:
+            pass  # counted by the core that refused it
+        self._after(node)
+
     # --- running ----------------------------------------------------------------
 
     def run_for(self, duration_ms: int) -> None:

@@ -7,10 +7,12 @@ and sends without ever blocking or raising (a full socket buffer or an ICMP
 TCP carries the anti-entropy push/pull: one request frame, one reply frame, then
 the connection closes. A frame is a 4-byte big-endian length and that many bytes.
 The server must survive any peer: a frame over ``max_frame_bytes`` is refused
-before it is read, a whole request must arrive within ``read_timeout_s`` (so a
-slow-loris peer dribbling one byte a second is cut off), at most
-``max_connections`` are served at once, and every refusal is reported to
-``on_drop(reason)`` for the drop counters. Bytes handed to callbacks belong to the
+before it is read, its first byte must arrive within ``first_byte_timeout_s`` and
+the whole request within ``read_timeout_s`` (so a peer that connects and waits, or
+dribbles one byte a second, is cut off), at most ``max_connections`` are served at
+once, and every refusal is reported to ``on_drop(reason)`` for the drop counters.
+With a ``SourceLimiter``, a source host over its rate is refused before anything
+is read (``rate_limit``), on UDP and on TCP accepts alike. Bytes handed to callbacks belong to the
 callee; this module never looks inside them.
 
 Raises, where callers can see it:
@@ -30,6 +32,7 @@ from typing import cast
 
 from relaymesh.exceptions import ProtocolError, RelayMeshError
 from relaymesh.logging import get_logger
+from relaymesh.membership.ratelimit import SourceLimiter
 
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
@@ -64,8 +67,15 @@ class TransportError(RelayMeshError):
 class UdpEndpoint(asyncio.DatagramProtocol):
     """One bound UDP socket. ``on_packet(data, src)`` runs on the event loop per datagram."""
 
-    def __init__(self, on_packet: Callable[[bytes, Address], None]) -> None:
+    def __init__(
+        self,
+        on_packet: Callable[[bytes, Address], None],
+        limiter: SourceLimiter | None = None,
+        on_drop: Callable[[str], None] | None = None,
+    ) -> None:
         self._on_packet = on_packet
+        self._limiter = limiter
+        self._on_drop = on_drop
         self._transport: asyncio.DatagramTransport | None = None
         self.send_errors = 0
 
@@ -77,6 +87,10 @@ class UdpEndpoint(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         host, port = addr[0], addr[1]
         if not isinstance(host, str) or not isinstance(port, int):
+            return
+        if self._limiter is not None and not self._limiter.allow(host):
+            if self._on_drop is not None:
+                self._on_drop("rate_limit")
             return
         try:
             self._on_packet(data, (host, port))
@@ -112,12 +126,16 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
 
 async def open_udp(
-    host: str, port: int, on_packet: Callable[[bytes, Address], None]
+    host: str,
+    port: int,
+    on_packet: Callable[[bytes, Address], None],
+    limiter: SourceLimiter | None = None,
+    on_drop: Callable[[str], None] | None = None,
 ) -> UdpEndpoint:
     """Bind a UDP socket; raises ``OSError`` when the address is taken."""
     loop = asyncio.get_running_loop()
     _, protocol = await loop.create_datagram_endpoint(
-        lambda: UdpEndpoint(on_packet), local_addr=(host, port)
+        lambda: UdpEndpoint(on_packet, limiter, on_drop), local_addr=(host, port)
     )
     return protocol
 
@@ -125,16 +143,21 @@ async def open_udp(
 # -- TCP frames
 
 
-async def read_frame(reader: asyncio.StreamReader, max_frame_bytes: int) -> bytes | None:
+async def read_frame(
+    reader: asyncio.StreamReader, max_frame_bytes: int, first_byte_timeout_s: float | None = None
+) -> bytes | None:
     """One length-prefixed frame; None when the peer closed before sending a byte.
 
-    ``ProtocolError`` when the frame is too large or cut short.
+    ``ProtocolError`` when the frame is too large or cut short; ``TimeoutError`` when
+    no byte came within ``first_byte_timeout_s``.
     """
     try:
-        header = await reader.readexactly(_FRAME_HEADER.size)
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial:
+        async with asyncio.timeout(first_byte_timeout_s):
+            first = await reader.read(1)
+        if not first:
             return None
+        header = first + await reader.readexactly(_FRAME_HEADER.size - 1)
+    except asyncio.IncompleteReadError as exc:
         raise ProtocolError("decode", "push/pull frame header cut short") from exc
     (length,) = _FRAME_HEADER.unpack(header)
     if length > max_frame_bytes:
@@ -201,13 +224,17 @@ class PushPullServer:
         on_drop: Callable[[str], None],
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         read_timeout_s: float = 5.0,
+        first_byte_timeout_s: float = 1.0,
         max_connections: int = 16,
+        limiter: SourceLimiter | None = None,
     ) -> None:
         self._handler = handler
         self._on_drop = on_drop
         self.max_frame_bytes = max_frame_bytes
         self.read_timeout_s = read_timeout_s
+        self.first_byte_timeout_s = first_byte_timeout_s
         self.max_connections = max_connections
+        self._limiter = limiter
         self._server: asyncio.Server | None = None
         self._active: set[asyncio.Task[None]] = set()
 
@@ -231,15 +258,20 @@ class PushPullServer:
         task = asyncio.current_task()
         assert task is not None
         try:
+            peer = writer.get_extra_info("peername") or ("?", 0)
+            if self._limiter is not None and not self._limiter.allow(str(peer[0])):
+                self._on_drop("rate_limit")
+                return
             if len(self._active) >= self.max_connections:
                 # Bounded work per peer set: refuse rather than queue without limit.
                 self._on_drop("overload")
                 return
             self._active.add(task)
-            peer = writer.get_extra_info("peername") or ("?", 0)
             try:
                 async with asyncio.timeout(self.read_timeout_s):
-                    request = await read_frame(reader, self.max_frame_bytes)
+                    request = await read_frame(
+                        reader, self.max_frame_bytes, self.first_byte_timeout_s
+                    )
                 if request is None:
                     return  # connected and closed (a port check): nothing to count
             except TimeoutError:

@@ -21,7 +21,7 @@ concatenating cached encodings behind an array header.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -29,7 +29,7 @@ from typing import Any
 import msgpack
 
 from relaymesh.exceptions import ProtocolError
-from relaymesh.membership.keyring import SEAL_OVERHEAD_BYTES, Keyring
+from relaymesh.membership.keyring import SEAL_OVERHEAD_BYTES, Keyring, ReplayGuard
 from relaymesh.membership.state import Address, Member
 from relaymesh.model import MemberStatus
 
@@ -38,6 +38,7 @@ __all__ = [
     "MAX_INCARNATION",
     "MAX_LABEL_BYTES",
     "MAX_MESSAGES_PER_PACKET",
+    "MAX_METADATA_BYTES",
     "MAX_METADATA_ENTRIES",
     "MAX_METADATA_KEY_LEN",
     "MAX_METADATA_VALUE_LEN",
@@ -47,6 +48,7 @@ __all__ = [
     "Ack",
     "Alive",
     "Dead",
+    "DropSink",
     "Left",
     "Message",
     "MessageType",
@@ -73,10 +75,14 @@ MAX_LABEL_BYTES = 255
 MAX_METADATA_ENTRIES = 32
 MAX_METADATA_KEY_LEN = 64
 MAX_METADATA_VALUE_LEN = 512
+MAX_METADATA_BYTES = 1024
+"""Keys and values of one member's metadata together, in characters: with
+``max_members`` it bounds what a peer can make us hold (a node's own is ~40)."""
 MAX_MESSAGES_PER_PACKET = 256
 MAX_STATE_MEMBERS = 65_536
 MAX_SEQ = 2**32 - 1
 MAX_INCARNATION = 2**63 - 1
+"""What the wire carries; what a node believes is ``incarnation.admissible``."""
 _MAX_STR_BYTES = 2048
 
 _FRAME_PLAIN = 1
@@ -166,6 +172,9 @@ class Left:
 
 Message = Ping | Ack | PingReq | Nack | Alive | Suspect | Dead | Left
 
+DropSink = Callable[[str], None]
+"""Told the reason of every message (or snapshot entry) dropped alone."""
+
 
 # --- encoding ---------------------------------------------------------------
 
@@ -228,19 +237,28 @@ def frame_overhead(label: bytes, keyring: Keyring | None) -> int:
     return 2 + len(label) + (SEAL_OVERHEAD_BYTES if keyring is not None else 0)
 
 
-def frame(body: bytes, label: bytes, keyring: Keyring | None) -> bytes:
-    """Wrap a body for the wire: label in clear, body sealed when there is a keyring."""
+def frame(body: bytes, label: bytes, keyring: Keyring | None, sent_at_ms: int = 0) -> bytes:
+    """Wrap a body for the wire: label in clear, body sealed when there is a keyring
+    (with ``sent_at_ms``, our wall clock, for the receiver's replay window)."""
     if keyring is None:
         return bytes((_FRAME_PLAIN, len(label))) + label + body
-    return bytes((_FRAME_SEALED, len(label))) + label + keyring.seal(body, label)
+    return bytes((_FRAME_SEALED, len(label))) + label + keyring.seal(body, label, sent_at_ms)
 
 
-def unframe(data: bytes, label: bytes, keyring: Keyring | None) -> bytes:
-    """The body of a datagram; ``ProtocolError`` (decode, label, auth) when refused.
+def unframe(
+    data: bytes,
+    label: bytes,
+    keyring: Keyring | None,
+    replay: ReplayGuard | None = None,
+    now_wall_ms: int = 0,
+) -> bytes:
+    """The body of a datagram; ``ProtocolError`` (decode, label, auth, stale, replay)
+    when refused.
 
     With a keyring, plain packets are refused (``auth``): an attacker must not be
     able to bypass encryption by not using it. Without one, sealed packets cannot
-    be read (``auth``).
+    be read (``auth``). With ``replay``, a sealed packet sent outside its window or
+    seen before is refused.
     """
     if len(data) < 2:
         raise ProtocolError("decode", "packet too short")
@@ -256,7 +274,10 @@ def unframe(data: bytes, label: bytes, keyring: Keyring | None) -> bytes:
     if kind == _FRAME_SEALED:
         if keyring is None:
             raise ProtocolError("auth", "packet is encrypted and no keyring is set")
-        return keyring.open(body, label)
+        opened = keyring.open(body, label)
+        if replay is not None:
+            replay.check(opened, now_wall_ms)
+        return opened.body
     if keyring is not None:
         raise ProtocolError("auth", "unencrypted packet refused: a keyring is set")
     return body
@@ -309,8 +330,15 @@ def update_key(tag: int, name: str, incarnation: int, sender: str = "") -> tuple
 _UPDATE_TAGS = frozenset((_TAG_ALIVE, _TAG_DEAD, _TAG_LEFT))
 
 
-def decode_packet(body: bytes, known: Container[object] | None = None) -> list[Message]:
-    """The messages of a packet body; ``ProtocolError`` when any is invalid.
+def decode_packet(
+    body: bytes, known: Container[object] | None = None, on_drop: DropSink | None = None
+) -> list[Message]:
+    """The messages of a packet body.
+
+    ``ProtocolError`` when the body is not a list of messages. An invalid message is
+    dropped alone and its reason told to ``on_drop``, so one bad update (a name a
+    newer peer allows, say) does not take the pings and acks beside it down; without
+    ``on_drop`` it raises instead (strict: tools and tests).
 
     Updates whose ``update_key`` is in ``known`` (already handled) are skipped before
     the costly field checks: in a large cluster most piggybacked updates are repeats.
@@ -336,7 +364,13 @@ def decode_packet(body: bytes, known: Container[object] | None = None) -> list[M
                         continue
                 except TypeError:
                     pass  # unhashable field: let the full check reject it
-        msg = _parse_message(raw)
+        try:
+            msg = _parse_message(raw)
+        except ProtocolError as exc:
+            if on_drop is None:
+                raise
+            on_drop(exc.reason)
+            continue
         if msg is not None:
             messages.append(msg)
     return messages
@@ -346,14 +380,20 @@ def decode_state(
     body: bytes,
     held: Mapping[str, Member] | None = None,
     news_free: Container[MemberStatus] = (),
+    on_drop: DropSink | None = None,
 ) -> tuple[bool, list[Member]]:
     """(join flag, members) of a snapshot; ``status_changed_at_ms`` is left 0.
+
+    The fields are checked by the same rules as a datagram's (``valid_name``,
+    ``_metadata``, ...). A bad header refuses the snapshot (``ProtocolError``); a bad
+    entry is dropped alone and its reason told to ``on_drop`` (without it, the
+    snapshot is refused whole).
 
     With ``held`` (the receiver's table), an entry equal in every field to the record
     held under its name, in a status the caller lists in ``news_free`` (a repeat it
     cannot learn from), is left out: in a converged cluster that is almost every entry,
     and building records nobody uses is most of a push/pull's cost. Every entry is
-    still validated first, so a bad snapshot is refused whole either way.
+    still validated first.
     """
     obj = _unpack(body, MAX_STATE_MEMBERS)
     if type(obj) is not list or len(obj) < 3 or obj[0] != MessageType.STATE:
@@ -365,27 +405,32 @@ def decode_state(
     seen: set[str] = set()
     code_status = _CODE_STATUS
     for entry in entries:
-        if type(entry) is not list or len(entry) < 6:
-            raise ProtocolError("schema", "bad snapshot entry")
-        name, incarnation, code, host, port, metadata = entry[:6]
-        # The checks of _name, _host, ... inlined (a snapshot has one entry per member),
-        # in the order the fields were always checked, so a bad snapshot is refused
-        # with the same reason; each helper is called only to raise its error.
-        if type(name) is not str or not 0 < len(name) <= MAX_NAME_LEN:
+        try:
+            if type(entry) is not list or len(entry) < 6:
+                raise ProtocolError("schema", "bad snapshot entry")
+            name, incarnation, code, host, port, metadata = entry[:6]
+            # The name by the one rule (valid_name) every path uses. The checks of
+            # _host, ... are inlined (a snapshot has one entry per member); each helper
+            # is called only to raise its error.
             _name(name)
-        if name in seen:
-            raise ProtocolError("schema", "member listed twice")
+            if name in seen:
+                raise ProtocolError("schema", "member listed twice")
+            if type(code) is not int or code not in code_status:
+                raise ProtocolError("schema", "bad status")
+            if type(host) is not str or not 0 < len(host) <= MAX_HOST_LEN:
+                _host(host)
+            if type(port) is not int or not 0 < port <= 65535:
+                _port(port)
+            if type(incarnation) is not int or not 0 <= incarnation <= MAX_INCARNATION:
+                _incarnation(incarnation)
+            if type(metadata) is not dict or metadata:
+                metadata = _metadata(metadata)
+        except ProtocolError as exc:
+            if on_drop is None:
+                raise
+            on_drop(exc.reason)
+            continue
         seen.add(name)
-        if type(code) is not int or code not in code_status:
-            raise ProtocolError("schema", "bad status")
-        if type(host) is not str or not 0 < len(host) <= MAX_HOST_LEN:
-            _host(host)
-        if type(port) is not int or not 0 < port <= 65535:
-            _port(port)
-        if type(incarnation) is not int or not 0 <= incarnation <= MAX_INCARNATION:
-            _incarnation(incarnation)
-        if type(metadata) is not dict or metadata:
-            metadata = _metadata(metadata)
         status = code_status[code]
         if held is not None:
             # Types are checked above, so == is exact here (no 1 == True == 1.0).
@@ -484,6 +529,7 @@ def _metadata(x: Any) -> dict[str, str]:
         return x  # nearly every member has none
     if type(x) is not dict or len(x) > MAX_METADATA_ENTRIES:
         raise ProtocolError("schema", "bad metadata")
+    total = 0
     for key, value in x.items():
         if (
             type(key) is not str
@@ -492,4 +538,7 @@ def _metadata(x: Any) -> dict[str, str]:
             or len(value) > MAX_METADATA_VALUE_LEN
         ):
             raise ProtocolError("schema", "bad metadata entry")
+        total += len(key) + len(value)
+    if total > MAX_METADATA_BYTES:
+        raise ProtocolError("metadata", f"metadata over {MAX_METADATA_BYTES} characters")
     return x

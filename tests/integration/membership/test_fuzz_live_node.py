@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from relaymesh.clock import FakeClock
-from relaymesh.membership.protocol import Swim, SwimConfig
+from relaymesh.membership.driver import swim_config
+from relaymesh.membership.protocol import Swim
 from relaymesh.settings import GossipSettings
 from tests.integration.membership.conftest import (
     GossipFactory,
@@ -37,7 +38,7 @@ def valid_packets(target: tuple[str, int], rogue_port: int) -> list[bytes]:
     rogue = Swim(
         "rogue",
         ("127.0.0.1", rogue_port),
-        SwimConfig.from_settings(GossipSettings(probe_interval_ms=200, probe_timeout_ms=100)),
+        swim_config(GossipSettings(probe_interval_ms=200, probe_timeout_ms=100)),
         clock,
         random.Random(3),
         incarnation=1,

@@ -23,9 +23,18 @@ from relaymesh.membership.wire import (
 FAST = SwimConfig(dead_recover_min_ms=1000)
 
 
-def packet(*messages: Message, label: str = "", keyring: Keyring | None = None) -> bytes:
+WALL_START_MS = FakeClock().wall_ms()
+"""A new FakeClock's wall time: sealed test packets say they were sent then."""
+
+
+def packet(
+    *messages: Message,
+    label: str = "",
+    keyring: Keyring | None = None,
+    sent_at_ms: int = WALL_START_MS,
+) -> bytes:
     body = pack_compound([encode_message(m) for m in messages])
-    return frame(body, label.encode(), keyring)
+    return frame(body, label.encode(), keyring, sent_at_ms)
 
 
 def read(data: bytes, label: str = "", keyring: Keyring | None = None) -> list[Message]:

@@ -46,7 +46,7 @@ def test_preload_adds_members_without_events_or_gossip() -> None:
     d = swim.member("d")
     assert d is not None and d.status is DEAD and d.incarnation == 4
     assert swim.take_events() == []
-    assert len(swim._broadcasts) == 0
+    assert len(swim._diss.broadcasts) == 0
     assert swim.take_outbound() == []
 
 
@@ -61,7 +61,7 @@ def test_preload_copies_the_records_it_is_given() -> None:
     for swim in (x, y):
         b = swim.member("b")
         assert b is not None and b.status is ALIVE and b.metadata == {"role": "b"}
-    assert x._members["b"] is not y._members["b"]
+    assert x._table.members["b"] is not y._table.members["b"]
 
 
 def test_preload_skips_ourselves_and_members_already_known() -> None:
@@ -74,7 +74,7 @@ def test_preload_skips_ourselves_and_members_already_known() -> None:
     b = swim.member("b")
     assert b is not None and b.status is ALIVE and b.incarnation == 5
     assert swim.num_alive() == 2
-    assert swim._peer_names == ["b"]
+    assert swim._table.peer_names == ["b"]
 
 
 def test_preload_respects_max_members() -> None:

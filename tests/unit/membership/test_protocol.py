@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
+from pathlib import Path
 
 import pytest
 
 from relaymesh.clock import FakeClock
 from relaymesh.exceptions import ConfigError, ProtocolError
+from relaymesh.membership.driver import swim_config
 from relaymesh.membership.keyring import Keyring
-from relaymesh.membership.protocol import Swim, SwimConfig
+from relaymesh.membership.protocol import DROP_REASONS, Swim, SwimConfig
 from relaymesh.membership.state import Address
 from relaymesh.membership.wire import (
     Ack,
@@ -68,17 +70,23 @@ def status(swim: Swim, name: str) -> MemberStatus | None:
 
 def test_config_from_settings_copies_every_knob() -> None:
     settings = GossipSettings(
-        probe_interval_ms=700, lifeguard=False, label="x", keys=["AAAAAAAAAAAAAAAAAAAAAA=="]
+        probe_interval_ms=700, lifeguard=False, label="x", keys=["AAAAAAAAAAAAAAAAAAAAAA=="], dedup_cache_size=77
     )
-    cfg = SwimConfig.from_settings(settings)
+    cfg = swim_config(settings)
     assert cfg.probe_interval_ms == 700
     assert cfg.lifeguard is False
     assert cfg.label == "x"
-    for name in GossipSettings.model_fields:
-        # allow_plaintext is the node's start-up policy (relaymesh/exposure.py), not a
-        # protocol knob.
-        if name not in ("keys", "allow_plaintext"):
-            assert getattr(cfg, name) == getattr(settings, name)
+    shared = {f.name for f in fields(SwimConfig)} & set(GossipSettings.model_fields)
+    assert len(shared) >= 17
+    for name in shared:
+        assert getattr(cfg, name) == getattr(settings, name), name
+
+
+def test_the_core_does_not_import_the_settings_model() -> None:
+    import relaymesh.membership.protocol as protocol
+
+    source = Path(protocol.__file__).read_text()
+    assert "relaymesh.settings" not in source
 
 
 @pytest.mark.parametrize("name", ["", "x" * 129, "bad\x00name", "tab\tname"])
@@ -237,7 +245,7 @@ def test_a_suspicion_of_a_newer_incarnation_starts_its_own_timeout() -> None:
     with_peers(a)  # n = 5, k = 2: min 400 s, max 2,400 s, 1,138 s after one confirmation
     feed(a, Suspect("b", 1, "c"))
     run_to(a, clock, 1_100_000)
-    assert a._suspicions["b"].confirmations == 1  # our own failed probe of b
+    assert a._updates.suspicions["b"].confirmations == 1  # our own failed probe of b
     feed(a, Suspect("b", 2, "e"))  # b refuted (we missed it) and is suspected anew
     run_to(a, clock, 1_100_001)
     assert status(a, "b") is SUSPECT
@@ -368,8 +376,19 @@ def test_indirect_ack_completes_the_probe() -> None:
     assert a.take_rtt_samples() == []  # only direct round trips are RTT samples
 
 
+def relay_core(config: SwimConfig = FAST) -> tuple[Swim, FakeClock]:
+    """A core that knows c (the requester) and t (the target, at D), its queue drained."""
+    a, clock = core(config=replace(config, probe_interval_ms=60_000))
+    feed(a, Alive("c", 1, C, {}), Alive("t", 1, D, {}))
+    for _ in range(40):  # let the news of c and t be gossiped out, so nothing piggybacks
+        clock.advance(200)
+        a.tick()
+    a.take_outbound()
+    return a, clock
+
+
 def test_relayed_ping_req_acks_or_nacks_the_requester() -> None:
-    a, clock = core()
+    a, clock = relay_core()
     feed(a, PingReq(77, "t", D, True), src=C)
     ((dst, ping),) = sent_messages(a)
     assert dst == D
@@ -383,8 +402,19 @@ def test_relayed_ping_req_acks_or_nacks_the_requester() -> None:
     assert run_to(a, clock, now + 400) == [(C, Nack(78))]  # at 80% of the probe timeout
 
 
+def test_ping_req_is_served_only_for_members_at_their_known_addresses() -> None:
+    a, _ = relay_core()
+    stranger: Address = ("203.0.113.9", 53)
+    feed(a, PingReq(1, "t", D, True), src=stranger)  # requester not a member
+    feed(a, PingReq(2, "t", stranger, True), src=C)  # target not at the address we know
+    feed(a, PingReq(3, "nobody", stranger, True), src=C)  # target not a member
+    feed(a, Alive("x", 5, stranger, {}), PingReq(4, "t", D, True), src=stranger)
+    assert not [m for _, m in sent_messages(a) if isinstance(m, (Ping, Ack))]
+    assert a.stats.dropped["unknown_sender"] == 4
+
+
 def test_relays_are_bounded() -> None:
-    a, _ = core(config=replace(FAST, max_pending_relays=5))
+    a, _ = relay_core(replace(FAST, max_pending_relays=5))
     for i in range(50):
         feed(a, PingReq(i, "t", D, True), src=C)
     assert len([m for _, m in sent_messages(a) if isinstance(m, Ping)]) == 5
@@ -451,7 +481,8 @@ def test_bad_packets_are_dropped_by_reason() -> None:
     a.handle_packet(packet(Ping(1, "a"), label="prod"), B)
     a.handle_packet(b"\x01" * 2000, B)
     a.handle_packet(b"", B)
-    assert a.stats.dropped == {"decode": 1, "auth": 2, "label": 2, "too_large": 1, "schema": 0}
+    expected = {"decode": 1, "auth": 2, "label": 2, "too_large": 1}
+    assert a.stats.dropped == {reason: expected.get(reason, 0) for reason in DROP_REASONS}
     assert a.take_outbound() == []
     assert a.stats.packets_received == 7
 

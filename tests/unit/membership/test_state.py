@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relaymesh.membership.state import Member, merge_member, merge_views, supersedes
+from relaymesh.membership.state import (
+    Member,
+    Verdict,
+    judge,
+    merge_member,
+    merge_views,
+    supersedes,
+)
 from relaymesh.model import MemberStatus
 
 A, S, D, L = MemberStatus.ALIVE, MemberStatus.SUSPECT, MemberStatus.DEAD, MemberStatus.LEFT
@@ -71,3 +79,40 @@ def test_merge_never_loses_a_higher_incarnation(a: dict[str, Member], b: dict[st
     for view in (a, b):
         for name, member in view.items():
             assert merged[name].incarnation >= member.incarnation
+
+
+# --- judge: the rule the running node applies to every update ------------------
+
+_statuses = st.sampled_from(list(MemberStatus))
+
+
+@given(st.integers(0, 5), _statuses, st.integers(0, 5), _statuses)
+def test_judge_applies_only_what_supersedes(
+    inc: int, status: MemberStatus, cur_inc: int, cur_status: MemberStatus
+) -> None:
+    verdict = judge(inc, status, cur_inc, cur_status)
+    if verdict is Verdict.APPLY:
+        assert supersedes(inc, status, cur_inc, cur_status)
+    if verdict is Verdict.CONFIRM:
+        assert (inc, status) == (cur_inc, cur_status) == (cur_inc, MemberStatus.SUSPECT)
+
+
+@pytest.mark.parametrize(
+    ("incoming", "current", "verdict"),
+    [
+        ((3, MemberStatus.ALIVE), (2, MemberStatus.DEAD), Verdict.APPLY),  # refutation
+        ((2, MemberStatus.ALIVE), (2, MemberStatus.SUSPECT), Verdict.IGNORE),
+        ((2, MemberStatus.SUSPECT), (2, MemberStatus.ALIVE), Verdict.APPLY),
+        ((2, MemberStatus.SUSPECT), (2, MemberStatus.SUSPECT), Verdict.CONFIRM),
+        ((9, MemberStatus.SUSPECT), (2, MemberStatus.DEAD), Verdict.IGNORE),  # not re-suspected
+        ((9, MemberStatus.DEAD), (2, MemberStatus.DEAD), Verdict.IGNORE),
+        ((2, MemberStatus.LEFT), (2, MemberStatus.DEAD), Verdict.APPLY),
+        ((9, MemberStatus.DEAD), (2, MemberStatus.LEFT), Verdict.IGNORE),  # LEFT is final...
+        ((3, MemberStatus.ALIVE), (2, MemberStatus.LEFT), Verdict.APPLY),  # ...but a new life
+        ((1, MemberStatus.DEAD), (2, MemberStatus.ALIVE), Verdict.IGNORE),
+    ],
+)
+def test_judge_cases(
+    incoming: tuple[int, MemberStatus], current: tuple[int, MemberStatus], verdict: Verdict
+) -> None:
+    assert judge(*incoming, *current) is verdict

@@ -37,16 +37,16 @@ NEWS_FREE = (ALIVE, DEAD, LEFT)
 
 def _full_merge(swim: Swim, data: bytes) -> int:
     """``merge_state`` as it was before the fast path: build and apply every entry."""
-    _join, remote = decode_state(unframe(data, swim._label, swim._keyring))
+    _join, remote = decode_state(swim._diss.open(data, swim._clock.wall_ms()))
     now = swim._clock.monotonic_ms()
     applied = 0
     for update in snapshot_updates(remote, swim.name):
         if isinstance(update, Alive):
-            changed = swim._apply_alive(update, now)
+            changed = swim._updates.apply_alive(update, now)
         elif isinstance(update, Suspect):
-            changed = swim._apply_suspect(update, now)
+            changed = swim._updates.apply_suspect(update, now)
         else:
-            changed = swim._apply_left(update, now)
+            changed = swim._updates.apply_left(update, now)
         if changed:
             applied += 1
     swim.stats.anti_entropy_merges += 1
@@ -63,14 +63,15 @@ def _state(swim: Swim) -> dict[str, Any]:
         "events": swim.take_events(),
         "outbound": swim.take_outbound(),
         "broadcasts": sorted(
-            (name, item.payload, item.transmits) for name, item in swim._broadcasts._by_name.items()
+            (name, item.payload, item.transmits)
+            for name, item in swim._diss.broadcasts._by_name.items()
         ),
         "suspicions": sorted(
-            (name, s.deadline_ms, s.confirmations) for name, s in swim._suspicions.items()
+            (name, s.deadline_ms, s.confirmations) for name, s in swim._updates.suspicions.items()
         ),
-        "pending": sorted(swim._pending_alive),
-        "timers": sorted(swim._timers, key=repr),
-        "probe_order": list(swim._probe_order),
+        "pending": sorted(swim._updates.pending_alive),
+        "timers": sorted(swim._timers.snapshot(), key=repr),
+        "probe_order": list(swim._prober.probe_order),
         "local_incarnation": swim.local.incarnation,
     }
 
@@ -102,7 +103,7 @@ def test_merge_state_ends_where_the_full_merge_ends(seed: int) -> None:
         assert _state(fast) == _state(full)
         assert fast.stats == full.stats
         held_left_out = len(swims[a].members()) - len(
-            decode_state(unframe(blob, b"", None), swims[b]._members, NEWS_FREE)[1]
+            decode_state(unframe(blob, b"", None), swims[b]._table.members, NEWS_FREE)[1]
         )
         checked_skips += held_left_out
     assert checked_skips > 0  # the fast path was taken
@@ -116,9 +117,11 @@ def test_merge_into_a_node_holding_a_refutation_matches_the_full_merge() -> None
     a, b = cluster.swims[0], cluster.swims[1]
     target = cluster.swims[2]
     now = cluster.clock.monotonic_ms()
-    b._apply_suspect(Suspect(target.name, target.local.incarnation, a.name), now)
-    b._apply_alive(Alive(target.name, target.local.incarnation + 1, target.address, {}), now)
-    assert b._pending_alive
+    b._updates.apply_suspect(Suspect(target.name, target.local.incarnation, a.name), now)
+    b._updates.apply_alive(
+        Alive(target.name, target.local.incarnation + 1, target.address, {}), now
+    )
+    assert b._updates.pending_alive
     blob = a.encode_state()
     fast, full = copy.deepcopy(b), copy.deepcopy(b)
     assert fast.merge_state(blob) == _full_merge(full, blob)
