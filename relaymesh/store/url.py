@@ -14,7 +14,7 @@ from urllib.parse import unquote
 
 from relaymesh.exceptions import StoreError
 
-__all__ = ["TARGET_SESSION_ATTRS", "StoreUrl", "parse_store_url", "redact_url"]
+__all__ = ["TARGET_SESSION_ATTRS", "StoreUrl", "parse_store_url", "per_host_urls", "redact_url"]
 
 _SQLITE_PREFIX = "sqlite:///"
 _PG_SCHEMES = ("postgresql", "postgres")
@@ -120,3 +120,15 @@ def parse_store_url(url: str) -> StoreUrl:
         "sqlite:////abs/path.db or postgresql://user@host:port/db "
         "(several hosts: postgresql://user@h1:port,h2:port/db?target_session_attrs=read-write)"
     )
+
+
+def per_host_urls(url: str) -> list[str]:
+    """A multi-host URL as one single-host URL per host, in order (the same user, path
+    and query). A single-host URL is returned as it is. Lets a connector give each host
+    its own connect timeout, as libpq does, where asyncpg spends one timeout on the list."""
+    scheme, netloc, path, tail = _split(url)
+    userinfo, at, hosts = netloc.rpartition("@")
+    names = hosts.split(",")
+    if len(names) < 2:
+        return [url]
+    return [f"{scheme}{userinfo}{at}{host}{path}{tail}" for host in names]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from relaymesh.exceptions import StoreError
-from relaymesh.store.url import parse_store_url, redact_url
+from relaymesh.store.url import parse_store_url, per_host_urls, redact_url
 
 
 @pytest.mark.parametrize(
@@ -78,3 +78,11 @@ def test_bad_multi_host_url_is_one_clear_error(url: str, words: str) -> None:
     with pytest.raises(StoreError, match=words) as raised:
         parse_store_url(url)
     assert "pw" not in str(raised.value).replace("***", "")
+
+
+def test_per_host_urls_keep_user_path_and_query() -> None:
+    assert per_host_urls("postgresql://u:pw@h1:1,[::1]:2/db?target_session_attrs=primary") == [
+        "postgresql://u:pw@h1:1/db?target_session_attrs=primary",
+        "postgresql://u:pw@[::1]:2/db?target_session_attrs=primary",
+    ]
+    assert per_host_urls("postgresql://u@h/db") == ["postgresql://u@h/db"]
