@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -123,7 +124,9 @@ def _discard(conn: Conn) -> None:
         conn.terminate()
 
 
-async def _connect_each_host(dsn: str, **kwargs: Any) -> Any:
+async def _connect_each_host(
+    dsn: str, *, connect_timeout_s: float = CONNECT_TIMEOUT_S, **kwargs: Any
+) -> Any:
     """``asyncpg.connect`` host by host: asyncpg spends one ``timeout`` on the whole host
     list, so a blackholed first host would use it all and the primary behind it would
     never be tried. The first host that accepts and matches ``target_session_attrs``
@@ -132,7 +135,7 @@ async def _connect_each_host(dsn: str, **kwargs: Any) -> Any:
     last: BaseException | None = None
     for one in per_host_urls(dsn):
         try:
-            return await asyncpg.connect(one, timeout=CONNECT_TIMEOUT_S, **kwargs)
+            return await asyncpg.connect(one, timeout=connect_timeout_s, **kwargs)
         except (
             OSError,  # refused, unreachable, TimeoutError
             asyncpg.exceptions.InternalClientError,  # TargetServerAttributeNotMatched
@@ -163,8 +166,10 @@ class PostgresStore:
         url: str | None = None,
         pool_max: int = _DEFAULT_POOL_MAX,
         call_deadline_s: float = CALL_DEADLINE_S,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
     ):
         self._dsn = dsn
+        self._connect = functools.partial(_connect_each_host, connect_timeout_s=connect_timeout_s)
         self.url = url or redact_url(dsn)
         self._pool_max = pool_max
         self._deadline_s = call_deadline_s
@@ -188,7 +193,7 @@ class PostgresStore:
                 self._dsn,
                 min_size=0,
                 max_size=self._pool_max,
-                connect=_connect_each_host,
+                connect=self._connect,
                 statement_cache_size=256,
                 max_inactive_connection_lifetime=60.0,
                 server_settings={
@@ -344,7 +349,7 @@ class PostgresStore:
         listener: Any = None
         try:
             async with asyncio.timeout(self._deadline_s):
-                listener = await _connect_each_host(self._dsn)
+                listener = await self._connect(self._dsn)
                 await listener.add_listener(CHANNEL, self._on_notify)
             listener.add_termination_listener(self._on_notify)
             if self._closed:  # close() ran while we were connecting
