@@ -3,6 +3,8 @@
 * ``cut_after_commit()``: the next ``COMMIT`` a client sends is passed to the server and
   then both sides are closed before the answer comes back: the commit lands, the client
   only sees its connection die (a commit whose outcome is unknown).
+* ``reset_clients()``: every client connection is reset now (RST), mid-query or not,
+  like a server host that crashed.
 * ``hang()``: from now on nothing is forwarded either way and nothing is closed, like a
   host that vanished behind a firewall (blackholed): calls wait until their deadline.
 
@@ -25,6 +27,7 @@ class PgProxy:
         self._upstream = (upstream_host, upstream_port)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._clients: set[asyncio.StreamWriter] = set()
         self._cut_commit = False
         self._hung = False
         self._closing = asyncio.Event()
@@ -38,6 +41,10 @@ class PgProxy:
 
     def cut_after_commit(self) -> None:
         self._cut_commit = True
+
+    def reset_clients(self) -> None:
+        for writer in list(self._clients):
+            writer.transport.abort()
 
     def hang(self) -> None:
         self._hung = True
@@ -58,6 +65,7 @@ class PgProxy:
             c_writer.close()
             return
         self._writers |= {c_writer, s_writer}
+        self._clients.add(c_writer)
 
         def cut() -> None:
             # The client sees a reset before any answer can reach it; the server gets
@@ -88,6 +96,7 @@ class PgProxy:
             await asyncio.gather(pump(c_reader, s_writer, True), pump(s_reader, c_writer, False))
         finally:
             self._writers -= {c_writer, s_writer}
+            self._clients.discard(c_writer)
             c_writer.transport.abort()
             s_writer.close()
 

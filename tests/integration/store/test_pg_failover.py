@@ -48,23 +48,47 @@ async def _store(url: str, **kwargs: Any) -> PostgresStore:
     return store
 
 
-async def test_a_connection_killed_under_a_call_is_unavailable_not_an_error(
-    pg_url: str,
-) -> None:
-    """The driver hands a dead connection back to the pool itself; terminating it again
-    used to raise "connection has been released back to the pool", a StoreError that
-    callers took for a bad request rather than an outage."""
-    store = await open_store(pg_url)
+async def test_a_connection_reset_mid_query_is_unavailable_not_an_error(pg_url: str) -> None:
+    """The driver hands a connection that died mid-query back to the pool itself;
+    terminating it again raised "cannot call Connection.terminate(): connection has been
+    released back to the pool", a StoreError the worker took for a bad request (a
+    result it then turned into a permanent failure) rather than an outage."""
+    direct = await open_store(pg_url)
+    upstream = urlsplit(pg_url)
+    proxy = await PgProxy(upstream.hostname or "", upstream.port or 5432).start()
+    store = await open_store(_via(pg_url, proxy.port), migrate=False)
     try:
 
-        async def killed(conn: Any) -> None:
-            await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        async def slow(conn: Any) -> None:
+            await conn.execute("SELECT pg_sleep(30)")
 
+        call = asyncio.ensure_future(store._run(slow, tx=False))  # type: ignore[attr-defined]
+
+        async def sleeping() -> bool:
+            found = await direct._run(  # type: ignore[attr-defined]
+                lambda conn: conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'"
+                ),
+                tx=False,
+            )
+            return bool(found)
+
+        await async_wait_until(sleeping, 10, 0.02, "the query to run")
+        proxy.reset_clients()
         with pytest.raises(StoreUnavailableError):
-            await store._run(killed)  # type: ignore[attr-defined]
-        assert await store.now_ms() > 0  # and the next call simply works
+            await asyncio.wait_for(call, 10)
+
+        async def works() -> bool:
+            try:
+                return await store.now_ms() > 0
+            except StoreUnavailableError:
+                return False
+
+        await async_wait_until(works, 10, 0.05, "the next call to work")
     finally:
         await store.close()
+        await direct.close()
+        await proxy.close()
 
 
 @pytest.mark.parametrize("write", ["commit_success", "commit_failure", "release"])
