@@ -5,6 +5,8 @@
   only sees its connection die (a commit whose outcome is unknown).
 * ``reset_clients()``: every client connection is reset now (RST), mid-query or not,
   like a server host that crashed.
+* ``refuse = True``: new connections are reset at once (a server that is down), until
+  set back to False.
 * ``hang()``: from now on nothing is forwarded either way and nothing is closed, like a
   host that vanished behind a firewall (blackholed): calls wait until their deadline.
 
@@ -30,6 +32,7 @@ class PgProxy:
         self._clients: set[asyncio.StreamWriter] = set()
         self._cut_commit = False
         self._hung = False
+        self.refuse = False
         self._closing = asyncio.Event()
         self.commits_cut = 0
         self.port = 0
@@ -59,6 +62,9 @@ class PgProxy:
             await self._server.wait_closed()
 
     async def _serve(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
+        if self.refuse:
+            c_writer.transport.abort()
+            return
         try:
             s_reader, s_writer = await asyncio.open_connection(*self._upstream)
         except OSError:
