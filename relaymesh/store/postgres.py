@@ -868,6 +868,13 @@ class PostgresStore:
 
         return await self._run(check, tx=False)
 
+    async def leases_held_by(self, node: str) -> list[LeaseRef]:
+        async def listing(conn: Conn) -> list[LeaseRef]:
+            found = await conn.fetch(Q["leases_held_by"], node)
+            return [LeaseRef(r[0], r[1], int(r[2])) for r in found]
+
+        return await self._run(listing, tx=False)
+
     # -- recovery and maintenance ------------------------------------------------------------
 
     async def _reclaim(

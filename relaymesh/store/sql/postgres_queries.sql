@@ -504,3 +504,9 @@ SELECT id, at_ms, node, fields FROM settings_history ORDER BY id DESC LIMIT $1;
 SELECT table_name FROM information_schema.tables
 WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'
 ORDER BY table_name;
+
+-- name: leases_held_by
+-- RUNNING steps a node owns, with their leases (the partial index steps_running_owner).
+SELECT id, lease_token, lease_epoch FROM steps
+WHERE status = 'RUNNING' AND owner_node = $1
+ORDER BY id;

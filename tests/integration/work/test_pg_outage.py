@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from relaymesh.exceptions import StoreUnavailableError
 from relaymesh.model import StepStatus
 from relaymesh.store import Store, open_store
 from tests.conftest import async_wait_until, require_pg
@@ -135,3 +136,47 @@ async def test_an_outage_longer_than_the_lease_reclaims_and_fences_the_late_comm
     conflicts = await direct.list_conflicts()
     assert {(c.node, c.expected_epoch) for c in conflicts} == {("cut", first.lease_epoch)}
     assert all(c.actual_epoch == done.lease_epoch for c in conflicts)
+
+
+class _LostClaimAnswer:
+    """A real store whose first claim lands and then reports the connection lost, as a
+    PostgreSQL claim does when the connection dies after the server committed it."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.lost: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def claim_steps(self, node: str, **kwargs: Any) -> Any:
+        claims = await self.inner.claim_steps(node, **kwargs)
+        if claims and not self.lost:
+            self.lost = [c.step_id for c in claims]
+            raise StoreUnavailableError("injected: connection lost after the claim landed")
+        return claims
+
+
+async def test_a_claim_whose_answer_was_lost_is_given_back_not_left_to_expire(
+    direct: Store,
+) -> None:
+    cfg = settings(worker={"lease_ms": 120_000, "heartbeat_ms": 200})
+    wf = await submit(
+        direct,
+        {"name": "o", "steps": [{"name": "s", "agent": "sleep", "input": {"seconds": 0.1}}]},
+        cfg,
+    )
+    store = _LostClaimAnswer(direct)
+    async with harness(store, cfg) as h:
+        h.start()
+        # Long before the 120 s lease could expire.
+        done = await wait_step(direct, wf, "s", StepStatus.SUCCEEDED)
+    assert store.lost == [done.id]
+    events = sorted((e.id, e.event, e.node) for e in await direct.list_ownership_events())
+    assert [(event, node) for _, event, node in events] == [
+        ("claimed", "n1"),
+        ("released", "n1"),  # given back at once, not left to expire
+        ("claimed", "n1"),
+    ]
+    assert done.attempt == 1  # the run that never started did not use up an attempt
+    assert await direct.list_conflicts() == []
