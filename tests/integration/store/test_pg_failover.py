@@ -279,6 +279,25 @@ async def test_failover_reconnects_to_the_new_primary_and_listens_there() -> Non
 
             await async_wait_until(submitted, 20, 0.1, "the second store to reconnect")
             await asyncio.wait_for(waiter, 10)
+
+            # A new synchronous replica from the new primary, then a failover back.
+            await asyncio.to_thread(pg.rebuild_replica)
+            sync = await asyncio.to_thread(
+                pg.sql, pg.primary, "SELECT sync_state FROM pg_stat_replication"
+            )
+            assert sync == "sync"
+            await asyncio.to_thread(pg.stop_primary, "immediate")
+            await asyncio.to_thread(pg.promote)
+
+            async def beats_second() -> bool:
+                try:
+                    got = await store.heartbeat_many("n", [claims[1].lease], 60_000)
+                except StoreUnavailableError:
+                    return False
+                return got[claims[1].step_id] is not None
+
+            await async_wait_until(beats_second, 20, 0.1, "heartbeats after a second failover")
+            assert await store.commit_success_many("n", [(claims[1].lease, 1)]) == [True]
             assert await store.list_conflicts() == []
         finally:
             await store.close()
