@@ -229,7 +229,9 @@ class PostgresStore:
             ) from exc
         except Exception as exc:
             error = _translate(exc)
-            if isinstance(error, StoreUnavailableError):
+            # A deadlock or serialization failure is worth a retry, not a reconnect.
+            rollback = isinstance(exc, asyncpg.exceptions.TransactionRollbackError)
+            if isinstance(error, StoreUnavailableError) and not rollback:
                 await self._drop_all(pool)
             raise error from exc
 
