@@ -214,6 +214,12 @@ class Store(Protocol):
         fenced). Read-only; lets an owner kill agents promptly after a hard cancel."""
         ...
 
+    async def leases_held_by(self, node: str) -> list[LeaseRef]:
+        """The leases of every RUNNING step the store says ``node`` owns. Read-only. A
+        worker compares them with what it knows it holds: a claim whose answer was lost
+        (the connection died after the server committed it) shows up here only."""
+        ...
+
     # -- recovery and maintenance ----------------------------------------------------
 
     async def reclaim_expired(self, limit: int) -> list[str]:

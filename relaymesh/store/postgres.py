@@ -13,12 +13,25 @@ PostgreSQL side of every ``Store`` method. Must not: know about workers, HTTP or
   the lock order stays deadlock-free.
 * The pool connects lazily and replaces dropped connections, so the store recovers by
   itself after a server restart or failover; until then calls raise
-  ``StoreUnavailableError``.
+  ``StoreUnavailableError``. A multi-host URL (``h1:5432,h2:5432`` with
+  ``target_session_attrs=read-write``) is tried host by host, each with its own connect
+  timeout, so a dead first host does not hide the new primary behind it.
+* When a call finds the server gone (or read-only: a demoted primary), every pooled
+  connection and the LISTEN connection are dropped, so the next call reconnects to
+  whichever host is the primary now and LISTEN is re-subscribed there.
+* Every call runs under a deadline (``CALL_DEADLINE_S``: pool wait, statements, COMMIT
+  and the connection's reset), so a hung server or a blackholed host slows a node but
+  never wedges it; past it the call raises ``StoreUnavailableError``.
+* Fenced writes are idempotent: retried after a connection died mid-COMMIT (outcome
+  unknown), a commit or release that did land is found in place, under the same lease
+  token and epoch with the same result, and reported as done, not as a lease conflict.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import os
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -55,6 +68,7 @@ from relaymesh.model import (
 from relaymesh.store import rows
 from relaymesh.store.base import ConflictReport, LeaderLease
 from relaymesh.store.queries import load_migrations, load_queries
+from relaymesh.store.url import per_host_urls, redact_url
 
 __all__ = ["PostgresStore"]
 
@@ -65,7 +79,13 @@ Q = load_queries("postgres")
 
 CHANNEL = "relaymesh_work"
 _DEFAULT_POOL_MAX = 8
-_CONNECT_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 5.0
+"""Longest one host may take to accept a connection (TCP, startup, the
+``target_session_attrs`` check); each host of a multi-host URL gets its own."""
+CALL_DEADLINE_S = 15.0
+"""Longest one store call may take end to end, reconnecting included (two hosts that
+both time out take 2 x ``CONNECT_TIMEOUT_S``). Shorter than any sane lease, so a node
+whose store hangs backs off and retries well before its leases run out."""
 # A node frozen (SIGSTOP, a VM pause) inside a transaction holds row locks that the
 # reclaim of its own steps needs; the server ends such a transaction after this long,
 # so recovery waits seconds, not until the node wakes. No RelayMesh transaction idles.
@@ -80,7 +100,10 @@ _UNAVAILABLE = (
     # A connection killed under the driver can leave its protocol in a state it reports
     # this way; the connection is discarded and the next call gets a fresh one.
     asyncpg.exceptions.InternalClientError,
-    OSError,
+    # A primary demoted to a standby (a switchover) still accepts the connections it had;
+    # they must go so the next one finds the new primary.
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+    OSError,  # TimeoutError included
     ConnectionError,
 )
 
@@ -95,6 +118,38 @@ def _translate(exc: BaseException) -> RelayMeshError:
     return StoreError(f"postgresql store failed: {exc!r}")
 
 
+def _discard(conn: Conn) -> None:
+    """Close ``conn`` at once, never to be reused. When the connection died under the
+    driver, the pool has already taken it back and every proxy method, ``terminate``
+    included, raises ``InterfaceError``: then there is nothing left to close."""
+    with contextlib.suppress(asyncpg.exceptions.InterfaceError):
+        conn.terminate()
+
+
+async def _connect_each_host(
+    dsn: str, *, connect_timeout_s: float = CONNECT_TIMEOUT_S, **kwargs: Any
+) -> Any:
+    """``asyncpg.connect`` host by host: asyncpg spends one ``timeout`` on the whole host
+    list, so a blackholed first host would use it all and the primary behind it would
+    never be tried. The first host that accepts and matches ``target_session_attrs``
+    wins; with none, the last host's error is raised."""
+    kwargs.pop("timeout", None)
+    last: BaseException | None = None
+    for one in per_host_urls(dsn):
+        try:
+            return await asyncpg.connect(one, timeout=connect_timeout_s, **kwargs)
+        except (
+            OSError,  # refused, unreachable, TimeoutError
+            asyncpg.exceptions.InternalClientError,  # TargetServerAttributeNotMatched
+            asyncpg.exceptions.PostgresConnectionError,
+            asyncpg.exceptions.CannotConnectNowError,  # starting up, shutting down
+            asyncpg.exceptions.InterfaceError,
+        ) as exc:
+            last = exc
+    assert last is not None
+    raise last
+
+
 def _fence_arrays(leases: Sequence[LeaseRef]) -> tuple[list[str], list[str], list[int]]:
     return (
         [lease.step_id for lease in leases],
@@ -106,10 +161,20 @@ def _fence_arrays(leases: Sequence[LeaseRef]) -> tuple[list[str], list[str], lis
 class PostgresStore:
     """``Store`` on PostgreSQL. Use ``open_store``; ``connect()`` then ``migrate()``."""
 
-    def __init__(self, dsn: str, *, url: str | None = None, pool_max: int = _DEFAULT_POOL_MAX):
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        url: str | None = None,
+        pool_max: int = _DEFAULT_POOL_MAX,
+        call_deadline_s: float = CALL_DEADLINE_S,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    ):
         self._dsn = dsn
-        self.url = url or dsn
+        self._connect = functools.partial(_connect_each_host, connect_timeout_s=connect_timeout_s)
+        self.url = url or redact_url(dsn)
         self._pool_max = pool_max
+        self._deadline_s = call_deadline_s
         self._pool: Any = None
         self._listener: Any = None
         self._listener_lock = asyncio.Lock()
@@ -130,7 +195,7 @@ class PostgresStore:
                 self._dsn,
                 min_size=0,
                 max_size=self._pool_max,
-                timeout=_CONNECT_TIMEOUT_S,
+                connect=self._connect,
                 statement_cache_size=256,
                 max_inactive_connection_lifetime=60.0,
                 server_settings={
@@ -147,26 +212,64 @@ class PostgresStore:
 
     async def _run(self, fn: Callable[[Conn], Awaitable[T]], *, tx: bool = True) -> T:
         """Run ``fn(conn)`` on a pooled connection, in one transaction unless ``tx`` is
-        False; translate driver errors."""
+        False, within ``call_deadline_s``; translate driver errors. On an outage every
+        connection of the server goes (``_drop_all``)."""
         if self._pool is None:
             await self.connect()
+        pool = self._pool
         try:
-            async with self._pool.acquire() as conn:
-                try:
-                    if not tx:
-                        return await fn(conn)
-                    async with conn.transaction():
-                        return await fn(conn)
-                except _UNAVAILABLE:
-                    # Never hand a possibly broken connection back to the pool.
-                    conn.terminate()
-                    raise
+            async with asyncio.timeout(self._deadline_s):
+                return await self._attempt(pool, fn, tx)
         except RelayMeshError:
             raise
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             raise
+        except TimeoutError as exc:
+            await self._drop_all(pool)
+            raise StoreUnavailableError(
+                f"postgresql store unavailable: no answer within {self._deadline_s:g} s"
+            ) from exc
         except Exception as exc:
-            raise _translate(exc) from exc
+            error = _translate(exc)
+            # A deadlock or serialization failure is worth a retry, not a reconnect.
+            rollback = isinstance(exc, asyncpg.exceptions.TransactionRollbackError)
+            if isinstance(error, StoreUnavailableError) and not rollback:
+                await self._drop_all(pool)
+            raise error from exc
+
+    async def _attempt(self, pool: Any, fn: Callable[[Conn], Awaitable[T]], tx: bool) -> T:
+        conn = await pool.acquire()
+        try:
+            if not tx:
+                return await fn(conn)
+            async with conn.transaction():
+                return await fn(conn)
+        except BaseException as exc:
+            if isinstance(exc, (*_UNAVAILABLE, asyncio.CancelledError)):
+                # Dead, hung (the deadline cancelled us mid-statement) or read-only: never
+                # hand it back to the pool, and do not wait on it to be reset.
+                _discard(conn)
+            raise
+        finally:
+            # A closed connection just frees its slot; a live one is reset, within the
+            # deadline like the rest (its timeout terminates it).
+            await pool.release(conn, timeout=self._deadline_s)
+
+    async def _drop_all(self, pool: Any) -> None:
+        """The server went away (or stopped being the primary): drop every connection of
+        it, pooled and listening, so the next call connects to whichever host is primary
+        now. Idle pooled connections close at once; those in use are replaced when they
+        are given back. The waiter is woken to re-LISTEN and look for work once."""
+        if pool is not None and pool is self._pool:
+            await pool.expire_connections()
+            for holder in getattr(pool, "_holders", ()):
+                # Idle ones would fail one by one on their next use: close them now.
+                if holder._in_use is None and holder._con is not None:
+                    holder._con.terminate()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.terminate()
+        self._wake.set()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -249,8 +352,9 @@ class PostgresStore:
         connection is terminated here (nothing else holds it) and never leaks."""
         listener: Any = None
         try:
-            listener = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT_S)
-            await listener.add_listener(CHANNEL, self._on_notify)
+            async with asyncio.timeout(self._deadline_s):
+                listener = await self._connect(self._dsn)
+                await listener.add_listener(CHANNEL, self._on_notify)
             listener.add_termination_listener(self._on_notify)
             if self._closed:  # close() ran while we were connecting
                 raise StoreError("the store is closed")
@@ -316,11 +420,22 @@ class PostgresStore:
             Q["fence_success"], ids, tokens, epochs, [rows.dumps(r) for _, r in ordered]
         )
         committed = {r[0] for r in done}
+        missed = [item for item in ordered if item[0].step_id not in committed]
+        landed: set[str] = set()
+        if missed:
+            ids, tokens, epochs = _fence_arrays([lease for lease, _ in missed])
+            found = await conn.fetch(
+                Q["fence_success_landed"], ids, tokens, epochs, [rows.dumps(r) for _, r in missed]
+            )
+            landed = {r[0] for r in found}
         out: list[bool] = []
         rejected: list[LeaseRef] = []
         for lease in leases:
             if lease.step_id in committed:
                 committed.discard(lease.step_id)  # a duplicate item commits once
+                out.append(True)
+            elif lease.step_id in landed:
+                landed.discard(lease.step_id)  # committed by our own earlier try
                 out.append(True)
             else:
                 out.append(False)
@@ -699,6 +814,10 @@ class PostgresStore:
                 row = await conn.fetchrow(Q["fence_retry"], *fence, max(retry_delay_ms, 0))
                 status = StepStatus.RETRY_WAIT
             if row is None:
+                landed = await conn.fetchval(Q["fence_failure_landed"], *fence)
+                if landed is not None:  # our own earlier try, retried: done already
+                    done = StepStatus.DEAD_LETTER if landed == "DEAD_LETTER" else status
+                    return done, (None, None)
                 conflicts = await self._conflicts(conn, [lease], node, "commit_failure")
                 return None, conflicts.get(lease.step_id, (None, None))
             if row[1]:
@@ -725,6 +844,9 @@ class PostgresStore:
                 reason,
             )
             if row is None:
+                fence = (lease.step_id, lease.lease_token, lease.lease_epoch)
+                if await conn.fetchval(Q["fence_release_landed"], *fence) is not None:
+                    return True, (None, None)  # our own earlier try, retried
                 conflicts = await self._conflicts(conn, [lease], node, "release")
                 return False, conflicts.get(lease.step_id, (None, None))
             if row[0]:
@@ -751,6 +873,13 @@ class PostgresStore:
             ]
 
         return await self._run(check, tx=False)
+
+    async def leases_held_by(self, node: str) -> list[LeaseRef]:
+        async def listing(conn: Conn) -> list[LeaseRef]:
+            found = await conn.fetch(Q["leases_held_by"], node)
+            return [LeaseRef(r[0], r[1], int(r[2])) for r in found]
+
+        return await self._run(listing, tx=False)
 
     # -- recovery and maintenance ------------------------------------------------------------
 

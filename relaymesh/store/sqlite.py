@@ -996,6 +996,13 @@ class SqliteStore:
 
         return await self._read(check)
 
+    async def leases_held_by(self, node: str) -> list[LeaseRef]:
+        def listing(conn: Conn, now: int) -> list[LeaseRef]:
+            found = conn.execute(Q["leases_held_by"], {"node": node}).fetchall()
+            return [LeaseRef(r[0], r[1], int(r[2])) for r in found]
+
+        return await self._read(listing)
+
     # -- recovery and maintenance ------------------------------------------------------------
 
     def _reclaim(self, conn: Conn, now: int, found: list[Any], event: str, why: str) -> list[str]:

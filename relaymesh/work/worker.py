@@ -135,6 +135,8 @@ class Worker:
         self._non_low_streak = 0
         self._paused: str | None = None
         self._claim_backoff = _Backoff(rng)
+        self._claim_unsure = False
+        """A claim failed with the store unavailable: it may have landed unseen."""
         self._commit_backoff = _Backoff(rng)
         self._loop_running = False
         self.last_round_ms: int | None = None
@@ -269,12 +271,17 @@ class Worker:
                 if free <= 0:
                     await self._wait_stop_or_change(settings.worker.poll_ms)
                     continue
+                if self._claim_unsure:
+                    await self._release_unknown_claims()
                 claimed = await self._claim_round(settings, free)
                 self._claim_backoff.reset()
                 if claimed == 0 and not self._stop.is_set():
                     await self._wait_for_work(settings.worker.poll_ms)
             except StoreError as exc:
                 self.metrics.store_errors.labels("claim").inc()
+                if isinstance(exc, StoreUnavailableError):
+                    # The claim may have landed with its answer lost: look before the next.
+                    self._claim_unsure = True
                 delay = self._claim_backoff.next_s()
                 log.warning("store_error", op="claim", error=str(exc), retry_in_s=delay)
                 await self._wait_stop(delay)
@@ -360,6 +367,22 @@ class Worker:
             self._accept(got, worker.lease_ms)
             claimed += len(got)
         return claimed
+
+    async def _release_unknown_claims(self) -> None:
+        """A claim whose connection died after the server committed it leaves steps
+        RUNNING under this node's name that this worker never heard of: nobody would run
+        them until their lease expired. Give them back (fenced, attempt returned), once,
+        before the next claim. Only the claim loop claims, so every lease it does hold
+        is in ``_held`` by now."""
+        for lease in await self.store.leases_held_by(self.node):
+            if lease.step_id in self._held:
+                continue
+            try:
+                await self.store.release(lease, self.node, "claim_outcome_unknown")
+            except LeaseLostError:
+                continue  # reclaimed or cancelled meanwhile: not ours any more
+            log.warning("unknown_claim_released", step_id=lease.step_id, epoch=lease.lease_epoch)
+        self._claim_unsure = False
 
     def _note_priorities(self, claims: list[Claim], *, forced: bool) -> None:
         """Anti-starvation bookkeeping: count consecutive non-LOW claims; a LOW claim

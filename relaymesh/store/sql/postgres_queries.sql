@@ -250,6 +250,28 @@ WITH released AS (
 )
 SELECT n_locks FROM released;
 
+-- name: fence_success_landed
+-- Of these rejected leases, the steps already SUCCEEDED under that very lease with that
+-- very result: a retried commit whose first try landed before its connection died.
+SELECT s.id FROM steps AS s
+JOIN unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS v(id, token, epoch, result)
+  ON s.id = v.id
+WHERE s.lease_token = v.token AND s.lease_epoch = v.epoch AND s.status = 'SUCCEEDED'
+  AND s.result IS NOT DISTINCT FROM v.result;
+
+-- name: fence_failure_landed
+-- The status a retried failure commit's first try left (RETRY_WAIT, READY once promoted,
+-- or DEAD_LETTER) under the same lease with the same error; no row when it did not land.
+SELECT status FROM steps
+WHERE id = $1 AND lease_token = $2 AND lease_epoch = $3
+  AND status IN ('RETRY_WAIT', 'READY', 'DEAD_LETTER') AND error IS NOT DISTINCT FROM $4;
+
+-- name: fence_release_landed
+-- A retried release whose first try landed: READY, no owner, the same lease.
+SELECT 1 FROM steps
+WHERE id = $1 AND lease_token = $2 AND lease_epoch = $3 AND status = 'READY'
+  AND owner_node IS NULL;
+
 -- name: conflicts_insert
 -- One lease_conflicts row per rejected lease, with the step's actual epoch and status.
 INSERT INTO lease_conflicts (step_id, node, event, expected_epoch, actual_epoch,
@@ -501,3 +523,9 @@ SELECT id, at_ms, node, fields FROM settings_history ORDER BY id DESC LIMIT $1;
 SELECT table_name FROM information_schema.tables
 WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'
 ORDER BY table_name;
+
+-- name: leases_held_by
+-- RUNNING steps a node owns, with their leases (the partial index steps_running_owner).
+SELECT id, lease_token, lease_epoch FROM steps
+WHERE status = 'RUNNING' AND owner_node = $1
+ORDER BY id;

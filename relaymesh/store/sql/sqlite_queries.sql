@@ -388,3 +388,9 @@ INSERT INTO settings_history (at_ms, node, fields) VALUES (:now, :node, :fields)
 
 -- name: settings_list
 SELECT id, at_ms, node, fields FROM settings_history ORDER BY id DESC LIMIT :limit;
+
+-- name: leases_held_by
+-- RUNNING steps a node owns, with their leases (the partial index steps_running_owner).
+SELECT id, lease_token, lease_epoch FROM steps
+WHERE status = 'RUNNING' AND owner_node = :node
+ORDER BY id;

@@ -180,3 +180,16 @@ async def test_lost_leases_is_read_only(store: Store) -> None:
     assert await store.lost_leases([lease, missing]) == ["nope"]
     assert await store.lost_leases([]) == []
     assert await store.list_conflicts() == []
+
+
+async def test_leases_held_by_lists_a_nodes_running_leases(store: Store) -> None:
+    await store.submit_workflow(flat(3), "t")
+    mine = await store.claim_steps("n1", limit=2, lease_ms=30_000)
+    theirs = await store.claim_steps("n2", limit=1, lease_ms=30_000)
+    assert await store.leases_held_by("n1") == sorted(
+        (c.lease for c in mine), key=lambda lease: lease.step_id
+    )
+    assert await store.leases_held_by("n2") == [theirs[0].lease]
+    await store.commit_success(mine[0].lease, "n1", 0)
+    assert await store.leases_held_by("n1") == [mine[1].lease]
+    assert await store.leases_held_by("nobody") == []
