@@ -333,7 +333,7 @@ def _reclaim_bound(history: History, leases: list[Lease], bounds: Bounds, report
                 continue
             if lease.ended_by == "unknown":
                 continue  # a failure commit ended it: the node was still there
-            if lease.ended_by != "open" and lease.sure_end_ms <= kill.at_ms:
+            if lease.ended_by != "open" and lease.sure_end_ms < kill.at_ms:
                 continue  # it had ended before the kill
             if lease.ended_by == "finished" and lease.sure_end_ms <= kill.at_ms + IN_FLIGHT_MS:
                 continue  # a commit already on its way when the signal was sent
