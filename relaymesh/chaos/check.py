@@ -90,7 +90,7 @@ def render_table(report: Report, bounds: Bounds) -> str:
     lines.append(f"faults: {faults}")
     for key, label in (
         ("reclaim_ms", "reclaim after kill"),
-        ("failover_recovery_ms", "failover to first claim"),
+        ("failover_recovery_ms", "primary stopped to first claim after promotion"),
     ):
         s = doc[key]
         if s["n"]:

@@ -445,12 +445,19 @@ def _safe_mode(history: History, bounds: Bounds, report: Report) -> None:
 
 
 def _recovery(history: History, report: Report) -> None:
+    """Failover recovery: from the primary's stop (the outage's start) to the first
+    claim after the promotion."""
     claims = sorted(e.at_ms for e in history.ownership if e.event == "claimed")
+    stopped_at: int | None = None
     for e in history.events:
-        if e.kind == "pg_failover":
+        if e.kind == "pg_stop_primary":
+            stopped_at = e.at_ms
+        elif e.kind == "pg_failover":
             later = [t for t in claims if t > e.at_ms]
             if later:
-                report.failover_recovery_ms.append(later[0] - e.at_ms)
+                start = stopped_at if stopped_at is not None else e.at_ms
+                report.failover_recovery_ms.append(later[0] - start)
+            stopped_at = None
 
 
 def check_history(history: History, bounds: Bounds) -> Report:

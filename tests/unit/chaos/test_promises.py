@@ -253,3 +253,16 @@ def test_percentile_nearest_rank() -> None:
     assert percentile([5, 1, 3], 50) == 3
     assert percentile(range(1, 101), 99) == 99
     assert percentile([7], 99) == 7
+
+
+def test_failover_recovery_runs_from_the_primarys_stop_to_the_next_claim() -> None:
+    history = clean()
+    history.events += [
+        HarnessEvent("pg_stop_primary", 9000, {"server": "pg-a"}),
+        HarnessEvent("pg_failover", 9500, {"old": "pg-a", "new": "pg-b"}),
+    ]
+    history.steps.append(StepView("s5", "w3", "five", "echo", "SUCCEEDED", 1, "a", (), {}, 10_100))
+    history.ownership.append(Ownership(7, "s5", "a", "claimed", 1, 10_000))
+    report = check_history(history, Bounds(3000, 500))
+    assert report.failover_recovery_ms == [1000]
+    assert report.faults["pg_failover"] == 1
