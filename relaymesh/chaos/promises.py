@@ -19,8 +19,9 @@ event and surely lasts until the step's next reclaim/release/cancel event, or it
 failure commit, which writes no event) surely lasted only until its run's last
 journal line. A node's view is known at its samples (harness ``view`` events, and the
 node's own ``worker_paused``/``worker_resumed`` log records); a claim breaks safe mode
-when the node's last sample at least ``claim_grace_ms`` before it and its next sample
-after it both say not ALIVE, with no ALIVE sample (nor a restart) between.
+when the node's last sample at least ``claim_grace_ms`` before it, every later sample up
+to the claim and the first sample after it all say not ALIVE (no ALIVE sample, no
+restart between).
 """
 
 from __future__ import annotations
@@ -393,12 +394,14 @@ def _views(history: History) -> dict[str, list[tuple[int, bool | None]]]:
 
 
 def _not_alive_at(samples: list[tuple[int, bool | None]], t: int, grace_ms: int) -> bool:
-    before = [s for s in samples if s[0] <= t]
-    after = [s for s in samples if s[0] >= t]
-    if not before or not after:
+    """Not ALIVE for sure at ``t``: the last sample at least ``grace_ms`` before ``t``, every
+    sample after it up to ``t`` and the first sample after ``t`` all say not ALIVE."""
+    anchor = [s for s in samples if s[0] <= t - grace_ms]
+    between = [s for s in samples if t - grace_ms < s[0] <= t]
+    after = [s for s in samples if s[0] > t]
+    if not anchor or not after:
         return False
-    last = before[-1]
-    return last[1] is False and last[0] <= t - grace_ms and after[0][1] is False
+    return all(v is False for _, v in (anchor[-1], *between, after[0]))
 
 
 def _partitions(history: History) -> list[tuple[int, int, set[str]]]:

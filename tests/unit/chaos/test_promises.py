@@ -266,3 +266,14 @@ def test_failover_recovery_runs_from_the_primarys_stop_to_the_next_claim() -> No
     report = check_history(history, Bounds(3000, 500))
     assert report.failover_recovery_ms == [1000]
     assert report.faults["pg_failover"] == 1
+
+
+def test_samples_inside_the_grace_do_not_hide_a_long_not_alive_span() -> None:
+    history = clean()
+    claim_while_not_alive(history)
+    # Dense sampling (every 200 ms) of a not-ALIVE span around the claim at 7000.
+    history.events += [
+        HarnessEvent("view", t, {"node": "c", "local_alive": False}) for t in range(6000, 8000, 200)
+    ]
+    history.events.sort(key=lambda e: e.at_ms)
+    assert [v.promise for v in check_history(history, BOUNDS).violations] == ["safe_mode"]
