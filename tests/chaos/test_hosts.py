@@ -167,6 +167,9 @@ def run_hosts(
         if sampler is not None:
             sampler.stop()
         poller.stop()
+        # A copy of the store beside the other evidence, so the checker can be run again
+        # after the servers are gone (`relaymesh store restore` into an empty store).
+        c.cli("store", "backup", str(c.root / "store-backup"))
         verdict = run_checker(c, store_url)
     finally:
         poller.stop()
@@ -208,7 +211,7 @@ def test_hosts_short(tmp_path: Path, network: Network, pg_pair: PgCluster) -> No
 @pytest.mark.chaos
 @pytest.mark.timeout(3600)
 def test_hosts_pg_long(tmp_path: Path, network: Network, pg_pair: PgCluster) -> None:
-    """Five hosts, every fault but the failover, for RELAYMESH_CHAOS_DURATION_S."""
+    """Five hosts, every fault, for RELAYMESH_CHAOS_DURATION_S (600): docs/reliability.md."""
     run_hosts(
         tmp_path,
         network,
@@ -217,7 +220,15 @@ def test_hosts_pg_long(tmp_path: Path, network: Network, pg_pair: PgCluster) -> 
         label="hosts long, PostgreSQL",
         hosts=5,
         nodes_per_host=1,
-        kinds=("kill", "freeze", "partition", "partition_oneway", "loss", "pg_restart"),
+        kinds=(
+            "kill",
+            "freeze",
+            "partition",
+            "partition_oneway",
+            "loss",
+            "pg_restart",
+            "pg_failover",
+        ),
         duration_s=float(os.environ.get("RELAYMESH_CHAOS_DURATION_S", "600")),
         gap_s=(1.0, 4.0),
     )
