@@ -37,8 +37,11 @@ def plot(samples_path: Path, out: Path) -> None:
     axes[0].legend(loc="lower right", ncol=len(nodes))
     axes[-1].set_xlabel("minutes")
     report = growth(samples_path)
-    worst = max((v["growth"] for v in report.values()), default=0.0)
-    fig.suptitle(f"soak: {len(nodes)} nodes, worst growth after warm-up {worst:+.1%}")
+    worst_rss = max((v["growth"] for k, v in report.items() if k.endswith("/rss_kb")), default=0.0)
+    verdict = "pass" if all(v["ok"] for v in report.values()) else "FAIL"
+    fig.suptitle(
+        f"soak: {len(nodes)} nodes, {verdict}; worst RSS growth after warm-up {worst_rss:+.1%}"
+    )
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)

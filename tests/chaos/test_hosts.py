@@ -89,6 +89,18 @@ def pg_pair(network: Network) -> Iterator[PgCluster]:
         cluster.teardown()
 
 
+def dump_store(pg: PgCluster, path: Path) -> None:
+    """``pg_dump`` of the run's database beside the other evidence, so the checker can be
+    run again once the servers are gone (load it with ``psql -f`` into an empty one)."""
+    subprocess.run(
+        [str(pg.bindir / "pg_dump"), "-h", pg.host, "-p", str(pg.primary.port), "-U", "postgres"]
+        + ["-d", "relay", "--no-owner", "-f", str(path)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
 def run_checker(c: HostCluster, store_url: str, *extra: str) -> dict[str, Any]:
     """The history checker as an operator runs it; its JSON verdict (asserted clean)."""
     logs = [str(n.log_path) for n in c.nodes.values()]
@@ -167,9 +179,8 @@ def run_hosts(
         if sampler is not None:
             sampler.stop()
         poller.stop()
-        # A copy of the store beside the other evidence, so the checker can be run again
-        # after the servers are gone (`relaymesh store restore` into an empty store).
-        c.cli("store", "backup", str(c.root / "store-backup"))
+        if pg is not None:
+            dump_store(pg, c.root / "relay.sql")
         verdict = run_checker(c, store_url)
     finally:
         poller.stop()
