@@ -92,9 +92,9 @@ def pg_pair(network: Network) -> Iterator[PgCluster]:
 def dump_store(pg: PgCluster, path: Path) -> None:
     """``pg_dump`` of the run's database beside the other evidence, so the checker can be
     run again once the servers are gone (load it with ``psql -f`` into an empty one)."""
+    server = ["-h", pg.host, "-p", str(pg.primary.port), "-U", "postgres", "-d", "relay"]
     subprocess.run(
-        [str(pg.bindir / "pg_dump"), "-h", pg.host, "-p", str(pg.primary.port), "-U", "postgres"]
-        + ["-d", "relay", "--no-owner", "-f", str(path)],
+        [str(pg.bindir / "pg_dump"), *server, "--no-owner", "-f", str(path)],
         check=True,
         capture_output=True,
         timeout=120,
