@@ -42,6 +42,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
 PG_PORTS = range(56432, 56440)
 
 
+def _kinds(variable: str, default: str) -> tuple[str, ...]:
+    """Fault kinds from ``variable`` (comma-separated), else ``default``."""
+    return tuple(k.strip() for k in os.environ.get(variable, default).split(",") if k.strip())
+
+
 def require_netns() -> None:
     reason = netns_unavailable_reason()
     if reason is None:
@@ -222,7 +227,8 @@ def test_hosts_short(tmp_path: Path, network: Network, pg_pair: PgCluster) -> No
 @pytest.mark.chaos
 @pytest.mark.timeout(3600)
 def test_hosts_pg_long(tmp_path: Path, network: Network, pg_pair: PgCluster) -> None:
-    """Five hosts, every fault, for RELAYMESH_CHAOS_DURATION_S (600): docs/reliability.md."""
+    """Five hosts, every fault (RELAYMESH_CHAOS_FAULTS to choose), for
+    RELAYMESH_CHAOS_DURATION_S (600): docs/reliability.md."""
     run_hosts(
         tmp_path,
         network,
@@ -231,14 +237,9 @@ def test_hosts_pg_long(tmp_path: Path, network: Network, pg_pair: PgCluster) -> 
         label="hosts long, PostgreSQL",
         hosts=5,
         nodes_per_host=1,
-        kinds=(
-            "kill",
-            "freeze",
-            "partition",
-            "partition_oneway",
-            "loss",
-            "pg_restart",
-            "pg_failover",
+        kinds=_kinds(
+            "RELAYMESH_CHAOS_FAULTS",
+            "kill,freeze,partition,partition_oneway,loss,pg_restart,pg_failover",
         ),
         duration_s=float(os.environ.get("RELAYMESH_CHAOS_DURATION_S", "600")),
         gap_s=(1.0, 4.0),
@@ -292,9 +293,7 @@ def test_soak(tmp_path: Path, network: Network, pg_pair: PgCluster) -> None:
     out = Path(os.environ.get("RELAYMESH_SOAK_OUT", str(tmp_path / "soak.jsonl")))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
-    kinds = tuple(
-        os.environ.get("RELAYMESH_SOAK_FAULTS", "freeze,partition,partition_oneway,loss").split(",")
-    )
+    kinds = _kinds("RELAYMESH_SOAK_FAULTS", "freeze,partition,partition_oneway,loss")
     run_hosts(
         tmp_path,
         network,
