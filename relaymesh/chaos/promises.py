@@ -261,9 +261,16 @@ def _one_commit(history: History, report: Report) -> None:
                 f"epoch {last.lease_epoch} by {last.node}"
             )
         elif (s.id, s.lease_epoch) in refused:
+            story += tuple(
+                f"@{x.at_ms} conflict {x.event} by {x.node}: expected epoch {x.expected_epoch}, "
+                f"found {x.actual_epoch} {x.actual_status}"
+                for x in history.conflicts
+                if x.step_id == s.id and x.expected_epoch == s.lease_epoch
+            )
             bad(
                 f"the commit of the lease whose result stands (epoch {s.lease_epoch}) is also "
-                "recorded as refused"
+                "recorded as refused",
+                story=story,
             )
         elif isinstance(s.result, dict) and "epoch" in s.result and "node" in s.result:
             # A record agent's result names the run that produced it.

@@ -187,6 +187,7 @@ def test_a_refused_commit_of_the_standing_lease_breaks_one_commit() -> None:
     standing_commit_also_refused(history)
     report = check_history(history, BOUNDS)
     assert [(v.promise, v.step_id) for v in report.violations] == [("one_commit", "s2")]
+    assert "conflict commit_success by c: expected epoch 3" in report.violations[0].history[-1]
 
 
 def test_a_journalled_step_missing_from_the_store_is_lost() -> None:
