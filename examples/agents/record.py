@@ -31,7 +31,8 @@ me = {
 def note(phase: str) -> None:
     if journal:
         with open(journal, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"phase": phase, **me}) + "\n")
+            line = {"phase": phase, **me, "at_ms": time.time_ns() // 1_000_000}
+            fh.write(json.dumps(line) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
