@@ -254,7 +254,8 @@ def metrics_page() -> str:
 def api_page() -> str:
     out = [HEADER, "# HTTP API reference\n\n"]
     out.append(
-        "The guide to authentication, login, refusals and streams is docs/http.md; this page lists the routes. "
+        "The guide to authentication, login, refusals and streams is docs/http.md; "
+        "this page lists the routes. "
         "Served by `relaymesh node run --http HOST:PORT` and `relaymesh serve-web`. The "
         "same document is served as `GET /api/openapi.json`. `GET /healthz` and "
         "`GET /metrics` need no token; every `/api/` route needs a token "

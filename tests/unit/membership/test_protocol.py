@@ -70,7 +70,11 @@ def status(swim: Swim, name: str) -> MemberStatus | None:
 
 def test_config_from_settings_copies_every_knob() -> None:
     settings = GossipSettings(
-        probe_interval_ms=700, lifeguard=False, label="x", keys=["AAAAAAAAAAAAAAAAAAAAAA=="], dedup_cache_size=77
+        probe_interval_ms=700,
+        lifeguard=False,
+        label="x",
+        keys=["AAAAAAAAAAAAAAAAAAAAAA=="],
+        dedup_cache_size=77,
     )
     cfg = swim_config(settings)
     assert cfg.probe_interval_ms == 700
