@@ -43,7 +43,10 @@ async def write_history(store: Store, root: Path) -> dict[str, str]:
     (zombie,) = await store.claim_steps("b", limit=1, lease_ms=60_000)
     runs.append(("start", zombie.step_id, zombie.lease_epoch, "b"))
     lines.append({"kind": "kill", "at_ms": _now_ms(), "node": "b"})
-    assert await store.reclaim_dead_owners(limit=10, actor="test", nodes=["b"]) == [zombie.step_id]
+    reclaimed = await store.reclaim_dead_owners(
+        limit=10, actor="test", stale_after_ms=0, nodes=["b"]
+    )
+    assert reclaimed.step_ids == (zombie.step_id,)
     (again,) = await store.claim_steps("c", limit=1, lease_ms=60_000)
     runs += [
         ("start", again.step_id, again.lease_epoch, "c"),
