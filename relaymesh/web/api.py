@@ -47,8 +47,8 @@ from relaymesh.exceptions import (
     StoreUnavailableError,
     WorkflowError,
 )
-from relaymesh.model import StepStatus
-from relaymesh.ops import services
+from relaymesh.model import StepStatus, WorkflowStatus
+from relaymesh.ops import services, submits
 from relaymesh.settings import Settings
 from relaymesh.store.base import Store
 
@@ -124,6 +124,7 @@ class Api:
             web.post("/api/replay", w(self.replay)),
             web.post("/api/replay-batch", w(self.replay_batch)),
             web.post("/api/reload-settings", w(self.reload_settings)),
+            *self._workflow_routes(),
         ]
 
     def authenticate(self, request: web.Request) -> Principal:
@@ -303,6 +304,40 @@ class Api:
         )
         return {"request_id": req.id, "node": req.target, "at": req.at_ms}
 
+    # -- submit over HTTP and the workflow listing -----------------------------------------
+
+    def _workflow_routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/api/workflows", self._read(self.list_workflows)),
+            web.post("/api/workflows", self._write(self.submit_workflow)),
+        ]
+
+    async def submit_workflow(self, request: web.Request, who: Principal) -> Any:
+        """The workflow file's JSON as the body; 201 when new, 200 for a repeated
+        ``Idempotency-Key`` (the first workflow's id, nothing written)."""
+        try:
+            text = (await request.read()).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("request body is not UTF-8") from None
+        spec = submits.parse_submitted_workflow(text, self._settings())
+        key = request.headers.get("Idempotency-Key")
+        outcome = await submits.submit_workflow_once(self._store, spec, who.actor, key)
+        status = 201 if outcome.created else 200
+        return web.json_response({"id": outcome.workflow_id}, status=status, dumps=_dumps)
+
+    async def list_workflows(self, request: web.Request, who: Principal) -> Any:
+        q = request.query
+        page, following = await submits.list_workflows(
+            self._store,
+            status=_workflow_status(q.get("status")),
+            name=q.get("name") or None,
+            since_ms=_time(q.get("since")),
+            cursor=q.get("cursor") or None,
+            limit=_limit(q.get("limit"), 100),
+        )
+        headers = {"X-Next-Cursor": following} if following else {}
+        return web.json_response([w.to_json() for w in page], headers=headers, dumps=_dumps)
+
 
 # -- helpers ---------------------------------------------------------------------------
 
@@ -348,6 +383,16 @@ def _status(value: str | None) -> StepStatus | None:
         return StepStatus(value.upper())
     except ValueError:
         allowed = ", ".join(s.value for s in StepStatus)
+        raise ValueError(f"unknown status {value!r} (expected one of {allowed})") from None
+
+
+def _workflow_status(value: str | None) -> WorkflowStatus | None:
+    if not value:
+        return None
+    try:
+        return WorkflowStatus(value.upper())
+    except ValueError:
+        allowed = ", ".join(s.value for s in WorkflowStatus)
         raise ValueError(f"unknown status {value!r} (expected one of {allowed})") from None
 
 
@@ -422,5 +467,26 @@ OPENAPI: dict[str, Any] = {
             "post": _op("Replay many {status, limit, agent, workflow_id}", write=True)
         },
         "/api/reload-settings": {"post": _op("Ask node(s) to reload {node}", write=True)},
+        "/api/workflows": {
+            "get": _op(
+                "List workflows, newest first; the X-Next-Cursor header pages on",
+                params=["status", "name", "since", "limit", "cursor"],
+            ),
+            "post": {
+                **_op(
+                    "Submit a workflow (the workflow file's JSON as the body); 201 {id} when "
+                    "new, 200 {id} of the first for a repeated Idempotency-Key, 400 {error}",
+                    write=True,
+                ),
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    }
+                ],
+            },
+        },
     },
 }
