@@ -145,6 +145,14 @@ class Metrics:
         self.is_leader = Gauge(
             f"{p}maintenance_leader", "1 while this node runs maintenance", registry=r
         )
+        # -- schedules
+        self.schedule_fires = Counter(
+            f"{p}schedule_fires",
+            "Schedule ticks by result: fired (a new workflow), duplicate (already fired, "
+            "by this or another node), skipped (missed ticks not fired), invalid, error",
+            ["schedule", "result"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this registry."""

@@ -310,6 +310,7 @@ class Api:
         return [
             web.get("/api/workflows", self._read(self.list_workflows)),
             web.post("/api/workflows", self._write(self.submit_workflow)),
+            web.get("/api/schedules", self._read(self.schedules)),
         ]
 
     async def submit_workflow(self, request: web.Request, who: Principal) -> Any:
@@ -337,6 +338,11 @@ class Api:
         )
         headers = {"X-Next-Cursor": following} if following else {}
         return web.json_response([w.to_json() for w in page], headers=headers, dumps=_dumps)
+
+    async def schedules(self, request: web.Request, who: Principal) -> Any:
+        from relaymesh.ops.schedules import list_schedules
+
+        return await list_schedules(self._store, self._settings())
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -467,6 +473,9 @@ OPENAPI: dict[str, Any] = {
             "post": _op("Replay many {status, limit, agent, workflow_id}", write=True)
         },
         "/api/reload-settings": {"post": _op("Ask node(s) to reload {node}", write=True)},
+        "/api/schedules": {
+            "get": _op("Configured schedules: expression, next fire, last fire and its workflow")
+        },
         "/api/workflows": {
             "get": _op(
                 "List workflows, newest first; the X-Next-Cursor header pages on",
