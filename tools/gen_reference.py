@@ -82,7 +82,7 @@ def cli_page() -> str:
     out.append("## Global options\n\n| option | takes | default | variable | what |\n")
     out.append("| --- | --- | --- | --- | --- |\n")
     for param in cli_root.get_params(ctx):
-        if isinstance(param, click.Option) and param.name not in ("help",):
+        if isinstance(param, click.Option) and "--help" not in param.opts:
             out.append(_option_row(param) + "\n")
     out.append("\n")
     for path, command in _commands(cli_root, ["relaymesh"]):
