@@ -39,6 +39,7 @@ __all__ = [
     "GuardSettings",
     "MaintenanceSettings",
     "NodeSettings",
+    "RetentionSettings",
     "RetryPolicy",
     "Settings",
     "TokenSettings",
@@ -50,7 +51,16 @@ __all__ = [
 
 DEFAULT_STORE_URL = "sqlite:///./relaymesh.db"
 RESERVED_ENV_PREFIX = "RELAYMESH_"
-RELOADABLE_SECTIONS = ("worker", "guard", "breaker", "maintenance", "web", "retry", "agents")
+RELOADABLE_SECTIONS = (
+    "worker",
+    "guard",
+    "breaker",
+    "maintenance",
+    "web",
+    "retry",
+    "agents",
+    "retention",
+)
 
 
 class _Section(BaseModel):
@@ -225,6 +235,57 @@ class WebSettings(_Section):
     """Open ``/api/events`` streams allowed at once per token name (429 beyond)."""
 
 
+class RetentionSettings(_Section):
+    """How long finished work and the operations trail are kept (``work/retention.py``).
+
+    Ages are measured by the store's clock. The maintenance leader deletes what is past
+    retention in batches of ``batch_size``, each batch its own short transaction. A
+    workflow goes whole (steps, dependencies, locks, ownership events) or not at all,
+    and only once it is final. Dead letters are kept while they are not replayed: a
+    FAILED workflow (it holds one) is removed only when ``remove_dead_letters`` is
+    true, and then ``dead_letter_after_s`` after it failed. ``0`` for any age turns
+    that kind of removal off.
+    """
+
+    finished_after_s: int = Field(7 * 86400, ge=0)
+    """Keep SUCCEEDED and CANCELLED workflows (with their steps, dependencies, locks and
+    ownership events) this long after they finished; 0 keeps them forever."""
+    dead_letter_after_s: int = Field(30 * 86400, ge=0)
+    """Age after which a FAILED workflow (it holds unreplayed dead letters) is removed,
+    only when ``remove_dead_letters`` is true; 0 keeps them forever."""
+    remove_dead_letters: bool = False
+    """Unreplayed dead letters are never removed unless this is true."""
+    conflicts_after_s: int = Field(30 * 86400, ge=0)
+    """Keep ``lease_conflicts`` rows this long; 0 keeps them forever."""
+    audit_after_s: int = Field(90 * 86400, ge=0)
+    """Keep ``audit_log`` rows this long; 0 keeps them forever."""
+    settings_history_after_s: int = Field(90 * 86400, ge=0)
+    """Keep ``settings_history`` rows this long; 0 keeps them forever."""
+    batch_size: int = Field(500, gt=0)
+    """Most workflows (or rows of the other tables) one delete transaction removes."""
+    max_batches: int = Field(20, gt=0)
+    """Most batches per table in one pass; a bigger backlog goes on in the next pass."""
+    interval_s: int = Field(300, ge=0)
+    """Seconds between retention passes on the maintenance leader; 0 runs one on every
+    maintenance pass."""
+    vacuum_pages: int = Field(2000, ge=0)
+    """SQLite: free pages handed back to the file system per incremental-vacuum step
+    after a pass that deleted something (each step is one short write transaction);
+    0 turns it off. PostgreSQL leaves this to autovacuum."""
+    vacuum_max_steps: int = Field(50, gt=0)
+    """SQLite: most incremental-vacuum steps after one pass."""
+    archive_dir: str | None = None
+    """Reserved: write finished workflows to this directory before deleting them (not
+    implemented yet; a value is refused so nothing is deleted unarchived by surprise)."""
+
+    @field_validator("archive_dir")
+    @classmethod
+    def _archive_not_yet(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError("archive_dir is not supported yet")
+        return value
+
+
 _toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml_path", default=None)
 
 
@@ -245,6 +306,7 @@ class Settings(BaseSettings):
     retry: RetryPolicy = RetryPolicy()
     web: WebSettings = WebSettings()
     agents: dict[str, AgentSettings] = Field(default_factory=dict)
+    retention: RetentionSettings = RetentionSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -17,6 +17,7 @@ _COMMAND_MODULES = (
     "relaymesh.cli.work",
     "relaymesh.cli.mesh",
     "relaymesh.cli.store",
+    "relaymesh.cli.retention",
     "relaymesh.cli.ops",
     "relaymesh.cli.demo",
     "relaymesh.cli.sim",

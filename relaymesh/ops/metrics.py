@@ -145,6 +145,13 @@ class Metrics:
         self.is_leader = Gauge(
             f"{p}maintenance_leader", "1 while this node runs maintenance", registry=r
         )
+        # -- retention (work/retention.py)
+        self.retention_deleted = Counter(
+            f"{p}retention_deleted",
+            "Rows removed by retention, by table",
+            ["table"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this registry."""

@@ -43,7 +43,9 @@ from relaymesh.model import (
     StepStatus,
     WorkflowRecord,
     WorkflowSpec,
+    WorkflowStatus,
 )
+from relaymesh.store.retention import TableStats
 
 __all__ = ["ConflictReport", "LeaderLease", "Store"]
 
@@ -322,3 +324,39 @@ class Store(Protocol):
         ...
 
     async def list_settings_history(self, limit: int = 20) -> list[SettingsChange]: ...
+
+    # -- retention (work/retention.py) ---------------------------------------------------
+
+    async def retention_delete_workflows(
+        self, status: WorkflowStatus, *, older_than_ms: int, limit: int
+    ) -> dict[str, int]:
+        """Remove up to ``limit`` workflows in ``status`` (a final one: SUCCEEDED,
+        CANCELLED or FAILED) last changed more than ``older_than_ms`` ago by the store's
+        clock, oldest first, each whole (its steps, step_deps, step_locks and ownership
+        events) in this one transaction; a workflow with a step that can still run is
+        never removed. Returns rows removed per table (``WORKFLOW_TABLES``)."""
+        ...
+
+    async def retention_delete_rows(self, table: str, *, older_than_ms: int, limit: int) -> int:
+        """Remove up to ``limit`` rows of ``table`` (one of ``ROW_TABLES``) dated more than
+        ``older_than_ms`` ago, oldest first, in one transaction; returns how many."""
+        ...
+
+    async def retention_count_workflows(self, status: WorkflowStatus, *, older_than_ms: int) -> int:
+        """How many workflows ``retention_delete_workflows`` would remove without a limit."""
+        ...
+
+    async def retention_count_rows(self, table: str, *, older_than_ms: int) -> int:
+        """How many rows ``retention_delete_rows`` would remove without a limit."""
+        ...
+
+    async def table_stats(self) -> dict[str, TableStats]:
+        """Rows, bytes (with indexes) and the oldest row's date for every table. Reads
+        every table once: an operator's command, not for a hot loop."""
+        ...
+
+    async def reclaim_space(self, pages: int) -> int:
+        """Give up to ``pages`` free pages back to the file system in one short
+        transaction (SQLite incremental vacuum); returns how many. 0 where the backend
+        leaves it to itself (PostgreSQL autovacuum)."""
+        ...

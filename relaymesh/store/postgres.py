@@ -68,6 +68,7 @@ from relaymesh.model import (
 from relaymesh.store import rows
 from relaymesh.store.base import ConflictReport, LeaderLease
 from relaymesh.store.queries import load_migrations, load_queries
+from relaymesh.store.retention import AGE_COLUMNS, ROW_TABLES, TABLES, WORKFLOW_TABLES, TableStats
 from relaymesh.store.url import per_host_urls, redact_url
 
 __all__ = ["PostgresStore"]
@@ -1144,6 +1145,90 @@ class PostgresStore:
 
         return await self._run(listing, tx=False)
 
+    # -- retention (work/retention.py) --------------------------------------------------------
+
+    async def retention_delete_workflows(
+        self, status: WorkflowStatus, *, older_than_ms: int, limit: int
+    ) -> dict[str, int]:
+        async def delete(conn: Conn) -> dict[str, int]:
+            counts = dict.fromkeys(WORKFLOW_TABLES, 0)
+            found = await conn.fetch(
+                Q["retention_workflow_candidates"], status.value, older_than_ms, limit
+            )
+            if not found:
+                return counts
+            kept = await conn.fetch(Q["retention_still_final"], [r[0] for r in found], status.value)
+            ids = [r[0] for r in kept]
+            if not ids:
+                return counts
+            step_ids = [r[0] for r in await conn.fetch(Q["retention_step_ids"], ids)]
+            upto = max(int(r[1]) for r in found if r[0] in set(ids)) + _EVENT_MARGIN_MS
+            counts["step_locks"] = _rowcount(
+                await conn.execute(Q["retention_delete_locks"], step_ids)
+            )
+            counts["step_deps"] = _rowcount(
+                await conn.execute(Q["retention_delete_deps"], step_ids)
+            )
+            counts["ownership_events"] = _rowcount(
+                await conn.execute(Q["retention_delete_events"], step_ids, upto)
+            )
+            counts["steps"] = _rowcount(await conn.execute(Q["retention_delete_steps"], ids))
+            counts["workflows"] = _rowcount(
+                await conn.execute(Q["retention_delete_workflows"], ids)
+            )
+            return counts
+
+        return await self._run(delete)
+
+    async def retention_delete_rows(self, table: str, *, older_than_ms: int, limit: int) -> int:
+        query = Q[f"retention_delete_{_row_table(table)}"]
+
+        async def delete(conn: Conn) -> int:
+            return _rowcount(await conn.execute(query, older_than_ms, limit))
+
+        return await self._run(delete)
+
+    async def retention_count_workflows(self, status: WorkflowStatus, *, older_than_ms: int) -> int:
+        async def count(conn: Conn) -> int:
+            return int(
+                await conn.fetchval(Q["retention_count_workflows"], status.value, older_than_ms)
+            )
+
+        return await self._run(count, tx=False)
+
+    async def retention_count_rows(self, table: str, *, older_than_ms: int) -> int:
+        query = Q[f"retention_count_{_row_table(table)}"]
+
+        async def count(conn: Conn) -> int:
+            return int(await conn.fetchval(query, older_than_ms))
+
+        return await self._run(count, tx=False)
+
+    async def table_stats(self) -> dict[str, TableStats]:
+        async def stats(conn: Conn) -> dict[str, TableStats]:
+            sizes = {str(r[0]): int(r[1]) for r in await conn.fetch(Q["stats_bytes"])}
+            out: dict[str, TableStats] = {}
+            for table in TABLES:
+                # Table and column names come from the fixed lists in store/retention.py.
+                n = await conn.fetchval(f"SELECT count(*) FROM {table}")
+                column = AGE_COLUMNS.get(table)
+                oldest = (
+                    await conn.fetchval(f"SELECT min({column}) FROM {table}") if column else None
+                )
+                out[table] = TableStats(
+                    rows=int(n),
+                    bytes=sizes.get(table),
+                    oldest_ms=None if oldest is None else int(oldest),
+                )
+            return out
+
+        return await self._run(stats, tx=False)
+
+    async def reclaim_space(self, pages: int) -> int:
+        """Nothing to do: autovacuum reuses the space of deleted rows (the claim path's
+        indexes are partial over unfinished steps, so they stay small)."""
+        return 0
+
 
 def _claim(r: Any, upstream: dict[str, Any]) -> Claim:
     """From the RETURNING columns of ``claim_update`` / ``claim_fast``."""
@@ -1183,3 +1268,19 @@ def _write_json(path: str, document: dict[str, Any]) -> None:
     with open(partial, "w", encoding="utf-8") as out:
         json.dump(document, out, default=str, separators=(",", ":"))
     os.replace(partial, path)
+
+
+_EVENT_MARGIN_MS = 60_000
+
+
+def _rowcount(status: str) -> int:
+    """Rows touched, from asyncpg's command status (``DELETE 3``)."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _row_table(table: str) -> str:
+    """The query suffix for a table retention trims by age; anything else is a bug."""
+    names = {"lease_conflicts": "conflicts", "audit_log": "audit"}
+    if table not in ROW_TABLES:
+        raise StoreError(f"retention does not trim table {table!r}")
+    return names.get(table, table)

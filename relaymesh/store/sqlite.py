@@ -69,6 +69,7 @@ from relaymesh.model import (
 from relaymesh.store import rows
 from relaymesh.store.base import ConflictReport, LeaderLease
 from relaymesh.store.queries import load_migrations, load_queries
+from relaymesh.store.retention import AGE_COLUMNS, ROW_TABLES, TABLES, WORKFLOW_TABLES, TableStats
 
 __all__ = ["SqliteStore"]
 
@@ -248,6 +249,10 @@ class SqliteStore:
 
     def _setup(self, conn: Conn) -> None:
         conn.execute("PRAGMA busy_timeout = 0")
+        # Only takes effect on a file with no tables yet (a new store): its free pages
+        # can then go back to the file system after retention (``reclaim_space``). An
+        # older file keeps auto_vacuum off until ``VACUUM`` rewrites it.
+        self._retry_busy(lambda: conn.execute("PRAGMA auto_vacuum = INCREMENTAL"))
         self._retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA temp_store = MEMORY")
@@ -1282,3 +1287,115 @@ class SqliteStore:
                 rows.settings_change(r) for r in conn.execute(Q["settings_list"], {"limit": limit})
             ]
         )
+
+    # -- retention (work/retention.py) --------------------------------------------------------
+
+    async def retention_delete_workflows(
+        self, status: WorkflowStatus, *, older_than_ms: int, limit: int
+    ) -> dict[str, int]:
+        def delete(conn: Conn, now: int) -> dict[str, int]:
+            found = conn.execute(
+                Q["retention_workflow_candidates"],
+                {"status": status.value, "cutoff": now - older_than_ms, "limit": limit},
+            ).fetchall()
+            counts = dict.fromkeys(WORKFLOW_TABLES, 0)
+            if not found:
+                return counts
+            params = {"ids": json.dumps([r[0] for r in found])}
+            # Events are written before the commit that finished the workflow; the margin
+            # covers clock steps between processes on the host.
+            upto = max(int(r[1]) for r in found) + _EVENT_MARGIN_MS
+            counts["step_locks"] = conn.execute(Q["retention_delete_locks"], params).rowcount
+            counts["step_deps"] = conn.execute(Q["retention_delete_deps"], params).rowcount
+            counts["ownership_events"] = conn.execute(
+                Q["retention_delete_events"], {**params, "upto": upto}
+            ).rowcount
+            counts["steps"] = conn.execute(Q["retention_delete_steps"], params).rowcount
+            counts["workflows"] = conn.execute(Q["retention_delete_workflows"], params).rowcount
+            return counts
+
+        return await self._write(delete)
+
+    async def retention_delete_rows(self, table: str, *, older_than_ms: int, limit: int) -> int:
+        query = Q[f"retention_delete_{_row_table(table)}"]
+        count = await self._write(
+            lambda conn, now: (
+                conn.execute(query, {"cutoff": now - older_than_ms, "limit": limit}).rowcount
+            )
+        )
+        return int(count)
+
+    async def retention_count_workflows(self, status: WorkflowStatus, *, older_than_ms: int) -> int:
+        def count(conn: Conn, now: int) -> int:
+            params = {"status": status.value, "cutoff": now - older_than_ms}
+            return int(conn.execute(Q["retention_count_workflows"], params).fetchone()[0])
+
+        return await self._read(count)
+
+    async def retention_count_rows(self, table: str, *, older_than_ms: int) -> int:
+        query = Q[f"retention_count_{_row_table(table)}"]
+        return await self._read(
+            lambda conn, now: int(
+                conn.execute(query, {"cutoff": now - older_than_ms}).fetchone()[0]
+            )
+        )
+
+    async def table_stats(self) -> dict[str, TableStats]:
+        def stats(conn: Conn, now: int) -> dict[str, TableStats]:
+            sizes: dict[str, int] = {}
+            try:
+                sizes = {str(n): int(b) for n, b in conn.execute(Q["stats_bytes_dbstat"])}
+            except sqlite3.OperationalError:  # built without dbstat: bytes unknown
+                pass
+            out: dict[str, TableStats] = {}
+            for table in TABLES:
+                # Table and column names come from the fixed lists in store/retention.py.
+                n = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                column = AGE_COLUMNS.get(table)
+                oldest = (
+                    conn.execute(f"SELECT min({column}) FROM {table}").fetchone()[0]
+                    if column
+                    else None
+                )
+                out[table] = TableStats(
+                    rows=int(n),
+                    bytes=sizes.get(table) if sizes else None,
+                    oldest_ms=None if oldest is None else int(oldest),
+                )
+            return out
+
+        return await self._read(stats)
+
+    async def reclaim_space(self, pages: int) -> int:
+        """One bounded step of ``PRAGMA incremental_vacuum``: hand up to ``pages`` free
+        pages back to the file system in one short write transaction; returns how many.
+        Nothing on a file made before auto_vacuum was set (see ``_setup``)."""
+
+        def vacuum(conn: Conn) -> int:
+            mode = conn.execute(Q["stats_auto_vacuum"]).fetchone()[0]
+            before = int(conn.execute(Q["stats_freelist_count"]).fetchone()[0])
+            if mode != _AUTO_VACUUM_INCREMENTAL or before == 0 or pages <= 0:
+                return 0
+            # sqlite3's execute() steps a PRAGMA once, which frees one page; executescript
+            # steps it to the end. BEGIN IMMEDIATE in the script keeps it one transaction.
+            script = f"BEGIN IMMEDIATE; PRAGMA incremental_vacuum({int(pages)}); COMMIT;"
+            try:
+                self._retry_busy(lambda: conn.executescript(script))
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            return before - int(conn.execute(Q["stats_freelist_count"]).fetchone()[0])
+
+        return await self._in_thread(vacuum)
+
+
+_EVENT_MARGIN_MS = 60_000
+_AUTO_VACUUM_INCREMENTAL = 2
+
+
+def _row_table(table: str) -> str:
+    """The query suffix for a table retention trims by age; anything else is a bug."""
+    names = {"lease_conflicts": "conflicts", "audit_log": "audit"}
+    if table not in ROW_TABLES:
+        raise StoreError(f"retention does not trim table {table!r}")
+    return names.get(table, table)

@@ -24,6 +24,7 @@ from relaymesh.logging import get_logger
 from relaymesh.ops.metrics import Metrics
 from relaymesh.settings import Settings
 from relaymesh.store.base import LeaderLease, Store
+from relaymesh.work.retention import Retention
 from relaymesh.work.retry import backoff_ms
 
 __all__ = ["RECLAIM_LIMIT", "Maintenance"]
@@ -60,6 +61,7 @@ class Maintenance:
         self._lease: LeaderLease | None = None
         self._last_prune_ms: int | None = None
         self._renewed_ms = 0
+        self._retention = Retention(store=store, metrics=metrics, clock=clock, actor=self._actor)
 
     @property
     def is_leader(self) -> bool:
@@ -130,7 +132,8 @@ class Maintenance:
     async def run_once(self) -> dict[str, Any]:
         """One pass, leader or not (``relaymesh maintenance`` calls this directly).
         Returns what it did: ``{"expired": [ids], "dead_owners": [ids], "promoted": n,
-        "pruned": n or None when the prune was not due}``."""
+        "pruned": n or None when the prune was not due, "retention": {table: n} or None
+        when no retention pass was due}``."""
         all_settings = self._settings()
         settings = all_settings.maintenance
         expired = await self.store.reclaim_expired(RECLAIM_LIMIT)
@@ -162,7 +165,14 @@ class Maintenance:
             if pruned:
                 self.metrics.mesh_nodes_pruned.inc(pruned)
                 log.info("mesh_nodes_pruned", count=pruned)
-        return {"expired": expired, "dead_owners": dead, "promoted": promoted, "pruned": pruned}
+        retention = await self._retention.maybe_run(all_settings.retention)
+        return {
+            "expired": expired,
+            "dead_owners": dead,
+            "promoted": promoted,
+            "pruned": pruned,
+            "retention": retention,
+        }
 
     async def notify_member_dead(self, name: str) -> list[str]:
         """Membership declared ``name`` DEAD: reclaim its RUNNING steps now, on this node

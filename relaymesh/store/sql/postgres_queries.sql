@@ -529,3 +529,75 @@ ORDER BY table_name;
 SELECT id, lease_token, lease_epoch FROM steps
 WHERE status = 'RUNNING' AND owner_node = $1
 ORDER BY id;
+
+-- == retention (store/postgres.py "retention" section; work/retention.py) ============
+
+-- name: retention_workflow_candidates
+-- Final workflows of one status past the cutoff, oldest first, locked so a concurrent
+-- replay (which locks its workflow first) either runs before and makes it RUNNING
+-- (the re-check below then skips it) or waits for the delete.
+SELECT w.id, w.updated_at_ms FROM workflows AS w
+WHERE w.status = $1 AND w.updated_at_ms < rm_now_ms() - $2
+ORDER BY w.updated_at_ms LIMIT $3
+FOR UPDATE SKIP LOCKED;
+
+-- name: retention_still_final
+-- Under the row locks: the candidates that are still final with no step able to run.
+SELECT w.id FROM workflows AS w
+WHERE w.id = ANY ($1::text[]) AND w.status = $2
+  AND NOT EXISTS (SELECT 1 FROM steps AS s WHERE s.workflow_id = w.id
+                  AND s.status IN ('READY', 'RUNNING', 'RETRY_WAIT'));
+
+-- name: retention_count_workflows
+SELECT count(*) FROM workflows AS w
+WHERE w.status = $1 AND w.updated_at_ms < rm_now_ms() - $2
+  AND NOT EXISTS (SELECT 1 FROM steps AS s WHERE s.workflow_id = w.id
+                  AND s.status IN ('READY', 'RUNNING', 'RETRY_WAIT'));
+
+-- name: retention_step_ids
+SELECT id FROM steps WHERE workflow_id = ANY ($1::text[]) FOR UPDATE;
+
+-- name: retention_delete_locks
+DELETE FROM step_locks WHERE step_id = ANY ($1::text[]);
+
+-- name: retention_delete_deps
+DELETE FROM step_deps WHERE step_id = ANY ($1::text[]);
+
+-- name: retention_delete_events
+-- No index by step (it slowed claims): the at_ms range bounds the scan.
+DELETE FROM ownership_events WHERE at_ms <= $2 AND step_id = ANY ($1::text[]);
+
+-- name: retention_delete_steps
+DELETE FROM steps WHERE workflow_id = ANY ($1::text[]);
+
+-- name: retention_delete_workflows
+DELETE FROM workflows WHERE id = ANY ($1::text[]);
+
+-- name: retention_delete_conflicts
+DELETE FROM lease_conflicts WHERE id IN (
+    SELECT id FROM lease_conflicts WHERE at_ms < rm_now_ms() - $1
+    ORDER BY at_ms LIMIT $2 FOR UPDATE SKIP LOCKED);
+
+-- name: retention_delete_audit
+DELETE FROM audit_log WHERE id IN (
+    SELECT id FROM audit_log WHERE at_ms < rm_now_ms() - $1
+    ORDER BY at_ms LIMIT $2 FOR UPDATE SKIP LOCKED);
+
+-- name: retention_delete_settings_history
+DELETE FROM settings_history WHERE id IN (
+    SELECT id FROM settings_history WHERE at_ms < rm_now_ms() - $1
+    ORDER BY at_ms LIMIT $2 FOR UPDATE SKIP LOCKED);
+
+-- name: retention_count_conflicts
+SELECT count(*) FROM lease_conflicts WHERE at_ms < rm_now_ms() - $1;
+
+-- name: retention_count_audit
+SELECT count(*) FROM audit_log WHERE at_ms < rm_now_ms() - $1;
+
+-- name: retention_count_settings_history
+SELECT count(*) FROM settings_history WHERE at_ms < rm_now_ms() - $1;
+
+-- name: stats_bytes
+SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class AS c
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relkind = 'r';

@@ -394,3 +394,78 @@ SELECT id, at_ms, node, fields FROM settings_history ORDER BY id DESC LIMIT :lim
 SELECT id, lease_token, lease_epoch FROM steps
 WHERE status = 'RUNNING' AND owner_node = :node
 ORDER BY id;
+
+-- == retention (store/sqlite.py "retention" section; work/retention.py) ==============
+
+-- name: retention_workflow_candidates
+-- Final workflows of one status past the cutoff, oldest first, none of whose steps can
+-- still run (belt and braces: a final workflow has none).
+SELECT w.id, w.updated_at_ms FROM workflows AS w
+WHERE w.status = :status AND w.updated_at_ms < :cutoff
+  AND NOT EXISTS (SELECT 1 FROM steps AS s WHERE s.workflow_id = w.id
+                  AND s.status IN ('READY', 'RUNNING', 'RETRY_WAIT'))
+ORDER BY w.updated_at_ms LIMIT :limit;
+
+-- name: retention_count_workflows
+SELECT count(*) FROM workflows AS w
+WHERE w.status = :status AND w.updated_at_ms < :cutoff
+  AND NOT EXISTS (SELECT 1 FROM steps AS s WHERE s.workflow_id = w.id
+                  AND s.status IN ('READY', 'RUNNING', 'RETRY_WAIT'));
+
+-- name: retention_count_steps
+SELECT count(*) FROM steps WHERE workflow_id IN (SELECT value FROM json_each(:ids));
+
+-- name: retention_delete_locks
+DELETE FROM step_locks WHERE step_id IN (
+    SELECT id FROM steps WHERE workflow_id IN (SELECT value FROM json_each(:ids)));
+
+-- name: retention_delete_deps
+DELETE FROM step_deps WHERE step_id IN (
+    SELECT id FROM steps WHERE workflow_id IN (SELECT value FROM json_each(:ids)));
+
+-- name: retention_delete_events
+-- No index by step (it slowed claims): the at_ms range bounds the scan to events no
+-- younger than the newest workflow of the batch (plus a margin).
+DELETE FROM ownership_events WHERE at_ms <= :upto AND step_id IN (
+    SELECT id FROM steps WHERE workflow_id IN (SELECT value FROM json_each(:ids)));
+
+-- name: retention_delete_steps
+DELETE FROM steps WHERE workflow_id IN (SELECT value FROM json_each(:ids));
+
+-- name: retention_delete_workflows
+DELETE FROM workflows WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: retention_delete_conflicts
+DELETE FROM lease_conflicts WHERE id IN (
+    SELECT id FROM lease_conflicts WHERE at_ms < :cutoff ORDER BY at_ms LIMIT :limit);
+
+-- name: retention_delete_audit
+DELETE FROM audit_log WHERE id IN (
+    SELECT id FROM audit_log WHERE at_ms < :cutoff ORDER BY at_ms LIMIT :limit);
+
+-- name: retention_delete_settings_history
+DELETE FROM settings_history WHERE id IN (
+    SELECT id FROM settings_history WHERE at_ms < :cutoff ORDER BY at_ms LIMIT :limit);
+
+-- name: retention_count_conflicts
+SELECT count(*) FROM lease_conflicts WHERE at_ms < :cutoff;
+
+-- name: retention_count_audit
+SELECT count(*) FROM audit_log WHERE at_ms < :cutoff;
+
+-- name: retention_count_settings_history
+SELECT count(*) FROM settings_history WHERE at_ms < :cutoff;
+
+-- name: stats_bytes_dbstat
+-- Bytes per table including its indexes (needs SQLITE_ENABLE_DBSTAT_VTAB).
+SELECT coalesce(m.tbl_name, d.name), sum(d.pgsize) FROM dbstat AS d
+LEFT JOIN sqlite_schema AS m ON m.name = d.name GROUP BY 1;
+
+-- name: stats_page_size
+PRAGMA page_size;
+
+-- name: stats_freelist_count
+PRAGMA freelist_count;
+
+-- name: stats_auto_vacuum
+PRAGMA auto_vacuum;

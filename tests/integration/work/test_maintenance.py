@@ -140,7 +140,13 @@ async def test_run_once_report_and_prune_interval(store: Any) -> None:
     await report_long_gone_member(store)
     m = maintenance(store, "m", cfg, clock)
     report = await m.run_once()
-    assert report == {"expired": [], "dead_owners": [], "promoted": 0, "pruned": 1}
+    assert report == {
+        "expired": [],
+        "dead_owners": [],
+        "promoted": 0,
+        "pruned": 1,
+        "retention": {},
+    }
     assert (await m.run_once())["pruned"] is None  # not due yet
     clock.advance(10_000)
     assert (await m.run_once())["pruned"] == 0

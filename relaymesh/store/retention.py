@@ -1,0 +1,55 @@
+"""What retention and ``store stats`` share between the backends: the tables, the
+column that dates each row, and the shapes returned. Pure data, no SQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "AGE_COLUMNS",
+    "ROW_TABLES",
+    "TABLES",
+    "WORKFLOW_TABLES",
+    "TableStats",
+]
+
+TABLES = (
+    "workflows",
+    "steps",
+    "step_deps",
+    "step_locks",
+    "ownership_events",
+    "lease_conflicts",
+    "audit_log",
+    "mesh_nodes",
+    "settings_history",
+    "leader_lease",
+    "schema_version",
+)
+"""Every table of the schema (ARCHITECTURE.md), in the order stats shows them."""
+
+AGE_COLUMNS: dict[str, str] = {
+    "workflows": "created_at_ms",
+    "steps": "created_at_ms",
+    "ownership_events": "at_ms",
+    "lease_conflicts": "at_ms",
+    "audit_log": "at_ms",
+    "mesh_nodes": "status_changed_at_ms",
+    "settings_history": "at_ms",
+}
+"""The column that dates a row, for "oldest"; tables without one show None."""
+
+WORKFLOW_TABLES = ("workflows", "steps", "step_deps", "step_locks", "ownership_events")
+"""What removing a workflow removes, whole, in one transaction."""
+
+ROW_TABLES = ("lease_conflicts", "audit_log", "settings_history")
+"""Tables retention trims row by row by age (``at_ms``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TableStats:
+    rows: int
+    bytes: int | None
+    """Table plus its indexes; None when the store cannot tell."""
+    oldest_ms: int | None
+    """The oldest row's date (``AGE_COLUMNS``), None when empty or undated."""
