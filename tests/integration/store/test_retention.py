@@ -299,6 +299,28 @@ async def test_sqlite_gives_space_back(store_url: str, store: Store) -> None:
     assert os.path.getsize(path) <= size_before - report.reclaimed_pages * page_size
 
 
+async def in_transaction(store_url: str) -> bool:
+    """Whether another process is inside a write transaction on the store right now."""
+    if store_url.startswith("sqlite:///"):
+        conn = sqlite3.connect(store_url.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout = 0")
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+            return False
+        except sqlite3.OperationalError:  # locked: the writer holds it
+            return True
+        finally:
+            conn.close()
+    found = await sql(
+        store_url,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = 'relaymesh' AND xact_start IS NOT NULL"
+        " AND query LIKE '%DELETE%'",
+    )
+    return bool(found[0][0])
+
+
 _KILLED_PASS = textwrap.dedent(
     """
     import asyncio, sys
@@ -310,7 +332,7 @@ _KILLED_PASS = textwrap.dedent(
         print("ready", flush=True)
         while True:
             await store.retention_delete_workflows(
-                WorkflowStatus.SUCCEEDED, older_than_ms=1000, limit=1
+                WorkflowStatus.SUCCEEDED, older_than_ms=1000, limit=3
             )
 
     asyncio.run(main())
@@ -334,10 +356,13 @@ async def test_a_pass_killed_midway_leaves_whole_workflows(store_url: str, store
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
 
-        async def some_gone() -> bool:
-            return await count(store_url, "workflows") < len(ids)
+        async def mid_pass() -> bool:
+            """Some workflows gone, and the pass inside its next batch's transaction."""
+            return 0 < await count(store_url, "workflows") < len(ids) and await in_transaction(
+                store_url
+            )
 
-        await async_wait_until(some_gone, 20, 0.001, "the pass to remove a workflow")
+        await async_wait_until(mid_pass, 30, 0.0005, "the pass to be inside a batch")
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
