@@ -1,0 +1,72 @@
+"""``relaymesh store stats`` and a retention pass through the real command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relaymesh.store import open_store
+from tests.e2e.harness import RELAYMESH
+from tests.integration.store.retention_helpers import WEEK_MS, age, finished
+
+pytestmark = pytest.mark.asyncio
+
+
+def relaymesh(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [RELAYMESH, *args], check=False, capture_output=True, text=True, timeout=60
+    )
+
+
+def stats(config: Path, url: str) -> Any:
+    done = relaymesh("--config", str(config), "--store", url, "store", "stats", "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+async def test_store_stats_and_a_retention_pass(tmp_path: Path, store_backend: str | None) -> None:
+    url = store_backend or f"sqlite:///{tmp_path / 'store.db'}"
+    store = await open_store(url)
+    try:
+        old = await finished(store, 2)
+        await age(url, old, 2 * WEEK_MS)
+        await finished(store, 1)
+    finally:
+        await store.close()
+    config = tmp_path / "relaymesh.toml"
+    config.write_text("[retention]\nfinished_after_s = 604800\nbatch_size = 1\n")
+
+    before = stats(config, url)
+    assert before["tables"]["workflows"]["rows"] == 3
+    assert before["tables"]["steps"]["rows"] == 9
+    assert isinstance(before["tables"]["steps"]["bytes"], int)
+    assert isinstance(before["tables"]["steps"]["oldest"], int)
+    assert before["next_pass"]["workflows:SUCCEEDED"] == 2
+
+    done = relaymesh(
+        "--config", str(config), "--store", url, "maintenance", "--node-id", "n1", "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    # Known bug, not this branch's: commands other than ``node run`` leave structlog
+    # unconfigured, so a service's log line (here ``retention_pass``) lands on stdout
+    # before the document. Read the document, which starts at its own "{" line.
+    document = (
+        done.stdout[done.stdout.index("\n{\n") + 1 :] if "\n{\n" in done.stdout else done.stdout
+    )
+    assert json.loads(document)["retention"]["workflows"] == 2
+
+    after = stats(config, url)
+    assert after["tables"]["workflows"]["rows"] == 1
+    assert after["tables"]["steps"]["rows"] == 3
+    assert after["next_pass"]["workflows:SUCCEEDED"] == 0
+    audit = relaymesh("--store", url, "audit-query", "--action", "retention", "--json")
+    assert audit.returncode == 0, audit.stderr
+    (row,) = json.loads(audit.stdout)
+    assert row["details"]["deleted"]["workflows"] == 2
+    human = relaymesh("--config", str(config), "--store", url, "store", "stats")
+    assert human.returncode == 0 and "next retention pass removes:" in human.stdout
+    assert "workflows:SUCCEEDED: 0" in human.stdout
