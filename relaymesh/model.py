@@ -24,14 +24,17 @@ __all__ = [
     "MeshNode",
     "OwnershipEvent",
     "Priority",
+    "ScheduleFire",
     "SettingsChange",
     "StepRecord",
     "StepSpec",
     "StepStatus",
+    "SubmitOutcome",
     "WorkflowRecord",
     "WorkflowSpec",
     "WorkflowStatus",
     "actor_details",
+    "WorkflowSummary",
 ]
 
 JSON = Any
@@ -361,3 +364,51 @@ class SettingsChange:
 
     def to_json(self) -> dict[str, JSON]:
         return {"id": self.id, "at": self.at_ms, "node": self.node, "fields": list(self.fields)}
+
+
+# -- idempotent submits, workflow listing, schedule fires --------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOutcome:
+    """What an idempotent submit did: ``created`` is False when the key was already
+    taken, and ``workflow_id`` is then the first submit's workflow (nothing written)."""
+
+    workflow_id: str
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowSummary:
+    """One row of ``relaymesh workflows`` / ``GET /api/workflows``."""
+
+    id: str
+    name: str
+    status: WorkflowStatus
+    created_at_ms: int
+    finished_at_ms: int | None
+    """When the workflow reached a final status (its last update); None while running."""
+    idempotency_key: str | None
+    schedule: str | None
+    steps: dict[str, int]
+    """Step status to how many steps of this workflow have it."""
+
+    def to_json(self) -> dict[str, JSON]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status.value,
+            "created_at": self.created_at_ms,
+            "finished_at": self.finished_at_ms,
+            "idempotency_key": self.idempotency_key,
+            "schedule": self.schedule,
+            "steps": dict(self.steps),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleFire:
+    """The latest recorded fire of one schedule."""
+
+    fire_at_ms: int
+    workflow_id: str

@@ -38,12 +38,15 @@ from relaymesh.model import (
     LeaseRef,
     MeshNode,
     OwnershipEvent,
+    ScheduleFire,
     SettingsChange,
     StepRecord,
     StepStatus,
+    SubmitOutcome,
     WorkflowRecord,
     WorkflowSpec,
     WorkflowStatus,
+    WorkflowSummary,
 )
 from relaymesh.store.retention import TableStats
 
@@ -359,4 +362,41 @@ class Store(Protocol):
         """Give up to ``pages`` free pages back to the file system in one short
         transaction (SQLite incremental vacuum); returns how many. 0 where the backend
         leaves it to itself (PostgreSQL autovacuum)."""
+        ...
+
+    # -- idempotent submits, workflow listing, schedule fires ------------------------
+
+    async def submit_workflow_once(
+        self,
+        spec: WorkflowSpec,
+        actor: str,
+        *,
+        idempotency_key: str | None,
+        schedule: str | None = None,
+        fire_at_ms: int | None = None,
+        audit_details: dict[str, Any] | None = None,
+    ) -> SubmitOutcome:
+        """``submit_workflow`` guarded by a unique ``idempotency_key``: when the key is
+        already taken (by a committed submit, or one committing concurrently) return
+        the first workflow's id with ``created=False`` and write nothing, audit row
+        included. ``schedule``/``fire_at_ms`` mark a schedule's fire (see
+        ``last_schedule_fire``); ``audit_details`` are merged into the submit's audit
+        row. Without a key this is ``submit_workflow``."""
+        ...
+
+    async def list_workflows(
+        self,
+        *,
+        status: WorkflowStatus | None = None,
+        name: str | None = None,
+        since_ms: int | None = None,
+        before: tuple[int, str] | None = None,
+        limit: int = 100,
+    ) -> list[WorkflowSummary]:
+        """Newest first by ``(created_at_ms, id)``; ``before`` is the keyset cursor (the
+        last row of the previous page), so paging never skips nor repeats a row."""
+        ...
+
+    async def last_schedule_fire(self, schedule: str) -> ScheduleFire | None:
+        """The recorded fire of ``schedule`` with the latest fire time, or None."""
         ...

@@ -57,13 +57,16 @@ from relaymesh.model import (
     MeshNode,
     OwnershipEvent,
     Priority,
+    ScheduleFire,
     SettingsChange,
     StepRecord,
     StepStatus,
+    SubmitOutcome,
     WorkflowRecord,
     WorkflowSpec,
     WorkflowStatus,
     actor_details,
+    WorkflowSummary,
 )
 from relaymesh.store import rows
 from relaymesh.store.base import ConflictReport, LeaderLease
@@ -456,6 +459,19 @@ class PostgresStore:
     # -- workflows (operator) -------------------------------------------------------------
 
     async def submit_workflow(self, spec: WorkflowSpec, actor: str) -> str:
+        outcome = await self.submit_workflow_once(spec, actor, idempotency_key=None)
+        return outcome.workflow_id
+
+    async def submit_workflow_once(
+        self,
+        spec: WorkflowSpec,
+        actor: str,
+        *,
+        idempotency_key: str | None,
+        schedule: str | None = None,
+        fire_at_ms: int | None = None,
+        audit_details: dict[str, Any] | None = None,
+    ) -> SubmitOutcome:
         workflow_id = rows.new_id()
         ids = {step.name: rows.new_id() for step in spec.steps}
         dependents: dict[str, int] = dict.fromkeys(ids, 0)
@@ -469,8 +485,18 @@ class PostgresStore:
         steps = spec.steps
         deps = [(ids[s.name], ids[d]) for s in steps for d in dict.fromkeys(s.depends_on)]
 
-        async def submit(conn: Conn) -> str:
+        async def submit(conn: Conn) -> SubmitOutcome:
             now = await conn.fetchval(Q["now_ms"])
+            if idempotency_key is not None:
+                # A concurrent insert of the same key waits on the unique index until
+                # the first commits, then does nothing; the SELECT (a new snapshot
+                # under READ COMMITTED) sees the winner's row.
+                claimed = await conn.execute(
+                    Q["workflow_key_claim"], idempotency_key, workflow_id, schedule, fire_at_ms, now
+                )
+                if claimed.endswith(" 0"):
+                    first = await conn.fetchval(Q["workflow_key_get"], idempotency_key)
+                    return SubmitOutcome(first, created=False)
             status = WorkflowStatus.RUNNING if steps else WorkflowStatus.SUCCEEDED
             await conn.execute(Q["workflow_insert"], workflow_id, spec.name, status.value, now)
             if steps:
@@ -503,10 +529,15 @@ class PostgresStore:
                 actor,
                 "submit",
                 target=workflow_id,
-                details={"workflow_id": workflow_id, "name": spec.name, "steps": len(steps)},
+                details={
+                    "workflow_id": workflow_id,
+                    "name": spec.name,
+                    "steps": len(steps),
+                    **rows.key_details(idempotency_key, audit_details),
+                },
             )
             await conn.execute(Q["notify_work"])
-            return workflow_id
+            return SubmitOutcome(workflow_id, created=True)
 
         return await self._run(submit)
 
@@ -544,6 +575,41 @@ class PostgresStore:
             return [rows.step_record(r) for r in found]
 
         return await self._run(listing, tx=False)
+
+    # -- workflow listing and schedule fires ----------------------------------------------
+
+    async def list_workflows(
+        self,
+        *,
+        status: WorkflowStatus | None = None,
+        name: str | None = None,
+        since_ms: int | None = None,
+        before: tuple[int, str] | None = None,
+        limit: int = 100,
+    ) -> list[WorkflowSummary]:
+        async def listing(conn: Conn) -> list[WorkflowSummary]:
+            found = await conn.fetch(
+                Q["workflows_list"],
+                status.value if status else None,
+                name,
+                since_ms,
+                before[0] if before else None,
+                before[1] if before else None,
+                limit,
+            )
+            ids = [r[0] for r in found]
+            counts = await conn.fetch(Q["workflows_step_counts"], ids)
+            return rows.workflow_summaries(found, counts)
+
+        # One snapshot for the page and its counts.
+        return await self._run(listing)
+
+    async def last_schedule_fire(self, schedule: str) -> ScheduleFire | None:
+        async def last(conn: Conn) -> ScheduleFire | None:
+            row = await conn.fetchrow(Q["schedule_last_fire"], schedule)
+            return ScheduleFire(row[0], row[1]) if row else None
+
+        return await self._run(last, tx=False)
 
     async def cancel_workflow(self, workflow_id: str, mode: str, actor: str) -> CancelResult:
         if mode not in ("soft", "hard"):

@@ -26,6 +26,7 @@ from relaymesh.model import (
     StepStatus,
     WorkflowRecord,
     WorkflowStatus,
+    WorkflowSummary,
 )
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "conflict_record",
     "dumps",
     "event_record",
+    "key_details",
     "lease_lost",
     "loads",
     "lost_error",
@@ -45,6 +47,7 @@ __all__ = [
     "step_record",
     "workflow_record",
     "workflow_status",
+    "workflow_summaries",
     "zero_counts",
 ]
 
@@ -214,3 +217,39 @@ def lease_lost(
         f"{event} of step {lease.step_id} rejected: lease epoch {lease.lease_epoch} no longer "
         f"holds (epoch now {actual_epoch}, status {actual_status})"
     )
+
+
+# -- idempotent submits and workflow listing ----------------------------------------
+
+
+def key_details(key: str | None, extra: dict[str, Any] | None) -> dict[str, Any]:
+    """What an idempotent submit adds to its audit row's details."""
+    details: dict[str, Any] = {"idempotency_key": key} if key is not None else {}
+    details.update(extra or {})
+    return details
+
+
+def workflow_summaries(
+    found: Sequence[Sequence[Any]], counts: Sequence[Sequence[Any]]
+) -> list[WorkflowSummary]:
+    """Rows of ``workflows_list`` (id, name, status, created, updated, key, schedule) and
+    ``workflows_step_counts`` (workflow_id, status, n) to summaries, in ``found``'s order."""
+    steps: dict[str, dict[str, int]] = {}
+    for workflow_id, step_status, n in counts:
+        steps.setdefault(workflow_id, {})[step_status] = int(n)
+    out: list[WorkflowSummary] = []
+    for row in found:
+        status = WorkflowStatus(row[2])
+        out.append(
+            WorkflowSummary(
+                id=row[0],
+                name=row[1],
+                status=status,
+                created_at_ms=row[3],
+                finished_at_ms=None if status is WorkflowStatus.RUNNING else row[4],
+                idempotency_key=row[5],
+                schedule=row[6],
+                steps=steps.get(row[0], {}),
+            )
+        )
+    return out

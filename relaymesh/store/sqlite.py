@@ -58,13 +58,16 @@ from relaymesh.model import (
     MeshNode,
     OwnershipEvent,
     Priority,
+    ScheduleFire,
     SettingsChange,
     StepRecord,
     StepStatus,
+    SubmitOutcome,
     WorkflowRecord,
     WorkflowSpec,
     WorkflowStatus,
     actor_details,
+    WorkflowSummary,
 )
 from relaymesh.store import rows
 from relaymesh.store.base import ConflictReport, LeaderLease
@@ -518,6 +521,19 @@ class SqliteStore:
     # -- workflows (operator) -------------------------------------------------------------
 
     async def submit_workflow(self, spec: WorkflowSpec, actor: str) -> str:
+        outcome = await self.submit_workflow_once(spec, actor, idempotency_key=None)
+        return outcome.workflow_id
+
+    async def submit_workflow_once(
+        self,
+        spec: WorkflowSpec,
+        actor: str,
+        *,
+        idempotency_key: str | None,
+        schedule: str | None = None,
+        fire_at_ms: int | None = None,
+        audit_details: dict[str, Any] | None = None,
+    ) -> SubmitOutcome:
         workflow_id = rows.new_id()
         ids = {step.name: rows.new_id() for step in spec.steps}
         dependents: dict[str, int] = dict.fromkeys(ids, 0)
@@ -529,7 +545,22 @@ class SqliteStore:
         if len(ids) != len(spec.steps):
             raise WorkflowError("step names must be unique within a workflow")
 
-        def submit(conn: Conn, now: int) -> str:
+        def submit(conn: Conn, now: int) -> SubmitOutcome:
+            if idempotency_key is not None:
+                # BEGIN IMMEDIATE serialises writers, so the insert-or-nothing decides.
+                claimed = conn.execute(
+                    Q["workflow_key_claim"],
+                    {
+                        "key": idempotency_key,
+                        "workflow_id": workflow_id,
+                        "schedule": schedule,
+                        "fire_at_ms": fire_at_ms,
+                        "now": now,
+                    },
+                ).rowcount
+                if not claimed:
+                    first = conn.execute(Q["workflow_key_get"], {"key": idempotency_key})
+                    return SubmitOutcome(first.fetchone()[0], created=False)
             status = WorkflowStatus.RUNNING if spec.steps else WorkflowStatus.SUCCEEDED
             conn.execute(
                 Q["workflow_insert"],
@@ -573,12 +604,18 @@ class SqliteStore:
                 actor,
                 "submit",
                 target=workflow_id,
-                details={"workflow_id": workflow_id, "name": spec.name, "steps": len(spec.steps)},
+                details={
+                    "workflow_id": workflow_id,
+                    "name": spec.name,
+                    "steps": len(spec.steps),
+                    **rows.key_details(idempotency_key, audit_details),
+                },
             )
-            return workflow_id
+            return SubmitOutcome(workflow_id, created=True)
 
         result = await self._write(submit)
-        self._signal()
+        if result.created:
+            self._signal()
         return result
 
     async def get_workflow(self, workflow_id: str) -> tuple[WorkflowRecord, list[StepRecord]]:
@@ -1287,6 +1324,42 @@ class SqliteStore:
                 rows.settings_change(r) for r in conn.execute(Q["settings_list"], {"limit": limit})
             ]
         )
+
+    # -- workflow listing and schedule fires ----------------------------------------------
+
+    async def list_workflows(
+        self,
+        *,
+        status: WorkflowStatus | None = None,
+        name: str | None = None,
+        since_ms: int | None = None,
+        before: tuple[int, str] | None = None,
+        limit: int = 100,
+    ) -> list[WorkflowSummary]:
+        def list_(conn: Conn, now: int) -> list[WorkflowSummary]:
+            found = conn.execute(
+                Q["workflows_list"],
+                {
+                    "status": status.value if status else None,
+                    "name": name,
+                    "since": since_ms,
+                    "before_ms": before[0] if before else None,
+                    "before_id": before[1] if before else None,
+                    "limit": limit,
+                },
+            ).fetchall()
+            ids = [r[0] for r in found]
+            counts = conn.execute(Q["workflows_step_counts"], {"ids": json.dumps(ids)}).fetchall()
+            return rows.workflow_summaries(found, counts)
+
+        return await self._read(list_)
+
+    async def last_schedule_fire(self, schedule: str) -> ScheduleFire | None:
+        def last(conn: Conn, now: int) -> ScheduleFire | None:
+            row = conn.execute(Q["schedule_last_fire"], {"schedule": schedule}).fetchone()
+            return ScheduleFire(row[0], row[1]) if row else None
+
+        return await self._read(last)
 
     # -- retention (work/retention.py) --------------------------------------------------------
 

@@ -530,7 +530,7 @@ SELECT id, lease_token, lease_epoch FROM steps
 WHERE status = 'RUNNING' AND owner_node = $1
 ORDER BY id;
 
--- == retention (store/postgres.py "retention" section; work/retention.py) ============
+-- == retention (store/postgres.py "retention" section; work/retention.py) =====
 
 -- name: retention_workflow_candidates
 -- Final workflows of one status past the cutoff, oldest first, locked so a concurrent
@@ -601,3 +601,31 @@ SELECT count(*) FROM settings_history WHERE at_ms < rm_now_ms() - $1;
 SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class AS c
 JOIN pg_namespace AS n ON n.oid = c.relnamespace
 WHERE n.nspname = current_schema() AND c.relkind = 'r';
+=======
+-- Idempotency keys, workflow listing and schedule fires (migration 0005).
+
+-- name: workflow_key_claim
+INSERT INTO workflow_keys (idempotency_key, workflow_id, schedule, fire_at_ms, created_at_ms)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (idempotency_key) DO NOTHING;
+
+-- name: workflow_key_get
+SELECT workflow_id FROM workflow_keys WHERE idempotency_key = $1;
+
+-- name: workflows_list
+SELECT w.id, w.name, w.status, w.created_at_ms, w.updated_at_ms, k.idempotency_key, k.schedule
+FROM workflows w LEFT JOIN workflow_keys k ON k.workflow_id = w.id
+WHERE ($1::text IS NULL OR w.status = $1)
+  AND ($2::text IS NULL OR w.name = $2)
+  AND ($3::bigint IS NULL OR w.created_at_ms >= $3)
+  AND ($4::bigint IS NULL OR (w.created_at_ms, w.id) < ($4, $5::text))
+ORDER BY w.created_at_ms DESC, w.id DESC LIMIT $6;
+
+-- name: workflows_step_counts
+SELECT workflow_id, status, count(*) FROM steps
+WHERE workflow_id = ANY($1::text[])
+GROUP BY workflow_id, status;
+
+-- name: schedule_last_fire
+SELECT fire_at_ms, workflow_id FROM workflow_keys
+WHERE schedule = $1 ORDER BY fire_at_ms DESC LIMIT 1;

@@ -395,7 +395,7 @@ SELECT id, lease_token, lease_epoch FROM steps
 WHERE status = 'RUNNING' AND owner_node = :node
 ORDER BY id;
 
--- == retention (store/sqlite.py "retention" section; work/retention.py) ==============
+-- == retention (store/sqlite.py "retention" section; work/retention.py) =======
 
 -- name: retention_workflow_candidates
 -- Final workflows of one status past the cutoff, oldest first, none of whose steps can
@@ -469,3 +469,32 @@ PRAGMA freelist_count;
 
 -- name: stats_auto_vacuum
 PRAGMA auto_vacuum;
+=======
+-- Idempotency keys, workflow listing and schedule fires (migration 0005).
+
+-- name: workflow_key_claim
+INSERT INTO workflow_keys (idempotency_key, workflow_id, schedule, fire_at_ms, created_at_ms)
+VALUES (:key, :workflow_id, :schedule, :fire_at_ms, :now)
+ON CONFLICT (idempotency_key) DO NOTHING;
+
+-- name: workflow_key_get
+SELECT workflow_id FROM workflow_keys WHERE idempotency_key = :key;
+
+-- name: workflows_list
+SELECT w.id, w.name, w.status, w.created_at_ms, w.updated_at_ms, k.idempotency_key, k.schedule
+FROM workflows w LEFT JOIN workflow_keys k ON k.workflow_id = w.id
+WHERE (:status IS NULL OR w.status = :status)
+  AND (:name IS NULL OR w.name = :name)
+  AND (:since IS NULL OR w.created_at_ms >= :since)
+  AND (:before_ms IS NULL OR w.created_at_ms < :before_ms
+       OR (w.created_at_ms = :before_ms AND w.id < :before_id))
+ORDER BY w.created_at_ms DESC, w.id DESC LIMIT :limit;
+
+-- name: workflows_step_counts
+SELECT workflow_id, status, count(*) FROM steps
+WHERE workflow_id IN (SELECT value FROM json_each(:ids))
+GROUP BY workflow_id, status;
+
+-- name: schedule_last_fire
+SELECT fire_at_ms, workflow_id FROM workflow_keys
+WHERE schedule = :schedule ORDER BY fire_at_ms DESC LIMIT 1;
