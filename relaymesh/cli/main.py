@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "relaymesh.cli.ops",
     "relaymesh.cli.demo",
     "relaymesh.cli.sim",
+    "relaymesh.cli.workflows",
 )
 
 

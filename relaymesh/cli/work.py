@@ -27,11 +27,17 @@ _LIMIT = click.IntRange(min=1)
     default=None,
     help="Priority of the steps that do not name their own.",
 )
+@click.option(
+    "--idempotency-key",
+    default=None,
+    help="Submit only once per key: a repeat prints the first workflow's id, writes nothing.",
+)
 @pass_cli
-def submit(cli: CliContext, file: str, priority: str | None) -> None:
+def submit(cli: CliContext, file: str, priority: str | None, idempotency_key: str | None) -> None:
     """Submit a workflow (JSON or TOML; - reads stdin); prints its id.
 
     --priority sets the priority of every step, over what the file says."""
+    from relaymesh.ops.submits import submit_workflow_once
     from relaymesh.work.workflow import load_workflow_file
 
     async def go() -> str:
@@ -45,7 +51,10 @@ def submit(cli: CliContext, file: str, priority: str | None) -> None:
             priority_override=priority,
         )
         async with store_session(settings.node.store_url) as store:
-            return await services.submit_workflow(store, spec, services.cli_actor())
+            outcome = await submit_workflow_once(store, spec, services.cli_actor(), idempotency_key)
+        if not outcome.created:
+            click.echo(f"already submitted with idempotency key {idempotency_key!r}", err=True)
+        return outcome.workflow_id
 
     click.echo(run_async(go))
 

@@ -59,8 +59,8 @@ from relaymesh.exceptions import (
 )
 from relaymesh.exposure import is_loopback_host
 from relaymesh.logging import get_logger
-from relaymesh.model import Actor, StepStatus
-from relaymesh.ops import services
+from relaymesh.model import Actor, StepStatus, WorkflowStatus
+from relaymesh.ops import services, submits
 from relaymesh.settings import Settings
 from relaymesh.store.base import Store
 from relaymesh.web import params
@@ -149,6 +149,7 @@ class Api:
             web.post("/api/replay", w(self.replay)),
             web.post("/api/replay-batch", w(self.replay_batch)),
             web.post("/api/reload-settings", w(self.reload_settings)),
+            *self._workflow_routes(),
         ]
 
     def authenticate(self, request: web.Request) -> Principal:
@@ -406,6 +407,40 @@ class Api:
         req = await services.request_reload(self._store, node=node, actor=who.actor)
         return {"request_id": req.id, "node": req.target, "at": req.at_ms}
 
+    # -- submit over HTTP and the workflow listing -----------------------------------------
+
+    def _workflow_routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/api/workflows", self._read(self.list_workflows)),
+            web.post("/api/workflows", self._write(self.submit_workflow)),
+        ]
+
+    async def submit_workflow(self, request: web.Request, who: Principal) -> Any:
+        """The workflow file's JSON as the body; 201 when new, 200 for a repeated
+        ``Idempotency-Key`` (the first workflow's id, nothing written)."""
+        try:
+            text = (await request.read()).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("request body is not UTF-8") from None
+        spec = submits.parse_submitted_workflow(text, self._settings())
+        key = request.headers.get("Idempotency-Key")
+        outcome = await submits.submit_workflow_once(self._store, spec, who.actor, key)
+        status = 201 if outcome.created else 200
+        return web.json_response({"id": outcome.workflow_id}, status=status, dumps=_dumps)
+
+    async def list_workflows(self, request: web.Request, who: Principal) -> Any:
+        q = request.query
+        page, following = await submits.list_workflows(
+            self._store,
+            status=params.workflow_status(q.get("status")),
+            name=params.text(q.get("name"), "name"),
+            since_ms=params.time_ms(q.get("since"), "since"),
+            cursor=params.text(q.get("cursor"), "cursor"),
+            limit=params.limit(q.get("limit"), 100),
+        )
+        headers = {"X-Next-Cursor": following} if following else {}
+        return web.json_response([w.to_json() for w in page], headers=headers, dumps=_dumps)
+
 
 # -- helpers ---------------------------------------------------------------------------
 
@@ -634,6 +669,33 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/reload-settings": {
             "post": _op("Ask node(s) to reload", write=True, body={"node": _TEXT})
+        },
+        "/api/workflows": {
+            "get": _op(
+                "List workflows, newest first; the X-Next-Cursor header pages on",
+                query=[
+                    _query("status", enum=[s.value for s in WorkflowStatus]),
+                    _query("name"),
+                    _query("since"),
+                    _LIMIT,
+                    _query("cursor"),
+                ],
+            ),
+            "post": {
+                **_op(
+                    "Submit a workflow (the workflow file's JSON as the body); 201 {id} when "
+                    "new, 200 {id} of the first for a repeated Idempotency-Key, 400 {error}",
+                    write=True,
+                ),
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    }
+                ],
+            },
         },
     },
 }

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
-from typing import Any
+from enum import Enum
+from typing import Any, TypeVar
 
 from aiohttp import web
 
-from relaymesh.model import StepStatus
+from relaymesh.model import StepStatus, WorkflowStatus
 from relaymesh.ops import services
 
 __all__ = [
@@ -27,7 +28,10 @@ __all__ = [
     "status",
     "text",
     "time_ms",
+    "workflow_status",
 ]
+
+_E = TypeVar("_E", bound=Enum)
 
 MAX_LIMIT = 10_000
 MAX_TEXT_CHARS = 200
@@ -72,13 +76,22 @@ def limit(value: Any, default: int, name: str = "limit") -> int:
 
 def status(value: Any, name: str = "status") -> StepStatus | None:
     """A step status, any case."""
+    return _member(StepStatus, value, name)
+
+
+def workflow_status(value: Any, name: str = "status") -> WorkflowStatus | None:
+    """A workflow status, any case."""
+    return _member(WorkflowStatus, value, name)
+
+
+def _member(kind: type[_E], value: Any, name: str) -> _E | None:
     raw = text(value, name)
     if raw is None:
         return None
     try:
-        return StepStatus(raw.upper())
+        return kind(raw.upper())
     except ValueError:
-        allowed = ", ".join(s.value for s in StepStatus)
+        allowed = ", ".join(str(s.value) for s in kind)
         raise ValueError(f"unknown {name} {raw!r} (expected one of {allowed})") from None
 
 
