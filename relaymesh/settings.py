@@ -20,7 +20,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -41,6 +48,7 @@ __all__ = [
     "NodeSettings",
     "RetentionSettings",
     "RetryPolicy",
+    "ScheduleSettings",
     "Settings",
     "TokenSettings",
     "WebSettings",
@@ -60,6 +68,8 @@ RELOADABLE_SECTIONS = (
     "retry",
     "agents",
     "retention",
+
+    "schedules",
 )
 
 
@@ -286,6 +296,51 @@ class RetentionSettings(_Section):
         return value
 
 
+class ScheduleSettings(_Section):
+    """``[schedules.NAME]``: submit a workflow file on a cron expression or every N
+    seconds. The maintenance leader fires it; each tick is one workflow across the mesh
+    (idempotency key ``schedule:NAME:<fire time in epoch ms>``)."""
+
+    workflow: str
+    """The workflow file (JSON or TOML) to submit; a relative path is relative to the
+    node's working directory. Read at each fire, so edits apply without a reload."""
+    cron: str | None = None
+    """Five-field cron expression (minute hour day-of-month month day-of-week),
+    evaluated in ``timezone``. Exactly one of ``cron`` and ``every_s``."""
+    every_s: int | None = Field(None, gt=0)
+    """Fire at every multiple of this many seconds since the epoch."""
+    timezone: str = "UTC"
+    """IANA timezone the cron expression is evaluated in (DST changes follow it)."""
+    enabled: bool = True
+    """A disabled schedule is listed but never fires."""
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_valid(cls, value: str | None) -> str | None:
+        from relaymesh.schedules import check_cron
+
+        return None if value is None else check_cron(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_valid(cls, value: str) -> str:
+        from relaymesh.schedules import check_timezone
+
+        check_timezone(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_expression(self) -> ScheduleSettings:
+        if (self.cron is None) == (self.every_s is None):
+            raise ValueError("set exactly one of cron and every_s")
+        return self
+
+    @property
+    def expression(self) -> str:
+        """How ``relaymesh schedules`` shows when it fires."""
+        return self.cron if self.cron is not None else f"every {self.every_s}s"
+
+
 _toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml_path", default=None)
 
 
@@ -307,6 +362,8 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     agents: dict[str, AgentSettings] = Field(default_factory=dict)
     retention: RetentionSettings = RetentionSettings()
+
+    schedules: dict[str, ScheduleSettings] = Field(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(
