@@ -319,11 +319,25 @@ class Node:
         )
         self._maintenance_task = self._spawn(self.maintenance.run(), "maintenance")
         self._worker_started_ms = self._clock.monotonic_ms()
+        self._start_schedules(store)
         self._worker_task = asyncio.create_task(self.worker.run(), name="worker")
         self._worker_task.add_done_callback(self._worker_ended)
         for name in sorted(self._dead_pending):
             self._notify_dead(name)
         self._dead_pending.clear()
+
+    def _start_schedules(self, store: Store) -> None:
+        """Schedules fire on the maintenance leader (``work/scheduler.py``)."""
+        from relaymesh.work.scheduler import Scheduler
+
+        maintenance = self.maintenance
+        scheduler = Scheduler(
+            store=store,
+            settings=lambda: self.settings,
+            metrics=self.metrics,
+            is_leader=lambda: maintenance.is_leader,
+        )
+        self._spawn(scheduler.run(), "schedules")
 
     def _worker_ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self._stop.is_set():

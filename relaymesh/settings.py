@@ -68,7 +68,6 @@ RELOADABLE_SECTIONS = (
     "retry",
     "agents",
     "retention",
-
     "schedules",
 )
 

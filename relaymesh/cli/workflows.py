@@ -1,4 +1,4 @@
-"""``relaymesh workflows``: the workflows, newest first, with their step counts."""
+"""``relaymesh workflows`` (newest first, with step counts) and ``relaymesh schedules``."""
 
 from __future__ import annotations
 
@@ -70,5 +70,40 @@ def workflows(
     run_async(go)
 
 
+@click.command("schedules")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@pass_cli
+def schedules(cli: CliContext, as_json: bool) -> None:
+    """Configured schedules: expression, next fire, last fire and its workflow id."""
+    from relaymesh.ops.schedules import list_schedules
+
+    settings = cli.settings()
+
+    async def go() -> None:
+        async with store_session(settings.node.store_url) as store:
+            rows = await list_schedules(store, settings)
+        if as_json:
+            echo_json(rows)
+            return
+        echo_table(
+            ["name", "expression", "timezone", "enabled", "next fire", "last fire", "workflow"],
+            [
+                (
+                    r["name"],
+                    r["expression"],
+                    r["timezone"],
+                    "yes" if r["enabled"] else "no",
+                    format_ms(r["next_fire_at"]),
+                    format_ms(r["last_fire_at"]),
+                    r["last_workflow_id"],
+                )
+                for r in rows
+            ],
+        )
+
+    run_async(go)
+
+
 def register(main: click.Group) -> None:
     main.add_command(workflows)
+    main.add_command(schedules)

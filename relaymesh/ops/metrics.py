@@ -152,6 +152,14 @@ class Metrics:
             ["table"],
             registry=r,
         )
+        # -- schedules
+        self.schedule_fires = Counter(
+            f"{p}schedule_fires",
+            "Schedule ticks by result: fired (a new workflow), duplicate (already fired, "
+            "by this or another node), skipped (missed ticks not fired), invalid, error",
+            ["schedule", "result"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this registry."""

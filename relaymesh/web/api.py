@@ -413,6 +413,7 @@ class Api:
         return [
             web.get("/api/workflows", self._read(self.list_workflows)),
             web.post("/api/workflows", self._write(self.submit_workflow)),
+            web.get("/api/schedules", self._read(self.schedules)),
         ]
 
     async def submit_workflow(self, request: web.Request, who: Principal) -> Any:
@@ -440,6 +441,11 @@ class Api:
         )
         headers = {"X-Next-Cursor": following} if following else {}
         return web.json_response([w.to_json() for w in page], headers=headers, dumps=_dumps)
+
+    async def schedules(self, request: web.Request, who: Principal) -> Any:
+        from relaymesh.ops.schedules import list_schedules
+
+        return await list_schedules(self._store, self._settings())
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -669,6 +675,9 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/reload-settings": {
             "post": _op("Ask node(s) to reload", write=True, body={"node": _TEXT})
+        },
+        "/api/schedules": {
+            "get": _op("Configured schedules: expression, next fire, last fire and its workflow")
         },
         "/api/workflows": {
             "get": _op(
