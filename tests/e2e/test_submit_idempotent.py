@@ -6,8 +6,12 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import ClusterFactory
 from tests.e2e.harness import RELAYMESH
+
+pytestmark = pytest.mark.slow
 
 WORKFLOW = {"name": "nightly", "steps": [{"name": "a", "agent": "echo"}]}
 
