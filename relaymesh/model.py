@@ -33,8 +33,8 @@ __all__ = [
     "WorkflowRecord",
     "WorkflowSpec",
     "WorkflowStatus",
-    "actor_details",
     "WorkflowSummary",
+    "actor_details",
 ]
 
 JSON = Any

@@ -65,8 +65,8 @@ from relaymesh.model import (
     WorkflowRecord,
     WorkflowSpec,
     WorkflowStatus,
-    actor_details,
     WorkflowSummary,
+    actor_details,
 )
 from relaymesh.store import rows
 from relaymesh.store.base import ConflictReport, LeaderLease
