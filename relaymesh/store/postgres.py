@@ -71,7 +71,13 @@ from relaymesh.model import (
 from relaymesh.store import rows
 from relaymesh.store.base import ConflictReport, LeaderLease
 from relaymesh.store.queries import load_migrations, load_queries
-from relaymesh.store.retention import AGE_COLUMNS, ROW_TABLES, TABLES, WORKFLOW_TABLES, TableStats
+from relaymesh.store.retention import (
+    AGE_COLUMNS,
+    TABLES,
+    WORKFLOW_TABLES,
+    TableStats,
+    row_queries,
+)
 from relaymesh.store.url import per_host_urls, redact_url
 
 __all__ = ["PostgresStore"]
@@ -1247,7 +1253,7 @@ class PostgresStore:
         return await self._run(delete)
 
     async def retention_delete_rows(self, table: str, *, older_than_ms: int, limit: int) -> int:
-        query = Q[f"retention_delete_{_row_table(table)}"]
+        query = Q[row_queries(table)[0]]
 
         async def delete(conn: Conn) -> int:
             return _rowcount(await conn.execute(query, older_than_ms, limit))
@@ -1263,7 +1269,7 @@ class PostgresStore:
         return await self._run(count, tx=False)
 
     async def retention_count_rows(self, table: str, *, older_than_ms: int) -> int:
-        query = Q[f"retention_count_{_row_table(table)}"]
+        query = Q[row_queries(table)[1]]
 
         async def count(conn: Conn) -> int:
             return int(await conn.fetchval(query, older_than_ms))
@@ -1342,11 +1348,3 @@ _EVENT_MARGIN_MS = 60_000
 def _rowcount(status: str) -> int:
     """Rows touched, from asyncpg's command status (``DELETE 3``)."""
     return int(status.rsplit(" ", 1)[-1])
-
-
-def _row_table(table: str) -> str:
-    """The query suffix for a table retention trims by age; anything else is a bug."""
-    names = {"lease_conflicts": "conflicts", "audit_log": "audit"}
-    if table not in ROW_TABLES:
-        raise StoreError(f"retention does not trim table {table!r}")
-    return names.get(table, table)

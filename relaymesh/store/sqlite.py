@@ -72,7 +72,13 @@ from relaymesh.model import (
 from relaymesh.store import rows
 from relaymesh.store.base import ConflictReport, LeaderLease
 from relaymesh.store.queries import load_migrations, load_queries
-from relaymesh.store.retention import AGE_COLUMNS, ROW_TABLES, TABLES, WORKFLOW_TABLES, TableStats
+from relaymesh.store.retention import (
+    AGE_COLUMNS,
+    TABLES,
+    WORKFLOW_TABLES,
+    TableStats,
+    row_queries,
+)
 
 __all__ = ["SqliteStore"]
 
@@ -1390,7 +1396,7 @@ class SqliteStore:
         return await self._write(delete)
 
     async def retention_delete_rows(self, table: str, *, older_than_ms: int, limit: int) -> int:
-        query = Q[f"retention_delete_{_row_table(table)}"]
+        query = Q[row_queries(table)[0]]
         count = await self._write(
             lambda conn, now: (
                 conn.execute(query, {"cutoff": now - older_than_ms, "limit": limit}).rowcount
@@ -1406,7 +1412,7 @@ class SqliteStore:
         return await self._read(count)
 
     async def retention_count_rows(self, table: str, *, older_than_ms: int) -> int:
-        query = Q[f"retention_count_{_row_table(table)}"]
+        query = Q[row_queries(table)[1]]
         return await self._read(
             lambda conn, now: int(
                 conn.execute(query, {"cutoff": now - older_than_ms}).fetchone()[0]
@@ -1464,11 +1470,3 @@ class SqliteStore:
 
 _EVENT_MARGIN_MS = 60_000
 _AUTO_VACUUM_INCREMENTAL = 2
-
-
-def _row_table(table: str) -> str:
-    """The query suffix for a table retention trims by age; anything else is a bug."""
-    names = {"lease_conflicts": "conflicts", "audit_log": "audit"}
-    if table not in ROW_TABLES:
-        raise StoreError(f"retention does not trim table {table!r}")
-    return names.get(table, table)
