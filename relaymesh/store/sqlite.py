@@ -252,7 +252,14 @@ class SqliteStore:
         except (sqlite3.Error, OSError) as exc:
             raise _translate(exc) from exc
         self._db = db
-        await self._in_thread(self._setup)
+        try:
+            await self._in_thread(self._setup)
+        except BaseException:
+            # A connection left open keeps its (non-daemon) thread alive and the process
+            # would hang at exit: a CLI command on a full disk printed its error, then hung.
+            await self.close()
+            self._closed = False
+            raise
         if self.path != ":memory:" and not self.path.startswith("file:"):
             self._identity = _file_identity(self.path)
 
