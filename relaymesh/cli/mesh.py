@@ -32,8 +32,9 @@ _LIMIT = click.IntRange(min=1)
 @click.option("--node", "local_name", default=None, help="Judge this node as the local one.")
 @pass_cli
 def mesh_summary(cli: CliContext, as_json: bool, local_name: str | None) -> None:
-    """Members by status and RUNNING steps by owner status, and the verdict with
-    one line per reason.
+    """Members by status, RUNNING steps by owner status, the mesh's dispatch
+    statistics of the last hour (--json: "dispatch"), and the verdict with one line
+    per reason.
 
     Exit 0 healthy, 1 degraded, 2 unhealthy, 3 unknown (the check failed)."""
     try:
