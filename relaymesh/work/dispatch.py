@@ -126,11 +126,12 @@ class DispatchWindow:
         self._buckets: deque[_Bucket] = deque()
         self._totals: Counter[str] = Counter()
 
-    def record(self, reason: str, count: int = 1) -> None:
-        """One sample (``OK`` or a failure reason)."""
+    def record(self, reason: str, count: int = 1, *, now_ms: int | None = None) -> None:
+        """One sample (``OK`` or a failure reason); ``now_ms`` saves a clock read when
+        the caller has the time already."""
         if reason not in _KNOWN:
             reason = "other"
-        now = self._now_ms()
+        now = self._now_ms() if now_ms is None else now_ms
         self._expire(now)
         start = now - now % self.bucket_ms
         if not self._buckets or self._buckets[-1].start_ms < start:
@@ -214,12 +215,14 @@ class DispatchStats:
         self._everything = False
 
     def record(self, agent: str | None, reason: str) -> None:
-        """One sample; ``agent`` None for a node-wide decision."""
-        self._node.record(reason)
+        """One sample; ``agent`` None for a node-wide decision. On the worker's hot
+        path (once per step): one clock read, a few counter increments."""
+        now_ms = self._now_ms()
+        self._node.record(reason, now_ms=now_ms)
         scope = self._scopes.get(agent or NODE_SCOPE)
         if scope is None:
             scope = self._scopes[agent or NODE_SCOPE] = self._new()
-        scope.record(reason)
+        scope.record(reason, now_ms=now_ms)
 
     def node_stats(self) -> WindowStats:
         return self._node.stats()
