@@ -20,6 +20,11 @@ Fencing is the store's: every write carries the lease. A write the store rejects
 means another worker owns the step now; the result is dropped, never retried.
 The store being unavailable is never fatal: each loop backs off with jitter and
 keeps its pending work, so nothing is lost.
+
+Dispatch statistics (``work/dispatch.py``): every held step ends with one outcome
+(``_Held.outcome``: ``ok``, ``agent_error``, ``lost_lease``, ...), recorded in
+``self.dispatch`` when the step is forgotten; a pause and a breaker opening are
+recorded when they begin.
 """
 
 from __future__ import annotations
