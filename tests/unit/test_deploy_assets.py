@@ -110,6 +110,16 @@ def test_dashboard_is_valid_json_over_exported_metrics() -> None:
     assert doc["uid"] == "relaymesh" and doc["panels"]
     ids = [p["id"] for p in doc["panels"]]
     assert len(ids) == len(set(ids)), "panel ids repeat"
+    # Laid out on Grafana's 24-column grid without two panels on one cell.
+    taken: set[tuple[int, int]] = set()
+    for panel in doc["panels"]:
+        g = panel["gridPos"]
+        assert g["x"] + g["w"] <= 24, panel["title"]
+        cells = {
+            (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
+        }
+        assert not cells & taken, f"{panel['title']} overlaps another panel"
+        taken |= cells
     graphs = [p for p in doc["panels"] if p["type"] != "row"]
     assert all(p.get("targets") for p in graphs), "a panel without a query"
     used = {name for expr in dashboard_exprs(doc) for name in _METRIC_RE.findall(expr)}
