@@ -1131,6 +1131,26 @@ class PostgresStore:
 
         return await self._run(count, tx=False)
 
+    async def write_dispatch_stats(
+        self, rows: Sequence[tuple[str, str, int, str, int]], *, keep_ms: int
+    ) -> None:
+        # Sorted: two nodes pruning and upserting at once take row locks in one order.
+        ordered = sorted(rows)
+
+        async def write(conn: Conn) -> None:
+            if ordered:
+                await conn.executemany(Q["dispatch_upsert"], ordered)
+            await conn.execute(Q["dispatch_prune"], keep_ms)
+
+        await self._run(write)
+
+    async def dispatch_totals(self, window_ms: int) -> list[tuple[str, str, str, int]]:
+        async def totals(conn: Conn) -> list[tuple[str, str, str, int]]:
+            found = await conn.fetch(Q["dispatch_totals"], window_ms)
+            return [(str(n), str(a), str(r), int(c)) for n, a, r, c in found]
+
+        return await self._run(totals, tx=False)
+
     # -- operations -------------------------------------------------------------------------
 
     async def step_counts(self) -> dict[StepStatus, int]:

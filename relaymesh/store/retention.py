@@ -27,6 +27,7 @@ TABLES = (
     "settings_history",
     "leader_lease",
     "schema_version",
+    "dispatch_stats",
 )
 """Every table of the schema (ARCHITECTURE.md), in the order stats shows them."""
 
@@ -38,6 +39,7 @@ AGE_COLUMNS: dict[str, str] = {
     "audit_log": "at_ms",
     "mesh_nodes": "status_changed_at_ms",
     "settings_history": "at_ms",
+    "dispatch_stats": "bucket_ms",
 }
 """The column that dates a row, for "oldest"; tables without one show None."""
 

@@ -1236,6 +1236,29 @@ class SqliteStore:
             }
         )
 
+    async def write_dispatch_stats(
+        self, rows: Sequence[tuple[str, str, int, str, int]], *, keep_ms: int
+    ) -> None:
+        def write(conn: Conn, now: int) -> None:
+            conn.executemany(
+                Q["dispatch_upsert"],
+                [
+                    {"node": n, "agent": a, "bucket_ms": b, "reason": r, "count": c}
+                    for n, a, b, r, c in rows
+                ],
+            )
+            conn.execute(Q["dispatch_prune"], {"cutoff": now - keep_ms})
+
+        await self._write(write)
+
+    async def dispatch_totals(self, window_ms: int) -> list[tuple[str, str, str, int]]:
+        return await self._read(
+            lambda conn, now: [
+                (str(n), str(a), str(r), int(c))
+                for n, a, r, c in conn.execute(Q["dispatch_totals"], {"since": now - window_ms})
+            ]
+        )
+
     # -- operations -------------------------------------------------------------------------
 
     async def step_counts(self) -> dict[StepStatus, int]:

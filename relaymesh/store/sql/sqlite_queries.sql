@@ -463,6 +463,7 @@ PRAGMA freelist_count;
 
 -- name: stats_auto_vacuum
 PRAGMA auto_vacuum;
+
 -- Idempotency keys, workflow listing and schedule fires (migration 0005).
 
 -- name: workflow_key_claim
@@ -491,3 +492,19 @@ GROUP BY workflow_id, status;
 -- name: schedule_last_fire
 SELECT fire_at_ms, workflow_id FROM workflow_keys
 WHERE schedule = :schedule ORDER BY fire_at_ms DESC LIMIT 1;
+
+-- == dispatch statistics (migration 0007; work/dispatch.py) =====================
+
+-- name: dispatch_upsert
+INSERT INTO dispatch_stats (node, agent, bucket_ms, reason, count)
+VALUES (:node, :agent, :bucket_ms, :reason, :count)
+ON CONFLICT (node, agent, bucket_ms, reason) DO UPDATE SET count = excluded.count;
+
+-- name: dispatch_prune
+DELETE FROM dispatch_stats WHERE bucket_ms < :cutoff;
+
+-- name: dispatch_totals
+SELECT node, agent, reason, SUM(count) FROM dispatch_stats
+WHERE bucket_ms >= :since
+GROUP BY node, agent, reason
+ORDER BY node, agent, reason;

@@ -1,0 +1,2 @@
+-- Placeholder for the migration another branch adds as 0006 (numbers may not skip):
+-- drop this file when that one is merged.
