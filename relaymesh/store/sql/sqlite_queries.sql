@@ -493,7 +493,7 @@ GROUP BY workflow_id, status;
 SELECT fire_at_ms, workflow_id FROM workflow_keys
 WHERE schedule = :schedule ORDER BY fire_at_ms DESC LIMIT 1;
 
--- == dispatch statistics (migration 0007; work/dispatch.py) =====================
+-- == dispatch statistics (migration 0006; work/dispatch.py) =====================
 
 -- name: dispatch_upsert
 INSERT INTO dispatch_stats (node, agent, bucket_ms, reason, count)

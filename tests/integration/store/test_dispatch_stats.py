@@ -1,4 +1,4 @@
-"""The dispatch_stats table (migration 0007): idempotent per-minute rows, grouped totals
+"""The dispatch_stats table (migration 0006): idempotent per-minute rows, grouped totals
 over the window by the store's clock, old rows pruned by any writer."""
 
 from __future__ import annotations

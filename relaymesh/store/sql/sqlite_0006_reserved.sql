@@ -1,2 +1,0 @@
--- Placeholder for the migration another branch adds as 0006 (numbers may not skip):
--- drop this file when that one is merged.
