@@ -448,35 +448,51 @@ class SqliteStore:
         )
 
     @staticmethod
-    def _refresh_workflow(conn: Conn, now: int, workflow_id: str) -> None:
-        row = conn.execute(Q["workflow_shape"], {"id": workflow_id}).fetchone()
-        if row is None:
+    def _refresh_workflows(conn: Conn, now: int, workflow_ids: Collection[str]) -> None:
+        if not workflow_ids:
             return
-        status = rows.workflow_status(
-            active=bool(row[1]), pending=bool(row[2]), dead=bool(row[3]), cancelled=bool(row[4])
-        )
-        if status != row[0]:
+        found = conn.execute(Q["workflow_shapes"], {"ids": json.dumps(sorted(workflow_ids))})
+        for r in found.fetchall():
+            status = rows.workflow_status(
+                active=bool(r[2]), pending=bool(r[3]), dead=bool(r[4]), cancelled=bool(r[5])
+            )
+            if status != r[1]:
+                conn.execute(
+                    Q["workflow_set_status"], {"id": r[0], "status": status.value, "now": now}
+                )
+
+    @staticmethod
+    def _conflicts(
+        conn: Conn, now: int, leases: Sequence[LeaseRef], node: str, event: str
+    ) -> dict[str, _Conflict]:
+        """Record one conflict per lease; step id to its actual epoch and status."""
+        if not leases:
+            return {}
+        items = json.dumps([[x.step_id, x.lease_token, x.lease_epoch] for x in leases])
+        found = conn.execute(
+            Q["conflicts_insert"], {"items": items, "node": node, "event": event, "now": now}
+        ).fetchall()
+        return {r[0]: _Conflict(r[1], r[2]) for r in found}
+
+    @staticmethod
+    def _events(
+        conn: Conn,
+        now: int,
+        items: Sequence[tuple[str, str | None, int]],
+        event: str,
+        detail: str | None,
+    ) -> None:
+        """One ownership event per (step id, node, lease epoch)."""
+        if items:
             conn.execute(
-                Q["workflow_set_status"], {"id": workflow_id, "status": status.value, "now": now}
+                Q["events_insert"],
+                {"items": json.dumps(items), "event": event, "detail": detail, "now": now},
             )
 
     @staticmethod
-    def _conflict(conn: Conn, now: int, lease: LeaseRef, node: str, event: str) -> _Conflict:
-        state = conn.execute(Q["step_fence_state"], {"step_id": lease.step_id}).fetchone()
-        conflict = _Conflict(state[0], state[1]) if state else _Conflict(None, None)
-        conn.execute(
-            Q["conflict_insert"],
-            {
-                "step_id": lease.step_id,
-                "node": node,
-                "event": event,
-                "expected_epoch": lease.lease_epoch,
-                "actual_epoch": conflict.actual_epoch,
-                "actual_status": conflict.actual_status,
-                "now": now,
-            },
-        )
-        return conflict
+    def _release_locks(conn: Conn, step_ids: Sequence[str]) -> None:
+        if step_ids:
+            conn.execute(Q["locks_release"], {"ids": json.dumps(list(step_ids))})
 
     @staticmethod
     def _fence_params(lease: LeaseRef) -> dict[str, Any]:
@@ -492,30 +508,27 @@ class SqliteStore:
                 for lease, result in items
             ]
         )
-        done = conn.execute(Q["fence_success_many"], {"items": payload, "now": now}).fetchall()
+        done = conn.execute(Q["fence_success"], {"items": payload, "now": now}).fetchall()
         committed = {r[0] for r in done}
         out: list[bool] = []
-        conflicts: dict[str, _Conflict] = {}
+        rejected: list[LeaseRef] = []
         for lease, _ in items:
             if lease.step_id in committed:
                 committed.discard(lease.step_id)  # a duplicate item commits once
                 out.append(True)
             else:
                 out.append(False)
-                conflicts[lease.step_id] = self._conflict(conn, now, lease, node, "commit_success")
-        with_locks = [r[0] for r in done if r[2]]
-        if with_locks:
-            conn.execute(Q["locks_release_many"], {"ids": json.dumps(with_locks)})
-        readied = 0
-        for step_id, _, _, n_dependents in done:
-            if n_dependents:
-                readied += conn.execute(
-                    Q["ready_dependents"], {"step_id": step_id, "now": now}
-                ).rowcount
-        if readied:
-            self._signal()
-        for workflow_id in {r[1] for r in done}:
-            self._refresh_workflow(conn, now, workflow_id)
+                rejected.append(lease)
+        conflicts = self._conflicts(conn, now, rejected, node, "commit_success")
+        self._release_locks(conn, [r[0] for r in done if r[2]])
+        with_dependents = [r[0] for r in done if r[3]]
+        if with_dependents:
+            readied = conn.execute(
+                Q["ready_dependents"], {"ids": json.dumps(with_dependents), "now": now}
+            ).rowcount
+            if readied:
+                self._signal()
+        self._refresh_workflows(conn, now, {r[1] for r in done})
         return out, conflicts
 
     # -- workflows (operator) -------------------------------------------------------------
@@ -567,7 +580,7 @@ class SqliteStore:
                 {"id": workflow_id, "name": spec.name, "status": status.value, "now": now},
             )
             conn.executemany(
-                Q["step_insert"],
+                Q["steps_insert"],
                 [
                     {
                         "id": ids[step.name],
@@ -591,7 +604,7 @@ class SqliteStore:
                 ],
             )
             conn.executemany(
-                Q["step_dep_insert"],
+                Q["step_deps_insert"],
                 [
                     {"step_id": ids[step.name], "depends_on_id": ids[dep]}
                     for step in spec.steps
@@ -668,24 +681,11 @@ class SqliteStore:
             cancelled = conn.execute(Q["cancel_waiting"], params).rowcount
             fenced: list[str] = []
             if mode == "hard":
-                for step_id, owner, epoch, n_locks in conn.execute(
-                    Q["cancel_running"], params
-                ).fetchall():
-                    fenced.append(step_id)
-                    if n_locks:
-                        conn.execute(Q["locks_release"], {"step_id": step_id})
-                    conn.execute(
-                        Q["event_insert"],
-                        {
-                            "step_id": step_id,
-                            "node": owner,
-                            "event": "cancelled",
-                            "lease_epoch": epoch,
-                            "detail": actor,
-                            "now": now,
-                        },
-                    )
-            self._refresh_workflow(conn, now, workflow_id)
+                running = conn.execute(Q["cancel_running"], params).fetchall()
+                fenced = [r[0] for r in running]
+                self._release_locks(conn, [r[0] for r in running if r[3]])
+                self._events(conn, now, [(r[0], r[1], r[2]) for r in running], "cancelled", actor)
+            self._refresh_workflows(conn, now, [workflow_id])
             result = CancelResult(cancelled=cancelled + len(fenced), fenced_running=tuple(fenced))
             self._audit(
                 conn,
@@ -715,17 +715,7 @@ class SqliteStore:
         if row is None:
             return None
         workflow_id, epoch = row
-        conn.execute(
-            Q["event_insert"],
-            {
-                "step_id": step_id,
-                "node": None,
-                "event": "replayed",
-                "lease_epoch": epoch,
-                "detail": actor,
-                "now": now,
-            },
-        )
+        self._events(conn, now, [(step_id, None, epoch)], "replayed", actor)
         return str(workflow_id)
 
     async def replay_step(self, step_id: str, actor: str) -> StepRecord:
@@ -740,7 +730,7 @@ class SqliteStore:
                     f"step {step_id} is {before.status.value}: only DEAD_LETTER or CANCELLED "
                     "steps can be replayed"
                 )
-            self._refresh_workflow(conn, now, workflow_id)
+            self._refresh_workflows(conn, now, [workflow_id])
             self._audit(
                 conn,
                 now,
@@ -794,8 +784,7 @@ class SqliteStore:
                 if wf is not None:
                     touched.add(wf)
                     replayed.append(step_id)
-            for wf in touched:
-                self._refresh_workflow(conn, now, wf)
+            self._refresh_workflows(conn, now, touched)
             self._audit(
                 conn,
                 now,
@@ -864,13 +853,13 @@ class SqliteStore:
             ids = json.dumps(picked)
             claimed = conn.execute(
                 Q["claim_update"],
-                {"ids": ids, "node": node, "now": now, "expires_at": now + lease_ms},
+                {"ids": ids, "node": node, "now": now, "lease_ms": lease_ms},
             ).fetchall()
             conn.execute(Q["claim_events"], {"ids": ids, "node": node, "now": now})
             keys = {r[0]: _keys(r[14]) for r in claimed}
-            locks = [{"lock_key": key, "step_id": sid} for sid, ks in keys.items() for key in ks]
+            locks = [[key, sid] for sid, ks in keys.items() for key in ks]
             if locks:
-                conn.executemany(Q["lock_insert"], locks)
+                conn.execute(Q["claim_locks"], {"items": json.dumps(locks)})
             upstream: dict[str, dict[str, Any]] = {}
             with_deps = [r[0] for r in claimed if r[15] != "[]"]
             if with_deps:
@@ -907,20 +896,28 @@ class SqliteStore:
             self._saw_work()
         return claims
 
-    async def heartbeat(self, lease: LeaseRef, node: str, lease_ms: int) -> int:
-        def beat(conn: Conn, now: int) -> int | _Conflict:
-            params = self._fence_params(lease)
-            params["expires_at"] = now + lease_ms
-            params["now"] = now
-            row = conn.execute(Q["fence_heartbeat"], params).fetchone()
-            if row is None:
-                return self._conflict(conn, now, lease, node, "heartbeat")
-            return int(row[0])
+    def _heartbeat_many(
+        self, conn: Conn, now: int, node: str, leases: Sequence[LeaseRef], lease_ms: int
+    ) -> tuple[dict[str, int | None], dict[str, _Conflict]]:
+        """Extend every matching lease in one UPDATE; record a conflict for the rest."""
+        items = json.dumps([[x.step_id, x.lease_token, x.lease_epoch] for x in leases])
+        found = conn.execute(
+            Q["fence_heartbeat"], {"items": items, "now": now, "lease_ms": lease_ms}
+        ).fetchall()
+        extended = {r[0]: int(r[1]) for r in found}
+        rejected = [lease for lease in leases if lease.step_id not in extended]
+        conflicts = self._conflicts(conn, now, rejected, node, "heartbeat")
+        return {lease.step_id: extended.get(lease.step_id) for lease in leases}, conflicts
 
-        outcome = await self._write(beat)
-        if isinstance(outcome, _Conflict):
-            raise rows.lease_lost(lease, "heartbeat", outcome.actual_epoch, outcome.actual_status)
-        return outcome
+    async def heartbeat(self, lease: LeaseRef, node: str, lease_ms: int) -> int:
+        out, conflicts = await self._write(
+            lambda conn, now: self._heartbeat_many(conn, now, node, [lease], lease_ms)
+        )
+        expires = out[lease.step_id]
+        if expires is None:
+            lost = conflicts.get(lease.step_id, _Conflict(None, None))
+            raise rows.lease_lost(lease, "heartbeat", lost.actual_epoch, lost.actual_status)
+        return expires
 
     async def heartbeat_many(
         self, node: str, leases: Sequence[LeaseRef], lease_ms: int
@@ -928,28 +925,17 @@ class SqliteStore:
         if not leases:
             return {}
 
-        def beat(conn: Conn, now: int) -> dict[str, int | None]:
-            out: dict[str, int | None] = {}
-            for lease in leases:
-                params = self._fence_params(lease)
-                params["expires_at"] = now + lease_ms
-                params["now"] = now
-                row = conn.execute(Q["fence_heartbeat"], params).fetchone()
-                if row is None:
-                    self._conflict(conn, now, lease, node, "heartbeat")
-                    out[lease.step_id] = None
-                else:
-                    out[lease.step_id] = int(row[0])
-            return out
-
-        return await self._write(beat)
+        out, _ = await self._write(
+            lambda conn, now: self._heartbeat_many(conn, now, node, leases, lease_ms)
+        )
+        return out
 
     async def commit_success(self, lease: LeaseRef, node: str, result: Any) -> None:
         out, conflicts = await self._write(
             lambda conn, now: self._success_many(conn, now, node, [(lease, result)])
         )
         if not out[0]:
-            lost = conflicts[lease.step_id]
+            lost = conflicts.get(lease.step_id, _Conflict(None, None))
             raise rows.lease_lost(lease, "commit_success", lost.actual_epoch, lost.actual_status)
 
     async def commit_success_many(
@@ -970,16 +956,17 @@ class SqliteStore:
                 row = conn.execute(Q["fence_dead_letter"], params).fetchone()
                 status = StepStatus.DEAD_LETTER
             else:
-                params["not_before"] = now + max(retry_delay_ms, 0)
+                params["delay_ms"] = max(retry_delay_ms, 0)
                 row = conn.execute(Q["fence_retry"], params).fetchone()
                 status = StepStatus.RETRY_WAIT
             if row is None:
-                return self._conflict(conn, now, lease, node, "commit_failure")
+                conflicts = self._conflicts(conn, now, [lease], node, "commit_failure")
+                return conflicts.get(lease.step_id, _Conflict(None, None))
             workflow_id, n_locks = row
             if n_locks:
-                conn.execute(Q["locks_release"], {"step_id": lease.step_id})
+                self._release_locks(conn, [lease.step_id])
             if status is StepStatus.DEAD_LETTER:
-                self._refresh_workflow(conn, now, workflow_id)
+                self._refresh_workflows(conn, now, [workflow_id])
             return status
 
         outcome = await self._write(fail)
@@ -997,21 +984,12 @@ class SqliteStore:
             params["now"] = now
             row = conn.execute(Q["fence_release"], params).fetchone()
             if row is None:
-                return self._conflict(conn, now, lease, node, "release")
+                conflicts = self._conflicts(conn, now, [lease], node, "release")
+                return conflicts.get(lease.step_id, _Conflict(None, None))
             _, n_locks, epoch = row
             if n_locks:
-                conn.execute(Q["locks_release"], {"step_id": lease.step_id})
-            conn.execute(
-                Q["event_insert"],
-                {
-                    "step_id": lease.step_id,
-                    "node": node,
-                    "event": "released",
-                    "lease_epoch": epoch,
-                    "detail": reason,
-                    "now": now,
-                },
-            )
+                self._release_locks(conn, [lease.step_id])
+            self._events(conn, now, [(lease.step_id, node, epoch)], "released", reason)
             return None
 
         conflict = await self._write(give_back)
@@ -1068,21 +1046,10 @@ class SqliteStore:
             if row is None:
                 continue
             if n_locks:
-                conn.execute(Q["locks_release"], {"step_id": step_id})
-            conn.execute(
-                Q["event_insert"],
-                {
-                    "step_id": step_id,
-                    "node": owner,
-                    "event": event,
-                    "lease_epoch": row[0],
-                    "detail": why,
-                    "now": now,
-                },
-            )
+                self._release_locks(conn, [step_id])
+            self._events(conn, now, [(step_id, owner, row[0])], event, why)
             reclaimed.append(step_id)
-        for workflow_id in dead_workflows:
-            self._refresh_workflow(conn, now, workflow_id)
+        self._refresh_workflows(conn, now, dead_workflows)
         return reclaimed
 
     async def reclaim_expired(self, limit: int) -> list[str]:
@@ -1104,7 +1071,7 @@ class SqliteStore:
         nodes: Collection[str] | None = None,
     ) -> DeadOwnerReclaim:
         def reclaim(conn: Conn, now: int) -> DeadOwnerReclaim:
-            params: dict[str, Any] = {"limit": limit, "stale_before": now - stale_after_ms}
+            params: dict[str, Any] = {"limit": limit, "now": now, "stale_after_ms": stale_after_ms}
             if nodes is None:
                 found = conn.execute(Q["dead_owner_running"], params).fetchall()
                 fresh = conn.execute(Q["dead_owner_fresh_count"], params).fetchone()[0]
@@ -1140,18 +1107,15 @@ class SqliteStore:
 
     async def acquire_leader(self, node: str, lease_ms: int) -> LeaderLease | None:
         def acquire(conn: Conn, now: int) -> LeaderLease | None:
-            row = conn.execute(Q["leader_get"]).fetchone()
-            expires_at = now + lease_ms
-            if row is None:
-                conn.execute(Q["leader_insert"], {"node": node, "expires_at": expires_at})
-                return LeaderLease(node, 1, expires_at)
-            holder, epoch, holder_expires = row
+            row = conn.execute(Q["leader_get"], {"now": now}).fetchone()
+            holder, epoch, holder_expires = row[:3] if row is not None else (None, 0, 0)
             if holder_expires > now and holder != node:
                 return None
             if not (holder == node and holder_expires > now):
                 epoch += 1
-            conn.execute(Q["leader_set"], {"node": node, "epoch": epoch, "expires_at": expires_at})
-            return LeaderLease(node, epoch, expires_at)
+            params = {"node": node, "epoch": epoch, "now": now, "lease_ms": lease_ms}
+            expires = conn.execute(Q["leader_set"], params).fetchone()[0]
+            return LeaderLease(node, int(epoch), int(expires))
 
         return await self._write(acquire)
 
@@ -1195,15 +1159,10 @@ class SqliteStore:
 
     async def prune_mesh_nodes(self, *, older_than_ms: int, limit: int, actor: str) -> int:
         def prune(conn: Conn, now: int) -> int:
-            names = [
-                r[0]
-                for r in conn.execute(
-                    Q["mesh_prune_candidates"], {"cutoff": now - older_than_ms, "limit": limit}
-                )
-            ]
+            params = {"now": now, "older_than_ms": older_than_ms, "limit": limit}
+            names = [r[0] for r in conn.execute(Q["mesh_prune"], params).fetchall()]
             if not names:  # maintenance calls this often: audit changes, not no-ops
                 return 0
-            conn.executemany(Q["mesh_delete"], [{"name": name} for name in names])
             self._audit(
                 conn,
                 now,
@@ -1236,8 +1195,7 @@ class SqliteStore:
 
     async def queue_lag_ms(self) -> int:
         def lag(conn: Conn, now: int) -> int:
-            oldest = conn.execute(Q["oldest_claimable"], {"now": now}).fetchone()[0]
-            return 0 if oldest is None else max(0, now - int(oldest))
+            return max(0, int(conn.execute(Q["queue_lag"], {"now": now}).fetchone()[0]))
 
         return await self._read(lag)
 
@@ -1417,7 +1375,7 @@ class SqliteStore:
         def stats(conn: Conn, now: int) -> dict[str, TableStats]:
             sizes: dict[str, int] = {}
             try:
-                sizes = {str(n): int(b) for n, b in conn.execute(Q["stats_bytes_dbstat"])}
+                sizes = {str(n): int(b) for n, b in conn.execute(Q["stats_bytes"])}
             except sqlite3.OperationalError:  # built without dbstat: bytes unknown
                 pass
             out: dict[str, TableStats] = {}
