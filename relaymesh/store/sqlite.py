@@ -40,13 +40,11 @@ import aiosqlite
 
 from relaymesh.clock import Clock, SystemClock
 from relaymesh.exceptions import (
-    InvalidStateError,
     NotFoundError,
     RelayMeshError,
     StoreError,
     StoreGoneError,
     StoreUnavailableError,
-    WorkflowError,
 )
 from relaymesh.model import (
     AuditRecord,
@@ -57,7 +55,6 @@ from relaymesh.model import (
     LeaseRef,
     MeshNode,
     OwnershipEvent,
-    Priority,
     ScheduleFire,
     SettingsChange,
     StepRecord,
@@ -69,7 +66,7 @@ from relaymesh.model import (
     WorkflowSummary,
     actor_details,
 )
-from relaymesh.store import rows
+from relaymesh.store import rows, rules
 from relaymesh.store.base import ConflictReport, LeaderLease
 from relaymesh.store.queries import load_migrations, load_queries
 from relaymesh.store.retention import AGE_COLUMNS, ROW_TABLES, TABLES, WORKFLOW_TABLES, TableStats
@@ -453,7 +450,7 @@ class SqliteStore:
             return
         found = conn.execute(Q["workflow_shapes"], {"ids": json.dumps(sorted(workflow_ids))})
         for r in found.fetchall():
-            status = rows.workflow_status(
+            status = rules.workflow_status(
                 active=bool(r[2]), pending=bool(r[3]), dead=bool(r[4]), cancelled=bool(r[5])
             )
             if status != r[1]:
@@ -509,16 +506,7 @@ class SqliteStore:
             ]
         )
         done = conn.execute(Q["fence_success"], {"items": payload, "now": now}).fetchall()
-        committed = {r[0] for r in done}
-        out: list[bool] = []
-        rejected: list[LeaseRef] = []
-        for lease, _ in items:
-            if lease.step_id in committed:
-                committed.discard(lease.step_id)  # a duplicate item commits once
-                out.append(True)
-            else:
-                out.append(False)
-                rejected.append(lease)
+        out, rejected = rules.split_commits([lease for lease, _ in items], {r[0] for r in done})
         conflicts = self._conflicts(conn, now, rejected, node, "commit_success")
         self._release_locks(conn, [r[0] for r in done if r[2]])
         with_dependents = [r[0] for r in done if r[3]]
@@ -547,16 +535,8 @@ class SqliteStore:
         fire_at_ms: int | None = None,
         audit_details: dict[str, Any] | None = None,
     ) -> SubmitOutcome:
-        workflow_id = rows.new_id()
-        ids = {step.name: rows.new_id() for step in spec.steps}
-        dependents: dict[str, int] = dict.fromkeys(ids, 0)
-        for step in spec.steps:
-            for dep in step.depends_on:
-                if dep not in ids:
-                    raise WorkflowError(f"step {step.name!r} depends on unknown step {dep!r}")
-                dependents[dep] += 1
-        if len(ids) != len(spec.steps):
-            raise WorkflowError("step names must be unique within a workflow")
+        plan = rules.plan_submit(spec, rows.new_id)
+        workflow_id, ids = plan.workflow_id, plan.step_ids
 
         def submit(conn: Conn, now: int) -> SubmitOutcome:
             if idempotency_key is not None:
@@ -574,10 +554,9 @@ class SqliteStore:
                 if not claimed:
                     first = conn.execute(Q["workflow_key_get"], {"key": idempotency_key})
                     return SubmitOutcome(first.fetchone()[0], created=False)
-            status = WorkflowStatus.RUNNING if spec.steps else WorkflowStatus.SUCCEEDED
             conn.execute(
                 Q["workflow_insert"],
-                {"id": workflow_id, "name": spec.name, "status": status.value, "now": now},
+                {"id": workflow_id, "name": spec.name, "status": plan.status.value, "now": now},
             )
             conn.executemany(
                 Q["steps_insert"],
@@ -587,15 +566,15 @@ class SqliteStore:
                         "workflow_id": workflow_id,
                         "name": step.name,
                         "agent": step.agent,
-                        "status": (StepStatus.PENDING if step.depends_on else StepStatus.READY),
+                        "status": plan.step_status[step.name],
                         "priority": int(step.priority),
                         "max_attempts": step.max_attempts,
                         "base_backoff_ms": step.base_backoff_ms,
                         "max_backoff_ms": step.max_backoff_ms,
                         "depends_on": rows.dumps(list(step.depends_on)),
-                        "locks": rows.dumps(sorted(set(step.locks))),
-                        "n_locks": len(set(step.locks)),
-                        "n_dependents": dependents[step.name],
+                        "locks": rows.dumps(list(plan.locks[step.name])),
+                        "n_locks": len(plan.locks[step.name]),
+                        "n_dependents": plan.dependents[step.name],
                         "input": rows.dumps(step.input),
                         "now": now,
                         "ready_at": None if step.depends_on else now,
@@ -605,11 +584,7 @@ class SqliteStore:
             )
             conn.executemany(
                 Q["step_deps_insert"],
-                [
-                    {"step_id": ids[step.name], "depends_on_id": ids[dep]}
-                    for step in spec.steps
-                    for dep in dict.fromkeys(step.depends_on)
-                ],
+                [{"step_id": sid, "depends_on_id": dep} for sid, dep in plan.deps],
             )
             self._audit(
                 conn,
@@ -617,12 +592,7 @@ class SqliteStore:
                 actor,
                 "submit",
                 target=workflow_id,
-                details={
-                    "workflow_id": workflow_id,
-                    "name": spec.name,
-                    "steps": len(spec.steps),
-                    **rows.key_details(idempotency_key, audit_details),
-                },
+                details=rules.submit_details(plan, spec, idempotency_key, audit_details),
             )
             return SubmitOutcome(workflow_id, created=True)
 
@@ -671,8 +641,7 @@ class SqliteStore:
         )
 
     async def cancel_workflow(self, workflow_id: str, mode: str, actor: str) -> CancelResult:
-        if mode not in ("soft", "hard"):
-            raise InvalidStateError(f"unknown cancel mode {mode!r}: use soft or hard")
+        rules.check_cancel_mode(mode)
 
         def cancel(conn: Conn, now: int) -> CancelResult:
             if conn.execute(Q["workflow_get"], {"id": workflow_id}).fetchone() is None:
@@ -693,12 +662,7 @@ class SqliteStore:
                 actor,
                 "cancel",
                 target=workflow_id,
-                details={
-                    "workflow_id": workflow_id,
-                    "mode": mode,
-                    "cancelled": result.cancelled,
-                    "fenced_running": fenced,
-                },
+                details=rules.cancel_details(workflow_id, mode, result),
             )
             return result
 
@@ -708,7 +672,7 @@ class SqliteStore:
         """Back to READY (PENDING when a dependency has not succeeded); the workflow id,
         or None when the step is not replayable."""
         ready = bool(conn.execute(Q["deps_all_succeeded"], {"step_id": step_id}).fetchone()[0])
-        new_status = StepStatus.READY if ready else StepStatus.PENDING
+        new_status = rules.replay_status(ready)
         row = conn.execute(
             Q["replay_update"], {"step_id": step_id, "new_status": new_status.value, "now": now}
         ).fetchone()
@@ -726,10 +690,7 @@ class SqliteStore:
             before = rows.step_record(row)
             workflow_id = self._replay_one(conn, now, step_id, actor)
             if workflow_id is None:
-                raise InvalidStateError(
-                    f"step {step_id} is {before.status.value}: only DEAD_LETTER or CANCELLED "
-                    "steps can be replayed"
-                )
+                raise rules.not_replayable(before.status, step_id)
             self._refresh_workflows(conn, now, [workflow_id])
             self._audit(
                 conn,
@@ -737,11 +698,7 @@ class SqliteStore:
                 actor,
                 "replay",
                 target=step_id,
-                details={
-                    "step_id": step_id,
-                    "workflow_id": workflow_id,
-                    "from": before.status.value,
-                },
+                details=rules.replay_details(step_id, workflow_id, before.status),
             )
             return rows.step_record(conn.execute(Q["step_get"], {"id": step_id}).fetchone())
 
@@ -758,11 +715,7 @@ class SqliteStore:
         agent: str | None = None,
         workflow_id: str | None = None,
     ) -> int:
-        status = StepStatus(status)
-        if status not in (StepStatus.DEAD_LETTER, StepStatus.CANCELLED):
-            raise InvalidStateError(
-                f"cannot replay {status.value} steps: only DEAD_LETTER or CANCELLED"
-            )
+        status = rules.check_replayable(status)
 
         def replay(conn: Conn, now: int) -> int:
             ids = [
@@ -791,14 +744,13 @@ class SqliteStore:
                 actor,
                 "replay-batch",
                 target=workflow_id,
-                details={
-                    "status": status.value,
-                    "agent": agent,
-                    "workflow_id": workflow_id,
-                    "limit": limit,
-                    "count": len(replayed),
-                    "step_ids": replayed,
-                },
+                details=rules.replay_batch_details(
+                    status=status,
+                    agent=agent,
+                    workflow_id=workflow_id,
+                    limit=limit,
+                    replayed=replayed,
+                ),
             )
             return len(replayed)
 
@@ -831,7 +783,7 @@ class SqliteStore:
             offset = 0
             while len(picked) < want:
                 found = conn.execute(query, {**base, "limit": page, "offset": offset}).fetchall()
-                rows.pick_batch(
+                rules.pick_batch(
                     ((r[0], _keys(r[1]) if r[2] else ()) for r in found),
                     want=want,
                     picked=picked,
@@ -869,27 +821,7 @@ class SqliteStore:
                     upstream.setdefault(step_id, {})[name] = rows.loads(result)
             order = {step_id: i for i, step_id in enumerate(picked)}
             claimed.sort(key=lambda r: order[r[0]])
-            return [
-                Claim(
-                    step_id=r[0],
-                    workflow_id=r[1],
-                    name=r[2],
-                    agent=r[3],
-                    input=rows.loads(r[4]),
-                    upstream=upstream.get(r[0], {}),
-                    attempt=r[5],
-                    max_attempts=r[6],
-                    base_backoff_ms=r[7],
-                    max_backoff_ms=r[8],
-                    priority=Priority(r[9]),
-                    lease_token=r[10],
-                    lease_epoch=r[11],
-                    lease_expires_at_ms=r[12],
-                    ready_at_ms=r[13],
-                    locks=keys[r[0]],
-                )
-                for r in claimed
-            ]
+            return [rows.claim_record(r, upstream.get(r[0], {})) for r in claimed]
 
         claims = await self._write(claim)
         if claims:
@@ -916,7 +848,7 @@ class SqliteStore:
         expires = out[lease.step_id]
         if expires is None:
             lost = conflicts.get(lease.step_id, _Conflict(None, None))
-            raise rows.lease_lost(lease, "heartbeat", lost.actual_epoch, lost.actual_status)
+            raise rules.lease_lost(lease, "heartbeat", lost.actual_epoch, lost.actual_status)
         return expires
 
     async def heartbeat_many(
@@ -936,7 +868,7 @@ class SqliteStore:
         )
         if not out[0]:
             lost = conflicts.get(lease.step_id, _Conflict(None, None))
-            raise rows.lease_lost(lease, "commit_success", lost.actual_epoch, lost.actual_status)
+            raise rules.lease_lost(lease, "commit_success", lost.actual_epoch, lost.actual_status)
 
     async def commit_success_many(
         self, node: str, items: Sequence[tuple[LeaseRef, Any]]
@@ -971,7 +903,7 @@ class SqliteStore:
 
         outcome = await self._write(fail)
         if isinstance(outcome, _Conflict):
-            raise rows.lease_lost(
+            raise rules.lease_lost(
                 lease, "commit_failure", outcome.actual_epoch, outcome.actual_status
             )
         if outcome is StepStatus.RETRY_WAIT:
@@ -994,7 +926,7 @@ class SqliteStore:
 
         conflict = await self._write(give_back)
         if conflict is not None:
-            raise rows.lease_lost(lease, "release", conflict.actual_epoch, conflict.actual_status)
+            raise rules.lease_lost(lease, "release", conflict.actual_epoch, conflict.actual_status)
         self._signal()
 
     async def lost_leases(self, leases: Sequence[LeaseRef]) -> list[str]:
@@ -1031,13 +963,13 @@ class SqliteStore:
         reclaimed: list[str] = []
         dead_workflows: set[str] = set()
         for step_id, workflow_id, owner, attempt, max_attempts, n_locks, _ in found:
-            if attempt >= max_attempts:
+            if rules.reclaim_to_dead_letter(attempt, max_attempts):
                 row = conn.execute(
                     Q["reclaim_dead_letter"],
                     {
                         "step_id": step_id,
                         "now": now,
-                        "error": rows.dumps(rows.lost_error(attempt, why)),
+                        "error": rows.dumps(rules.lost_error(attempt, why)),
                     },
                 ).fetchone()
                 dead_workflows.add(workflow_id)
@@ -1079,7 +1011,6 @@ class SqliteStore:
                 params["nodes"] = json.dumps(list(nodes))
                 found = conn.execute(Q["named_owner_running"], params).fetchall()
                 fresh = conn.execute(Q["named_owner_fresh_count"], params).fetchone()[0]
-            owners = sorted({r[2] for r in found if r[2] is not None})
             reclaimed = self._reclaim(conn, now, found, "dead_owner", "owner node dead")
             if reclaimed:  # maintenance calls this often: audit changes, not no-ops
                 self._audit(
@@ -1088,7 +1019,7 @@ class SqliteStore:
                     actor,
                     "recover",
                     target=None,
-                    details={"step_ids": reclaimed, "owners": owners, "count": len(reclaimed)},
+                    details=rules.recover_details(reclaimed, (r[2] for r in found)),
                 )
             return DeadOwnerReclaim(tuple(reclaimed), int(fresh))
 
@@ -1108,11 +1039,10 @@ class SqliteStore:
     async def acquire_leader(self, node: str, lease_ms: int) -> LeaderLease | None:
         def acquire(conn: Conn, now: int) -> LeaderLease | None:
             row = conn.execute(Q["leader_get"], {"now": now}).fetchone()
-            holder, epoch, holder_expires = row[:3] if row is not None else (None, 0, 0)
-            if holder_expires > now and holder != node:
+            holder, epoch, expires_at = row[:3] if row is not None else (None, 0, 0)
+            epoch = rules.leader_epoch(holder, epoch, expires_at, node=node, now_ms=now)
+            if epoch is None:
                 return None
-            if not (holder == node and holder_expires > now):
-                epoch += 1
             params = {"node": node, "epoch": epoch, "now": now, "lease_ms": lease_ms}
             expires = conn.execute(Q["leader_set"], params).fetchone()[0]
             return LeaderLease(node, int(epoch), int(expires))
@@ -1169,7 +1099,7 @@ class SqliteStore:
                 actor,
                 "prune",
                 target=None,
-                details={"names": names, "count": len(names), "older_than_ms": older_than_ms},
+                details=rules.prune_details(names, older_than_ms),
             )
             return len(names)
 
@@ -1271,7 +1201,12 @@ class SqliteStore:
                 Q["settings_insert"], {"now": now, "node": node, "fields": rows.dumps(list(fields))}
             )
             self._audit(
-                conn, now, f"node:{node}", "reload", target=node, details={"fields": list(fields)}
+                conn,
+                now,
+                f"node:{node}",
+                "reload",
+                target=node,
+                details=rules.reload_details(fields),
             )
 
         await self._write(record)

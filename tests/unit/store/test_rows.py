@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from relaymesh.model import WorkflowStatus
-from relaymesh.store.rows import dumps, loads, pick_batch, workflow_status
+from relaymesh.store.rows import dumps, loads
+from relaymesh.store.rules import pick_batch, workflow_status
 
 
 def test_workflow_status_rule() -> None:
