@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from relaymesh.clock import Clock, SystemClock
 from relaymesh.exceptions import (
     NotFoundError,
     RelayMeshError,
@@ -170,6 +171,7 @@ class PostgresStore:
         pool_max: int = _DEFAULT_POOL_MAX,
         call_deadline_s: float = CALL_DEADLINE_S,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        clock: Clock | None = None,
     ):
         self._dsn = dsn
         self._connect = functools.partial(_connect_each_host, connect_timeout_s=connect_timeout_s)
@@ -181,6 +183,8 @@ class PostgresStore:
         self._listener_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._closed = False
+        # Row ids only: every time a row keeps is the server's (rm_now_ms()).
+        self._new_id = rows.IdMaker(clock or SystemClock())
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -458,7 +462,7 @@ class PostgresStore:
         fire_at_ms: int | None = None,
         audit_details: dict[str, Any] | None = None,
     ) -> SubmitOutcome:
-        plan = rules.plan_submit(spec, rows.new_id)
+        plan = rules.plan_submit(spec, self._new_id)
         workflow_id, ids, steps = plan.workflow_id, plan.step_ids, spec.steps
 
         async def submit(conn: Conn) -> SubmitOutcome:

@@ -194,6 +194,7 @@ class SqliteStore:
         poll_ms: int = _DEFAULT_POLL_MS,
         idle_poll_ms: int = _DEFAULT_IDLE_POLL_MS,
         clock: Clock | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.path = path
         self.url = url or f"sqlite:///{path}"
@@ -201,6 +202,9 @@ class SqliteStore:
         self.poll_ms = poll_ms
         self.idle_poll_ms = max(idle_poll_ms, poll_ms)
         self._clock: Clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        """Jitter of the busy retry (row ids draw from the OS: see ``rows.IdMaker``)."""
+        self._new_id = rows.IdMaker(self._clock)
         self._db: aiosqlite.Connection | None = None
         self._identity: FileIdentity | None = None
         """The opened file's identity, checked before every transaction."""
@@ -209,7 +213,7 @@ class SqliteStore:
         self._seen_local_signal = 0
         self._seen_data_version: int | None = None
         self._interval_ms = poll_ms
-        self._hot_until = 0.0  # time.monotonic() until which to poll fast
+        self._hot_until_ms = 0  # monotonic ms until which to poll fast
         # Wakes a waiter at once on this process's own readying writes; set from the
         # connection thread too, hence through the waiter's loop.
         self._wake: asyncio.Event | None = None
@@ -260,14 +264,15 @@ class SqliteStore:
 
     def _retry_busy(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` (on the connection thread), retrying while the file is locked."""
-        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        deadline_ms = self._clock.monotonic_ms() + self.busy_timeout_ms
         while True:
             try:
                 return fn()
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() >= deadline:
+                if not _is_busy(exc) or self._clock.monotonic_ms() >= deadline_ms:
                     raise
-            time.sleep(random.uniform(0, _BUSY_SLEEP_MAX_S))
+            # A real sleep: this is the connection's own thread, not the event loop.
+            time.sleep(self._rng.uniform(0, _BUSY_SLEEP_MAX_S))
 
     async def _in_thread(self, fn: Callable[[Conn], T]) -> T:
         """Run ``fn(conn)`` on the connection's thread in one hop; translate errors.
@@ -386,7 +391,7 @@ class SqliteStore:
         if self._wake is None or self._wake_loop is not loop:
             self._wake, self._wake_loop = asyncio.Event(), loop
         wake = self._wake
-        deadline = time.monotonic() + max(timeout_ms, 0) / 1000
+        deadline_ms = self._clock.monotonic_ms() + max(timeout_ms, 0)
         while True:
             wake.clear()  # before the check: a signal after it sets the event again
             if self._local_signal != self._seen_local_signal:
@@ -398,18 +403,18 @@ class SqliteStore:
             elif version != self._seen_data_version:
                 self._seen_data_version = version
                 return
-            now = time.monotonic()
-            remaining = deadline - now
-            if remaining <= 0:
+            now_ms = self._clock.monotonic_ms()
+            remaining_ms = deadline_ms - now_ms
+            if remaining_ms <= 0:
                 return
             self._interval_ms = next_poll_ms(
                 self._interval_ms,
-                hot=now < self._hot_until,
+                hot=now_ms < self._hot_until_ms,
                 poll_ms=self.poll_ms,
                 idle_poll_ms=self.idle_poll_ms,
             )
             try:
-                await asyncio.wait_for(wake.wait(), min(self._interval_ms / 1000, remaining))
+                await asyncio.wait_for(wake.wait(), min(self._interval_ms, remaining_ms) / 1000)
             except TimeoutError:
                 pass
 
@@ -424,7 +429,7 @@ class SqliteStore:
                 pass
 
     def _saw_work(self) -> None:
-        self._hot_until = time.monotonic() + _HOT_MS / 1000
+        self._hot_until_ms = self._clock.monotonic_ms() + _HOT_MS
         self._interval_ms = self.poll_ms
 
     # -- shared transaction pieces ------------------------------------------------------
@@ -535,7 +540,7 @@ class SqliteStore:
         fire_at_ms: int | None = None,
         audit_details: dict[str, Any] | None = None,
     ) -> SubmitOutcome:
-        plan = rules.plan_submit(spec, rows.new_id)
+        plan = rules.plan_submit(spec, self._new_id)
         workflow_id, ids = plan.workflow_id, plan.step_ids
 
         def submit(conn: Conn, now: int) -> SubmitOutcome:
