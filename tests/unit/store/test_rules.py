@@ -21,9 +21,9 @@ def test_cancel_modes_and_replay_sources_have_one_message() -> None:
     with pytest.raises(InvalidStateError, match="unknown cancel mode 'fast': use hard or soft"):
         rules.check_cancel_mode("fast")
     assert rules.check_replayable("DEAD_LETTER") is StepStatus.DEAD_LETTER
-    with pytest.raises(InvalidStateError, match="^READY steps: only DEAD_LETTER or CANCELLED"):
+    with pytest.raises(InvalidStateError, match=r"^READY steps: only DEAD_LETTER or CANCELLED"):
         rules.check_replayable(StepStatus.READY)
-    with pytest.raises(InvalidStateError, match="^step s1 is RUNNING: only DEAD_LETTER"):
+    with pytest.raises(InvalidStateError, match=r"^step s1 is RUNNING: only DEAD_LETTER"):
         rules.check_replayable(StepStatus.RUNNING, "s1")
 
 
