@@ -647,7 +647,7 @@ async def serve_web(
     config_path: str | None, settings: Settings, bind: str, log_level: str = "info"
 ) -> None:
     """``relaymesh serve-web``: console and API over the store, no worker, no gossip."""
-    from relaymesh.cli.render import store_session
+    from relaymesh.store import store_session
     from relaymesh.web.api import Api
     from relaymesh.web.server import HttpServer
 

@@ -6,11 +6,14 @@ or PostgreSQL (``postgres.py``). Callers use only ``Store``; they never import a
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from relaymesh.exceptions import StoreError
 from relaymesh.store.base import ConflictReport, LeaderLease, Store
 from relaymesh.store.url import parse_store_url
 
-__all__ = ["ConflictReport", "LeaderLease", "Store", "open_store"]
+__all__ = ["ConflictReport", "LeaderLease", "Store", "open_store", "store_session"]
 
 
 async def open_store(url: str, *, migrate: bool = True) -> Store:
@@ -41,3 +44,13 @@ async def open_store(url: str, *, migrate: bool = True) -> Store:
             await store.close()
             raise
     return store
+
+
+@asynccontextmanager
+async def store_session(url: str) -> AsyncIterator[Store]:
+    """The store at ``url``, migrated, closed on the way out."""
+    store = await open_store(url)
+    try:
+        yield store
+    finally:
+        await store.close()

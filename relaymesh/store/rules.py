@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from relaymesh.exceptions import InvalidStateError, LeaseLostError
+from relaymesh.exceptions import InvalidStateError, LeaseLostError, WorkflowError
 from relaymesh.model import (
     CancelResult,
     LeaseRef,
@@ -28,11 +28,13 @@ from relaymesh.model import (
 
 __all__ = [
     "CANCEL_MODES",
+    "IDEMPOTENCY_KEY_MAX_CHARS",
     "REPLAYABLE",
     "Candidate",
     "SubmitPlan",
     "cancel_details",
     "check_cancel_mode",
+    "check_idempotency_key",
     "check_replayable",
     "key_details",
     "leader_epoch",
@@ -88,6 +90,16 @@ def replay_status(deps_all_succeeded: bool) -> StepStatus:
 
 
 # -- submit ---------------------------------------------------------------------------
+
+IDEMPOTENCY_KEY_MAX_CHARS = 200
+
+
+def check_idempotency_key(key: str) -> None:
+    """1..200 printable characters, else ``WorkflowError``."""
+    if not key or len(key) > IDEMPOTENCY_KEY_MAX_CHARS or not key.isprintable():
+        raise WorkflowError(
+            f"idempotency key must be 1..{IDEMPOTENCY_KEY_MAX_CHARS} printable characters"
+        )
 
 
 @dataclass(frozen=True, slots=True)

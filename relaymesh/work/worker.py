@@ -37,9 +37,9 @@ from relaymesh.clock import Clock
 from relaymesh.exceptions import LeaseLostError, StoreError, StoreUnavailableError
 from relaymesh.logging import get_logger
 from relaymesh.model import Claim, Priority, StepStatus
-from relaymesh.ops.metrics import Metrics
 from relaymesh.settings import AgentSettings, BreakerSettings, Settings
 from relaymesh.store.base import Store
+from relaymesh.telemetry import WorkMetrics
 from relaymesh.work.agents import (
     DEFAULT_TERM_GRACE_S,
     AgentOutcome,
@@ -157,7 +157,7 @@ class Worker:
         store: Store,
         node: str,
         settings: Callable[[], Settings],
-        metrics: Metrics,
+        metrics: WorkMetrics,
         clock: Clock,
         rng: random.Random,
         local_alive: Callable[[], bool] = lambda: True,
