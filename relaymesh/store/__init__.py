@@ -1,7 +1,8 @@
 """The store: everything RelayMesh keeps, behind the ``Store`` protocol (``base.py``).
 
-``open_store(url)`` picks the backend from the URL (``url.py``): SQLite (``sqlite.py``)
-or PostgreSQL (``postgres.py``). Callers use only ``Store``; they never import a backend.
+``open_store(url)`` picks the backend from the URL (``url.py``): SQLite (``sqlite.py``),
+PostgreSQL (``postgres.py``) or this process's memory (``memory.py``, ``memory://NAME``:
+tests and one-process demos). Callers use only ``Store``; they never import a backend.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ async def open_store(url: str, *, migrate: bool = True) -> Store:
         pg_store = PostgresStore(parsed.target, url=parsed.display)
         await pg_store.connect()
         store = pg_store
+    elif parsed.backend == "memory":
+        from relaymesh.store.memory import MemoryStore
+
+        store = MemoryStore(parsed.target or None)
     else:  # pragma: no cover - parse_store_url knows only these
         raise StoreError(f"no backend for {parsed.display!r}")
     if migrate:
