@@ -53,7 +53,7 @@ from relaymesh.model import (
 from relaymesh.store import rows, rules
 from relaymesh.store.base import ConflictReport, LeaderLease
 from relaymesh.store.queries import load_migrations
-from relaymesh.store.retention import AGE_COLUMNS, ROW_TABLES, TABLES, WORKFLOW_TABLES, TableStats
+from relaymesh.store.retention import AGE_COLUMNS, TABLES, WORKFLOW_TABLES, TableStats
 
 __all__ = ["MemoryStore", "forget_memory_store"]
 
@@ -61,8 +61,6 @@ _CLAIMABLE = (StepStatus.READY, StepStatus.RETRY_WAIT)
 _WAITING = (StepStatus.PENDING, StepStatus.READY, StepStatus.RETRY_WAIT)
 _GONE = (MemberStatus.DEAD, MemberStatus.LEFT)
 _TOUCHES = itertools.count(1)
-_EVENT_MARGIN_MS = 60_000
-"""As the SQL backends: events up to the newest removed workflow's time plus this."""
 
 
 @dataclass(slots=True)
@@ -996,7 +994,7 @@ class MemoryStore:
             return counts
         d = self._d
         step_ids = {s for w in found for s in w.steps}
-        upto = max(w.updated_at_ms for w in found) + _EVENT_MARGIN_MS
+        upto = max(w.updated_at_ms for w in found) + rules.EVENT_MARGIN_MS
         held = [key for key, holder in d.locks.items() if holder in step_ids]
         for key in held:
             del d.locks[key]
@@ -1020,8 +1018,7 @@ class MemoryStore:
         return counts
 
     def _dated(self, table: str) -> list[Any]:
-        if table not in ROW_TABLES:
-            raise StoreError(f"retention does not trim table {table!r}")
+        rules.retention_query_suffix(table)  # the same refusal as the SQL backends
         if table == "lease_conflicts":
             return self._d.conflicts
         if table == "audit_log":

@@ -69,7 +69,7 @@ from relaymesh.model import (
 from relaymesh.store import rows, rules
 from relaymesh.store.base import ConflictReport, LeaderLease
 from relaymesh.store.queries import load_migrations, load_queries
-from relaymesh.store.retention import AGE_COLUMNS, ROW_TABLES, TABLES, WORKFLOW_TABLES, TableStats
+from relaymesh.store.retention import AGE_COLUMNS, TABLES, WORKFLOW_TABLES, TableStats
 from relaymesh.store.url import per_host_urls, redact_url
 
 __all__ = ["PostgresStore"]
@@ -885,12 +885,7 @@ class PostgresStore:
         async def check(conn: Conn) -> list[str]:
             found = await conn.fetch(Q["lease_states"], [lease.step_id for lease in leases])
             state = {r[0]: (r[1], r[2], r[3]) for r in found}
-            return [
-                lease.step_id
-                for lease in leases
-                if state.get(lease.step_id)
-                != (lease.lease_token, lease.lease_epoch, StepStatus.RUNNING.value)
-            ]
+            return rules.lost_lease_ids(leases, state)
 
         return await self._run(check, tx=False)
 
@@ -1176,7 +1171,7 @@ class PostgresStore:
             if not ids:
                 return counts
             step_ids = [r[0] for r in await conn.fetch(Q["retention_step_ids"], ids)]
-            upto = max(int(r[1]) for r in found if r[0] in set(ids)) + _EVENT_MARGIN_MS
+            upto = max(int(r[1]) for r in found if r[0] in set(ids)) + rules.EVENT_MARGIN_MS
             counts["step_locks"] = _rowcount(
                 await conn.execute(Q["retention_delete_locks"], step_ids)
             )
@@ -1195,7 +1190,7 @@ class PostgresStore:
         return await self._run(delete)
 
     async def retention_delete_rows(self, table: str, *, older_than_ms: int, limit: int) -> int:
-        query = Q[f"retention_delete_{_row_table(table)}"]
+        query = Q[f"retention_delete_{rules.retention_query_suffix(table)}"]
 
         async def delete(conn: Conn) -> int:
             return _rowcount(await conn.execute(query, older_than_ms, limit))
@@ -1211,7 +1206,7 @@ class PostgresStore:
         return await self._run(count, tx=False)
 
     async def retention_count_rows(self, table: str, *, older_than_ms: int) -> int:
-        query = Q[f"retention_count_{_row_table(table)}"]
+        query = Q[f"retention_count_{rules.retention_query_suffix(table)}"]
 
         async def count(conn: Conn) -> int:
             return int(await conn.fetchval(query, older_than_ms))
@@ -1262,17 +1257,6 @@ def _write_json(path: str, document: dict[str, Any]) -> None:
     os.replace(partial, path)
 
 
-_EVENT_MARGIN_MS = 60_000
-
-
 def _rowcount(status: str) -> int:
     """Rows touched, from asyncpg's command status (``DELETE 3``)."""
     return int(status.rsplit(" ", 1)[-1])
-
-
-def _row_table(table: str) -> str:
-    """The query suffix for a table retention trims by age; anything else is a bug."""
-    names = {"lease_conflicts": "conflicts", "audit_log": "audit"}
-    if table not in ROW_TABLES:
-        raise StoreError(f"retention does not trim table {table!r}")
-    return names.get(table, table)

@@ -12,11 +12,11 @@ alone and no backend can drift from the others.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from relaymesh.exceptions import InvalidStateError, LeaseLostError, WorkflowError
+from relaymesh.exceptions import InvalidStateError, LeaseLostError, StoreError, WorkflowError
 from relaymesh.model import (
     CancelResult,
     LeaseRef,
@@ -25,9 +25,11 @@ from relaymesh.model import (
     WorkflowStatus,
     check_graph,
 )
+from relaymesh.store.retention import ROW_TABLES
 
 __all__ = [
     "CANCEL_MODES",
+    "EVENT_MARGIN_MS",
     "IDEMPOTENCY_KEY_MAX_CHARS",
     "REPLAYABLE",
     "Candidate",
@@ -40,6 +42,7 @@ __all__ = [
     "leader_epoch",
     "lease_lost",
     "lost_error",
+    "lost_lease_ids",
     "not_replayable",
     "pick_batch",
     "plan_submit",
@@ -50,6 +53,7 @@ __all__ = [
     "replay_batch_details",
     "replay_details",
     "replay_status",
+    "retention_query_suffix",
     "split_commits",
     "submit_details",
     "workflow_status",
@@ -211,6 +215,19 @@ def split_commits(
     return out, rejected
 
 
+def lost_lease_ids(
+    leases: Sequence[LeaseRef], state: Mapping[str, tuple[str | None, int, str]]
+) -> list[str]:
+    """Of ``leases``, the step ids whose step (``state``: step id to its lease token,
+    epoch and status) no longer holds that very lease RUNNING, in order."""
+    return [
+        lease.step_id
+        for lease in leases
+        if state.get(lease.step_id)
+        != (lease.lease_token, lease.lease_epoch, StepStatus.RUNNING.value)
+    ]
+
+
 def lease_lost(
     lease: LeaseRef, event: str, actual_epoch: Any, actual_status: Any
 ) -> LeaseLostError:
@@ -229,6 +246,23 @@ def lost_error(attempt: int, why: str) -> dict[str, Any]:
 def reclaim_to_dead_letter(attempt: int, max_attempts: int) -> bool:
     """A reclaimed step whose attempts are used up is dead, not READY again."""
     return attempt >= max_attempts
+
+
+# -- retention -----------------------------------------------------------------------
+
+EVENT_MARGIN_MS = 60_000
+"""A removed workflow's ownership events are those up to its newest update plus this:
+events are written before the commit that finished it, and clocks of the processes on
+a host may step a little."""
+
+
+def retention_query_suffix(table: str) -> str:
+    """The query suffix (``retention_delete_<suffix>``) of a table retention trims by age;
+    any other table is a bug."""
+    names = {"lease_conflicts": "conflicts", "audit_log": "audit"}
+    if table not in ROW_TABLES:
+        raise StoreError(f"retention does not trim table {table!r}")
+    return names.get(table, table)
 
 
 # -- maintenance leadership --------------------------------------------------------------

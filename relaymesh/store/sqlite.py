@@ -69,7 +69,7 @@ from relaymesh.model import (
 from relaymesh.store import rows, rules
 from relaymesh.store.base import ConflictReport, LeaderLease
 from relaymesh.store.queries import load_migrations, load_queries
-from relaymesh.store.retention import AGE_COLUMNS, ROW_TABLES, TABLES, WORKFLOW_TABLES, TableStats
+from relaymesh.store.retention import AGE_COLUMNS, TABLES, WORKFLOW_TABLES, TableStats
 
 __all__ = ["SqliteStore"]
 
@@ -944,12 +944,7 @@ class SqliteStore:
                 r[0]: (r[1], r[2], r[3])
                 for r in conn.execute(Q["lease_states"], {"ids": ids}).fetchall()
             }
-            return [
-                lease.step_id
-                for lease in leases
-                if state.get(lease.step_id)
-                != (lease.lease_token, lease.lease_epoch, StepStatus.RUNNING.value)
-            ]
+            return rules.lost_lease_ids(leases, state)
 
         return await self._read(check)
 
@@ -1275,7 +1270,7 @@ class SqliteStore:
             params = {"ids": json.dumps([r[0] for r in found])}
             # Events are written before the commit that finished the workflow; the margin
             # covers clock steps between processes on the host.
-            upto = max(int(r[1]) for r in found) + _EVENT_MARGIN_MS
+            upto = max(int(r[1]) for r in found) + rules.EVENT_MARGIN_MS
             counts["step_locks"] = conn.execute(Q["retention_delete_locks"], params).rowcount
             counts["step_deps"] = conn.execute(Q["retention_delete_deps"], params).rowcount
             counts["ownership_events"] = conn.execute(
@@ -1288,7 +1283,7 @@ class SqliteStore:
         return await self._write(delete)
 
     async def retention_delete_rows(self, table: str, *, older_than_ms: int, limit: int) -> int:
-        query = Q[f"retention_delete_{_row_table(table)}"]
+        query = Q[f"retention_delete_{rules.retention_query_suffix(table)}"]
         count = await self._write(
             lambda conn, now: (
                 conn.execute(query, {"cutoff": now - older_than_ms, "limit": limit}).rowcount
@@ -1304,7 +1299,7 @@ class SqliteStore:
         return await self._read(count)
 
     async def retention_count_rows(self, table: str, *, older_than_ms: int) -> int:
-        query = Q[f"retention_count_{_row_table(table)}"]
+        query = Q[f"retention_count_{rules.retention_query_suffix(table)}"]
         return await self._read(
             lambda conn, now: int(
                 conn.execute(query, {"cutoff": now - older_than_ms}).fetchone()[0]
@@ -1360,13 +1355,4 @@ class SqliteStore:
         return await self._in_thread(vacuum)
 
 
-_EVENT_MARGIN_MS = 60_000
 _AUTO_VACUUM_INCREMENTAL = 2
-
-
-def _row_table(table: str) -> str:
-    """The query suffix for a table retention trims by age; anything else is a bug."""
-    names = {"lease_conflicts": "conflicts", "audit_log": "audit"}
-    if table not in ROW_TABLES:
-        raise StoreError(f"retention does not trim table {table!r}")
-    return names.get(table, table)
