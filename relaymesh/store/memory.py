@@ -94,7 +94,8 @@ class _Step:
     heartbeat_at_ms: int | None = None
     finished_at_ms: int | None = None
     touched: int = 0
-    """Which change was the latest: orders steps updated within one millisecond."""
+    """Which change was the latest (0: none since the insert, then by insert order):
+    orders steps updated within one millisecond."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
@@ -430,7 +431,7 @@ class MemoryStore:
             and (workflow_id is None or s.workflow_id == workflow_id)
             and (agent is None or s.agent == agent)
         ]
-        found.sort(key=lambda s: (s.updated_at_ms, s.touched), reverse=True)
+        found.sort(key=lambda s: (s.updated_at_ms, s.touched, s.seq), reverse=True)
         return [s.record() for s in found[: max(limit, 0)]]
 
     async def cancel_workflow(self, workflow_id: str, mode: str, actor: str) -> CancelResult:
