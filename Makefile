@@ -52,7 +52,12 @@ docs: setup
 	$(BIN)/python tools/gen_reference.py
 
 # Long fuzz runs (bounded: examples per target). `make test` runs the same targets briefly.
+# Decoders (datagram, push/pull), keyring and replay window, workflow parser: hypothesis
+# with 40x the examples of `make test` (tests/fuzzing.py), ~10 min on 2 cores.
+FUZZ_TARGETS := tests/unit/membership/test_wire.py tests/unit/membership/test_keyring_fuzz.py \
+	tests/unit/work/test_workflow_fuzz.py
 fuzz: setup fuzz-membership
+	RELAYMESH_FUZZ=1 $(BIN)/python -m pytest -q -p no:cacheprovider -o timeout=900 $(FUZZ_TARGETS)
 	RELAYMESH_FUZZ_EXAMPLES=200 $(BIN)/python -m pytest -q -p no:cacheprovider tests/integration/web/test_schemathesis.py
 
 # The membership stateful fuzz test with many examples (bounded: ~10 min on 2 cores);

@@ -56,10 +56,12 @@ from relaymesh.exceptions import (
 )
 from relaymesh.exposure import check_gossip_exposure, check_http_exposure
 from relaymesh.logging import get_logger
+from relaymesh.membership.config import SwimConfig
 from relaymesh.membership.protocol import MemberChanged
-from relaymesh.model import MemberStatus, MeshNode, StepStatus
+from relaymesh.model import MemberStatus, StepStatus
 from relaymesh.ops import services
 from relaymesh.ops.health import StoreHealth, worker_stall_after_ms, worker_stall_reason
+from relaymesh.ops.mesh_writer import MeshReport
 from relaymesh.ops.metrics import Metrics
 from relaymesh.ops.systemd import SystemdNotifier, capture_signals
 from relaymesh.settings import RELOADABLE_SECTIONS, Settings, diff_fields, load_settings
@@ -76,8 +78,12 @@ DRAIN_SLACK_S = 5.0
 MESH_DEBOUNCE_S = 0.05
 """Membership changes arriving together are written in one store transaction."""
 MESH_REFRESH_S = 5.0
-"""The whole view is rewritten this often even without changes (a lost write heals);
-more often when ``node.store_unhealthy_after_s`` is short (``PROBES_PER_WINDOW``)."""
+"""The view is written this often even without changes (only the rows that changed,
+or our own row as the store probe); more often when ``node.store_unhealthy_after_s``
+is short (``PROBES_PER_WINDOW``)."""
+MESH_FULL_REWRITE_MS = 60_000
+"""Every row of the view is written again this often (and after any failed write), so
+a row lost behind the writer's back heals (``ops/mesh_writer.py``)."""
 PROBES_PER_WINDOW = 4
 """Store probes (mesh writes) per ``store_unhealthy_after_s``, so one slow probe
 cannot turn a healthy store unhealthy."""
@@ -128,6 +134,10 @@ class Node:
         self._stop = asyncio.Event()
         self._store_ready = asyncio.Event()
         self._mesh_dirty = asyncio.Event()
+        # Bounded like the member table (the core's default: not a setting).
+        self._mesh_report = MeshReport(
+            max_rows=SwimConfig().max_members, full_every_ms=MESH_FULL_REWRITE_MS
+        )
         self._signals = 0
         self._reload_cursor = 0
         self._sync_cursor = 0
@@ -437,31 +447,24 @@ class Node:
         # leader's prune (or an operator's) would otherwise be undone within seconds,
         # and mesh-summary would stay degraded for a node long replaced.
         forget_before_ms = now_wall - self.settings.maintenance.mesh_prune_older_than_ms
-        nodes = []
-        for m in self.membership.members():
-            status = MemberStatus(m.status)
-            # The core stamps the change with its clock's wall time (SystemClock).
-            since_ms = m.status_changed_at_ms or now_wall
-            gone = status in (MemberStatus.DEAD, MemberStatus.LEFT)
-            if gone and m.name != self.name and since_ms < forget_before_ms:
-                continue
-            if final and m.name == self.name:
-                status = MemberStatus.LEFT
-            nodes.append(
-                MeshNode(
-                    name=m.name,
-                    address=_fmt_address(m.address),
-                    status=status,
-                    incarnation=int(m.incarnation),
-                    metadata=dict(m.metadata or {}),
-                    status_changed_at_ms=since_ms,
-                )
-            )
+        report = self._mesh_report
+        nodes = report.plan(
+            self.membership.members(),
+            local_name=self.name,
+            now_wall_ms=now_wall,
+            forget_before_ms=forget_before_ms,
+            final=final,
+            address=_fmt_address,
+        )
         if not nodes:
             return
         try:
             await store.upsert_mesh_nodes(self.name, nodes)
-        except RelayMeshError as exc:
+        except BaseException as exc:
+            # Failed, cancelled (the writer's deadline) or unknown: write all next time.
+            report.failed()
+            if not isinstance(exc, RelayMeshError):
+                raise
             self.metrics.store_errors.labels(op="upsert_mesh_nodes").inc()
             log.warning("mesh_write_failed", node=self.name, error=str(exc))
             self._store_outcome(exc)
@@ -469,6 +472,7 @@ class Node:
             if not final:
                 await asyncio.sleep(min(1.0, self.settings.node.store_unhealthy_after_s / 4))
             return
+        report.written(now_wall)
         self._store_outcome(None)
 
     # -- settings reload -------------------------------------------------------------------
