@@ -1238,6 +1238,7 @@ class PostgresStore:
             counts["ownership_events"] = _rowcount(
                 await conn.execute(Q["retention_delete_events"], step_ids, upto)
             )
+            counts["workflow_keys"] = _rowcount(await conn.execute(Q["retention_delete_keys"], ids))
             counts["steps"] = _rowcount(await conn.execute(Q["retention_delete_steps"], ids))
             counts["workflows"] = _rowcount(
                 await conn.execute(Q["retention_delete_workflows"], ids)
@@ -1247,7 +1248,7 @@ class PostgresStore:
         return await self._run(delete)
 
     async def retention_delete_rows(self, table: str, *, older_than_ms: int, limit: int) -> int:
-        query = Q[f"retention_delete_{_row_table(table)}"]
+        query = _row_queries(table)[0]
 
         async def delete(conn: Conn) -> int:
             return _rowcount(await conn.execute(query, older_than_ms, limit))
@@ -1263,7 +1264,7 @@ class PostgresStore:
         return await self._run(count, tx=False)
 
     async def retention_count_rows(self, table: str, *, older_than_ms: int) -> int:
-        query = Q[f"retention_count_{_row_table(table)}"]
+        query = _row_queries(table)[1]
 
         async def count(conn: Conn) -> int:
             return int(await conn.fetchval(query, older_than_ms))
@@ -1344,9 +1345,13 @@ def _rowcount(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-def _row_table(table: str) -> str:
-    """The query suffix for a table retention trims by age; anything else is a bug."""
-    names = {"lease_conflicts": "conflicts", "audit_log": "audit"}
+def _row_queries(table: str) -> tuple[str, str]:
+    """The delete and count queries of a table retention trims by age; anything else is
+    a bug. Spelled out so every query name appears literally (tests/unit/store)."""
     if table not in ROW_TABLES:
         raise StoreError(f"retention does not trim table {table!r}")
-    return names.get(table, table)
+    if table == "lease_conflicts":
+        return Q["retention_delete_conflicts"], Q["retention_count_conflicts"]
+    if table == "audit_log":
+        return Q["retention_delete_audit"], Q["retention_count_audit"]
+    return Q["retention_delete_settings_history"], Q["retention_count_settings_history"]

@@ -1383,6 +1383,7 @@ class SqliteStore:
             counts["ownership_events"] = conn.execute(
                 Q["retention_delete_events"], {**params, "upto": upto}
             ).rowcount
+            counts["workflow_keys"] = conn.execute(Q["retention_delete_keys"], params).rowcount
             counts["steps"] = conn.execute(Q["retention_delete_steps"], params).rowcount
             counts["workflows"] = conn.execute(Q["retention_delete_workflows"], params).rowcount
             return counts
@@ -1390,7 +1391,7 @@ class SqliteStore:
         return await self._write(delete)
 
     async def retention_delete_rows(self, table: str, *, older_than_ms: int, limit: int) -> int:
-        query = Q[f"retention_delete_{_row_table(table)}"]
+        query = _row_queries(table)[0]
         count = await self._write(
             lambda conn, now: (
                 conn.execute(query, {"cutoff": now - older_than_ms, "limit": limit}).rowcount
@@ -1406,7 +1407,7 @@ class SqliteStore:
         return await self._read(count)
 
     async def retention_count_rows(self, table: str, *, older_than_ms: int) -> int:
-        query = Q[f"retention_count_{_row_table(table)}"]
+        query = _row_queries(table)[1]
         return await self._read(
             lambda conn, now: int(
                 conn.execute(query, {"cutoff": now - older_than_ms}).fetchone()[0]
@@ -1466,9 +1467,13 @@ _EVENT_MARGIN_MS = 60_000
 _AUTO_VACUUM_INCREMENTAL = 2
 
 
-def _row_table(table: str) -> str:
-    """The query suffix for a table retention trims by age; anything else is a bug."""
-    names = {"lease_conflicts": "conflicts", "audit_log": "audit"}
+def _row_queries(table: str) -> tuple[str, str]:
+    """The delete and count queries of a table retention trims by age; anything else is
+    a bug. Spelled out so every query name appears literally (tests/unit/store)."""
     if table not in ROW_TABLES:
         raise StoreError(f"retention does not trim table {table!r}")
-    return names.get(table, table)
+    if table == "lease_conflicts":
+        return Q["retention_delete_conflicts"], Q["retention_count_conflicts"]
+    if table == "audit_log":
+        return Q["retention_delete_audit"], Q["retention_count_audit"]
+    return Q["retention_delete_settings_history"], Q["retention_count_settings_history"]

@@ -567,6 +567,13 @@ DELETE FROM step_deps WHERE step_id = ANY ($1::text[]);
 -- No index by step (it slowed claims): the at_ms range bounds the scan.
 DELETE FROM ownership_events WHERE at_ms <= $2 AND step_id = ANY ($1::text[]);
 
+-- name: retention_delete_keys
+-- The workflows' idempotency keys, but never a schedule's latest fire: the scheduler
+-- reads it (schedule_last_fire) to fire each tick exactly once.
+DELETE FROM workflow_keys AS k WHERE k.workflow_id = ANY ($1::text[])
+  AND NOT (k.schedule IS NOT NULL AND k.fire_at_ms = (
+      SELECT max(l.fire_at_ms) FROM workflow_keys AS l WHERE l.schedule = k.schedule));
+
 -- name: retention_delete_steps
 DELETE FROM steps WHERE workflow_id = ANY ($1::text[]);
 
@@ -601,7 +608,6 @@ SELECT count(*) FROM settings_history WHERE at_ms < rm_now_ms() - $1;
 SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class AS c
 JOIN pg_namespace AS n ON n.oid = c.relnamespace
 WHERE n.nspname = current_schema() AND c.relkind = 'r';
-=======
 -- Idempotency keys, workflow listing and schedule fires (migration 0005).
 
 -- name: workflow_key_claim

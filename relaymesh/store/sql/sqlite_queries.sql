@@ -412,9 +412,6 @@ WHERE w.status = :status AND w.updated_at_ms < :cutoff
   AND NOT EXISTS (SELECT 1 FROM steps AS s WHERE s.workflow_id = w.id
                   AND s.status IN ('READY', 'RUNNING', 'RETRY_WAIT'));
 
--- name: retention_count_steps
-SELECT count(*) FROM steps WHERE workflow_id IN (SELECT value FROM json_each(:ids));
-
 -- name: retention_delete_locks
 DELETE FROM step_locks WHERE step_id IN (
     SELECT id FROM steps WHERE workflow_id IN (SELECT value FROM json_each(:ids)));
@@ -428,6 +425,13 @@ DELETE FROM step_deps WHERE step_id IN (
 -- younger than the newest workflow of the batch (plus a margin).
 DELETE FROM ownership_events WHERE at_ms <= :upto AND step_id IN (
     SELECT id FROM steps WHERE workflow_id IN (SELECT value FROM json_each(:ids)));
+
+-- name: retention_delete_keys
+-- The workflows' idempotency keys, but never a schedule's latest fire: the scheduler
+-- reads it (schedule_last_fire) to fire each tick exactly once.
+DELETE FROM workflow_keys WHERE workflow_id IN (SELECT value FROM json_each(:ids))
+  AND NOT (schedule IS NOT NULL AND fire_at_ms = (
+      SELECT max(k.fire_at_ms) FROM workflow_keys AS k WHERE k.schedule = workflow_keys.schedule));
 
 -- name: retention_delete_steps
 DELETE FROM steps WHERE workflow_id IN (SELECT value FROM json_each(:ids));
@@ -461,15 +465,11 @@ SELECT count(*) FROM settings_history WHERE at_ms < :cutoff;
 SELECT coalesce(m.tbl_name, d.name), sum(d.pgsize) FROM dbstat AS d
 LEFT JOIN sqlite_schema AS m ON m.name = d.name GROUP BY 1;
 
--- name: stats_page_size
-PRAGMA page_size;
-
 -- name: stats_freelist_count
 PRAGMA freelist_count;
 
 -- name: stats_auto_vacuum
 PRAGMA auto_vacuum;
-=======
 -- Idempotency keys, workflow listing and schedule fires (migration 0005).
 
 -- name: workflow_key_claim
