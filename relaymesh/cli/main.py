@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "relaymesh.cli.mesh",
     "relaymesh.cli.store",
     "relaymesh.cli.retention",
+    "relaymesh.cli.archive",
     "relaymesh.cli.ops",
     "relaymesh.cli.demo",
     "relaymesh.cli.sim",

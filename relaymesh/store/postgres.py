@@ -34,7 +34,7 @@ import contextlib
 import functools
 import json
 import os
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -72,6 +72,12 @@ from relaymesh.store import rows
 from relaymesh.store.base import ConflictReport, LeaderLease
 from relaymesh.store.queries import load_migrations, load_queries
 from relaymesh.store.retention import AGE_COLUMNS, ROW_TABLES, TABLES, WORKFLOW_TABLES, TableStats
+from relaymesh.store.transfer import (
+    RESTORE_ORDER,
+    SERIAL_COLUMNS,
+    archive_documents,
+    neutral,
+)
 from relaymesh.store.url import per_host_urls, redact_url
 
 __all__ = ["PostgresStore"]
@@ -1214,12 +1220,23 @@ class PostgresStore:
     # -- retention (work/retention.py) --------------------------------------------------------
 
     async def retention_delete_workflows(
-        self, status: WorkflowStatus, *, older_than_ms: int, limit: int
+        self,
+        status: WorkflowStatus,
+        *,
+        older_than_ms: int,
+        limit: int,
+        ids: Sequence[str] | None = None,
     ) -> dict[str, int]:
+        only = None if ids is None else list(ids)
+
         async def delete(conn: Conn) -> dict[str, int]:
             counts = dict.fromkeys(WORKFLOW_TABLES, 0)
             found = await conn.fetch(
-                Q["retention_workflow_candidates"], status.value, older_than_ms, limit
+                Q["retention_workflow_candidates"],
+                status.value,
+                older_than_ms,
+                limit,
+                only,
             )
             if not found:
                 return counts
@@ -1246,6 +1263,96 @@ class PostgresStore:
             return counts
 
         return await self._run(delete)
+
+    async def retention_export_workflows(
+        self, status: WorkflowStatus, *, older_than_ms: int, limit: int
+    ) -> list[dict[str, Any]]:
+        async def export(conn: Conn) -> list[dict[str, Any]]:
+            found = await conn.fetch(Q["archive_candidates"], status.value, older_than_ms, limit)
+            if not found:
+                return []
+            ids = [r[0] for r in found]
+            upto = max(int(r[1]) for r in found) + _EVENT_MARGIN_MS
+
+            async def select(query: str, table: str, *args: Any) -> list[dict[str, Any]]:
+                return [neutral(table, r) for r in await conn.fetch(query, ids, *args)]
+
+            by_id = {r["id"]: r for r in await select(Q["archive_workflows"], "workflows")}
+            return archive_documents(
+                [by_id[i] for i in ids],
+                await select(Q["archive_steps"], "steps"),
+                await select(Q["archive_deps"], "step_deps"),
+                await select(Q["archive_events"], "ownership_events", upto),
+                await select(Q["archive_keys"], "workflow_keys"),
+            )
+
+        async def snapshot(conn: Conn) -> list[dict[str, Any]]:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                return await export(conn)
+
+        return await self._run(snapshot, tx=False)
+
+    @staticmethod
+    async def _insert(
+        conn: Conn, table: str, given: Sequence[Mapping[str, Any]], *, drop: Collection[str] = ()
+    ) -> int:
+        """Insert neutral rows, columns the schema lacks ignored, generated ids (and
+        ``drop``) left to the table's defaults, a row whose key is already there
+        skipped. Returns how many rows were given."""
+        if not given:
+            return 0
+        have = [r[0] for r in await conn.fetch(Q["restore_columns"], table)]
+        skip = {SERIAL_COLUMNS.get(table), *drop}
+        columns = [c for c in have if c not in skip and c in given[0]]
+        # The table name comes from RESTORE_ORDER, never from the input.
+        statement = (
+            f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join(f'${i + 1}' for i in range(len(columns)))}) "
+            "ON CONFLICT DO NOTHING"
+        )
+        await conn.executemany(statement, [[row.get(c) for c in columns] for row in given])
+        return len(given)
+
+    async def restore_tables(
+        self, tables: Mapping[str, Sequence[Mapping[str, Any]]]
+    ) -> dict[str, int]:
+        async def load(conn: Conn) -> dict[str, int]:
+            await conn.execute(Q["restore_lock"])
+            present = int(await conn.fetchval(Q["restore_workflow_count"]))
+            if present:
+                raise InvalidStateError(
+                    f"the store already has {present} workflows: a backup is restored "
+                    "only into an empty store"
+                )
+            counts = {
+                table: await self._insert(conn, table, [neutral(table, r) for r in tables[table]])
+                for table in RESTORE_ORDER
+                if table in tables
+            }
+            await conn.fetchval(Q["restore_steps_seq"])
+            return counts
+
+        return await self._run(load)
+
+    async def import_workflows(self, docs: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+        async def load(conn: Conn) -> tuple[int, int]:
+            await conn.execute(Q["restore_lock"])
+            imported = skipped = 0
+            for doc in docs:
+                if await conn.fetchval(Q["restore_workflow_exists"], doc["workflow"]["id"]):
+                    skipped += 1
+                    continue
+                await self._insert(conn, "workflows", [doc["workflow"]])
+                await self._insert(
+                    conn, "steps", [neutral("steps", s) for s in doc["steps"]], drop=("seq",)
+                )
+                await self._insert(conn, "step_deps", doc["step_deps"])
+                await self._insert(conn, "ownership_events", doc["ownership_events"])
+                await self._insert(conn, "workflow_keys", doc["workflow_keys"])
+                imported += 1
+            return imported, skipped
+
+        return await self._run(load)
 
     async def retention_delete_rows(self, table: str, *, older_than_ms: int, limit: int) -> int:
         query = _row_queries(table)[0]

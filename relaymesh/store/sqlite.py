@@ -32,7 +32,7 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
@@ -73,6 +73,14 @@ from relaymesh.store import rows
 from relaymesh.store.base import ConflictReport, LeaderLease
 from relaymesh.store.queries import load_migrations, load_queries
 from relaymesh.store.retention import AGE_COLUMNS, ROW_TABLES, TABLES, WORKFLOW_TABLES, TableStats
+from relaymesh.store.transfer import (
+    ARRAY_COLUMNS,
+    RESTORE_ORDER,
+    SERIAL_COLUMNS,
+    archive_documents,
+    neutral,
+    rows_of,
+)
 
 __all__ = ["SqliteStore"]
 
@@ -1363,14 +1371,38 @@ class SqliteStore:
 
     # -- retention (work/retention.py) --------------------------------------------------------
 
+    @staticmethod
+    def _candidates(
+        conn: Conn,
+        now: int,
+        status: WorkflowStatus,
+        *,
+        older_than_ms: int,
+        limit: int,
+        ids: Sequence[str] | None,
+    ) -> list[Any]:
+        return conn.execute(
+            Q["retention_workflow_candidates"],
+            {
+                "status": status.value,
+                "cutoff": now - older_than_ms,
+                "limit": limit,
+                "ids": None if ids is None else json.dumps(list(ids)),
+            },
+        ).fetchall()
+
     async def retention_delete_workflows(
-        self, status: WorkflowStatus, *, older_than_ms: int, limit: int
+        self,
+        status: WorkflowStatus,
+        *,
+        older_than_ms: int,
+        limit: int,
+        ids: Sequence[str] | None = None,
     ) -> dict[str, int]:
         def delete(conn: Conn, now: int) -> dict[str, int]:
-            found = conn.execute(
-                Q["retention_workflow_candidates"],
-                {"status": status.value, "cutoff": now - older_than_ms, "limit": limit},
-            ).fetchall()
+            found = self._candidates(
+                conn, now, status, older_than_ms=older_than_ms, limit=limit, ids=ids
+            )
             counts = dict.fromkeys(WORKFLOW_TABLES, 0)
             if not found:
                 return counts
@@ -1389,6 +1421,90 @@ class SqliteStore:
             return counts
 
         return await self._write(delete)
+
+    async def retention_export_workflows(
+        self, status: WorkflowStatus, *, older_than_ms: int, limit: int
+    ) -> list[dict[str, Any]]:
+        def export(conn: Conn, now: int) -> list[dict[str, Any]]:
+            found = self._candidates(
+                conn, now, status, older_than_ms=older_than_ms, limit=limit, ids=None
+            )
+            if not found:
+                return []
+            params = {"ids": json.dumps([r[0] for r in found])}
+            upto = max(int(r[1]) for r in found) + _EVENT_MARGIN_MS
+
+            def select(query: str, table: str, extra: dict[str, Any] | None = None) -> list[Any]:
+                cursor = conn.execute(query, {**params, **(extra or {})})
+                columns = [d[0] for d in cursor.description]
+                return [neutral(table, r) for r in rows_of(columns, cursor.fetchall())]
+
+            by_id = {r["id"]: r for r in select(Q["archive_workflows"], "workflows")}
+            return archive_documents(
+                [by_id[r[0]] for r in found],
+                select(Q["archive_steps"], "steps"),
+                select(Q["archive_deps"], "step_deps"),
+                select(Q["archive_events"], "ownership_events", {"upto": upto}),
+                select(Q["archive_keys"], "workflow_keys"),
+            )
+
+        return await self._read(export)
+
+    def _insert(self, conn: Conn, table: str, given: Sequence[Mapping[str, Any]]) -> int:
+        """Insert neutral rows, columns the schema lacks ignored, generated ids dropped,
+        a row whose key is already there skipped. Returns the rows inserted."""
+        if not given:
+            return 0
+        # The table name comes from RESTORE_ORDER, never from the input.
+        have = [str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")]
+        drop = SERIAL_COLUMNS.get(table)
+        columns = [c for c in have if c != drop and c in given[0]]
+        arrays = ARRAY_COLUMNS.get(table, ())
+        statement = (
+            f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' for _ in columns)}) ON CONFLICT DO NOTHING"
+        )
+        values = [
+            [json.dumps(row.get(c)) if c in arrays else row.get(c) for c in columns]
+            for row in given
+        ]
+        return int(conn.executemany(statement, values).rowcount)
+
+    async def restore_tables(
+        self, tables: Mapping[str, Sequence[Mapping[str, Any]]]
+    ) -> dict[str, int]:
+        def load(conn: Conn, now: int) -> dict[str, int]:
+            present = int(conn.execute(Q["restore_workflow_count"]).fetchone()[0])
+            if present:
+                raise InvalidStateError(
+                    f"the store already has {present} workflows: a backup is restored "
+                    "only into an empty store"
+                )
+            return {
+                table: self._insert(conn, table, [neutral(table, r) for r in tables[table]])
+                for table in RESTORE_ORDER
+                if table in tables
+            }
+
+        return await self._write(load)
+
+    async def import_workflows(self, docs: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+        def load(conn: Conn, now: int) -> tuple[int, int]:
+            imported = skipped = 0
+            for doc in docs:
+                workflow_id = doc["workflow"]["id"]
+                if conn.execute(Q["restore_workflow_exists"], {"id": workflow_id}).fetchone():
+                    skipped += 1
+                    continue
+                self._insert(conn, "workflows", [doc["workflow"]])
+                self._insert(conn, "steps", doc["steps"])
+                self._insert(conn, "step_deps", doc["step_deps"])
+                self._insert(conn, "ownership_events", doc["ownership_events"])
+                self._insert(conn, "workflow_keys", doc["workflow_keys"])
+                imported += 1
+            return imported, skipped
+
+        return await self._write(load)
 
     async def retention_delete_rows(self, table: str, *, older_than_ms: int, limit: int) -> int:
         query = _row_queries(table)[0]

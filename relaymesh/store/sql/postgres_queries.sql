@@ -536,10 +536,57 @@ ORDER BY id;
 -- Final workflows of one status past the cutoff, oldest first, locked so a concurrent
 -- replay (which locks its workflow first) either runs before and makes it RUNNING
 -- (the re-check below then skips it) or waits for the delete.
+-- With $4 only those ids: the batch that was archived first.
 SELECT w.id, w.updated_at_ms FROM workflows AS w
 WHERE w.status = $1 AND w.updated_at_ms < rm_now_ms() - $2
+  AND ($4::text[] IS NULL OR w.id = ANY ($4::text[]))
 ORDER BY w.updated_at_ms LIMIT $3
 FOR UPDATE SKIP LOCKED;
+
+-- name: archive_candidates
+-- What retention_workflow_candidates picks next, read-only, no step able to run.
+SELECT w.id, w.updated_at_ms FROM workflows AS w
+WHERE w.status = $1 AND w.updated_at_ms < rm_now_ms() - $2
+  AND NOT EXISTS (SELECT 1 FROM steps AS s WHERE s.workflow_id = w.id
+                  AND s.status IN ('READY', 'RUNNING', 'RETRY_WAIT'))
+ORDER BY w.updated_at_ms LIMIT $3;
+
+-- name: archive_workflows
+SELECT * FROM workflows WHERE id = ANY ($1::text[]);
+
+-- name: archive_steps
+SELECT * FROM steps WHERE workflow_id = ANY ($1::text[]);
+
+-- name: archive_deps
+SELECT d.* FROM step_deps AS d JOIN steps AS s ON s.id = d.step_id
+WHERE s.workflow_id = ANY ($1::text[]);
+
+-- name: archive_events
+-- Bounded by at_ms like retention_delete_events (no index by step).
+SELECT e.* FROM ownership_events AS e WHERE e.at_ms <= $2 AND e.step_id IN (
+    SELECT id FROM steps WHERE workflow_id = ANY ($1::text[]))
+ORDER BY e.id;
+
+-- name: archive_keys
+SELECT * FROM workflow_keys WHERE workflow_id = ANY ($1::text[]);
+
+-- name: restore_columns
+SELECT column_name FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position;
+
+-- name: restore_workflow_count
+SELECT count(*) FROM workflows;
+
+-- name: restore_workflow_exists
+SELECT 1 FROM workflows WHERE id = $1;
+
+-- name: restore_lock
+-- One restore or import at a time; a concurrent one waits, then sees the rows.
+LOCK TABLE workflows IN SHARE ROW EXCLUSIVE MODE;
+
+-- name: restore_steps_seq
+SELECT setval(pg_get_serial_sequence('steps', 'seq'),
+              (SELECT coalesce(max(seq), 0) + 1 FROM steps), false);
 
 -- name: retention_still_final
 -- Under the row locks: the candidates that are still final with no step able to run.

@@ -400,8 +400,10 @@ ORDER BY id;
 -- name: retention_workflow_candidates
 -- Final workflows of one status past the cutoff, oldest first, none of whose steps can
 -- still run (belt and braces: a final workflow has none).
+-- With :ids (a JSON list) only those: the batch that was archived first.
 SELECT w.id, w.updated_at_ms FROM workflows AS w
 WHERE w.status = :status AND w.updated_at_ms < :cutoff
+  AND (:ids IS NULL OR w.id IN (SELECT value FROM json_each(:ids)))
   AND NOT EXISTS (SELECT 1 FROM steps AS s WHERE s.workflow_id = w.id
                   AND s.status IN ('READY', 'RUNNING', 'RETRY_WAIT'))
 ORDER BY w.updated_at_ms LIMIT :limit;
@@ -438,6 +440,31 @@ DELETE FROM steps WHERE workflow_id IN (SELECT value FROM json_each(:ids));
 
 -- name: retention_delete_workflows
 DELETE FROM workflows WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: archive_workflows
+SELECT * FROM workflows WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: archive_steps
+SELECT * FROM steps WHERE workflow_id IN (SELECT value FROM json_each(:ids));
+
+-- name: archive_deps
+SELECT d.* FROM step_deps AS d JOIN steps AS s ON s.id = d.step_id
+WHERE s.workflow_id IN (SELECT value FROM json_each(:ids));
+
+-- name: archive_events
+-- Bounded by at_ms like retention_delete_events (no index by step).
+SELECT * FROM ownership_events WHERE at_ms <= :upto AND step_id IN (
+    SELECT id FROM steps WHERE workflow_id IN (SELECT value FROM json_each(:ids)))
+ORDER BY id;
+
+-- name: archive_keys
+SELECT * FROM workflow_keys WHERE workflow_id IN (SELECT value FROM json_each(:ids));
+
+-- name: restore_workflow_count
+SELECT count(*) FROM workflows;
+
+-- name: restore_workflow_exists
+SELECT 1 FROM workflows WHERE id = :id;
 
 -- name: retention_delete_conflicts
 DELETE FROM lease_conflicts WHERE id IN (
