@@ -122,9 +122,12 @@ class Store(Protocol):
         status: StepStatus | None = None,
         workflow_id: str | None = None,
         agent: str | None = None,
+        before: tuple[int, str] | None = None,
         limit: int = 100,
     ) -> list[StepRecord]:
-        """Newest first (by updated_at)."""
+        """Newest first by ``(updated_at_ms, id)``; ``before`` is the keyset cursor (the
+        last row of the previous page), so paging a quiet table never skips nor
+        repeats a row (a step that changes meanwhile moves to the front)."""
         ...
 
     async def cancel_workflow(self, workflow_id: str, mode: str, actor: str) -> CancelResult:
@@ -293,8 +296,10 @@ class Store(Protocol):
         ...
 
     async def list_ownership_events(
-        self, *, since_ms: int | None = None, limit: int = 100
-    ) -> list[OwnershipEvent]: ...
+        self, *, since_ms: int | None = None, before_id: int | None = None, limit: int = 100
+    ) -> list[OwnershipEvent]:
+        """Newest first by id; ``before_id``: the keyset cursor (ids below it only)."""
+        ...
 
     async def list_conflicts(
         self, *, since_ms: int | None = None, limit: int = 100
@@ -317,9 +322,11 @@ class Store(Protocol):
         action: str | None = None,
         from_ms: int | None = None,
         to_ms: int | None = None,
+        before_id: int | None = None,
         limit: int = 100,
     ) -> list[AuditRecord]:
-        """Newest first. ``task_id`` matches the target or a step/workflow id in details."""
+        """Newest first by id; ``before_id``: the keyset cursor (ids below it only).
+        ``task_id`` matches the target or a step/workflow id in details."""
         ...
 
     async def record_settings_change(self, node: str, fields: Sequence[str]) -> None:

@@ -572,13 +572,22 @@ class PostgresStore:
         status: StepStatus | None = None,
         workflow_id: str | None = None,
         agent: str | None = None,
+        before: tuple[int, str] | None = None,
         limit: int = 100,
     ) -> list[StepRecord]:
         status_text = None if status is None else StepStatus(status).value
+        before_ms, before_id = before if before is not None else (_TOP_MS, "")
+        common: tuple[Any, ...] = (agent, before_ms, before_id, limit)
+        args: tuple[Any, ...]
+        if workflow_id is not None:
+            query, args = Q["steps_list_workflow"], (*common, workflow_id, status_text)
+        elif status_text is not None:
+            query, args = Q["steps_list_status"], (*common, status_text)
+        else:
+            query, args = Q["steps_list"], common
 
         async def listing(conn: Conn) -> list[StepRecord]:
-            found = await conn.fetch(Q["steps_list"], status_text, workflow_id, agent, limit)
-            return [rows.step_record(r) for r in found]
+            return [rows.step_record(r) for r in await conn.fetch(query, *args)]
 
         return await self._run(listing, tx=False)
 
@@ -1147,10 +1156,12 @@ class PostgresStore:
         return max(0, int(lag))
 
     async def list_ownership_events(
-        self, *, since_ms: int | None = None, limit: int = 100
+        self, *, since_ms: int | None = None, before_id: int | None = None, limit: int = 100
     ) -> list[OwnershipEvent]:
+        below = _TOP_ID if before_id is None else before_id
+
         async def listing(conn: Conn) -> list[OwnershipEvent]:
-            found = await conn.fetch(Q["ownership_events_list"], since_ms, limit)
+            found = await conn.fetch(Q["ownership_events_list"], since_ms, limit, below)
             return [rows.event_record(r) for r in found]
 
         return await self._run(listing, tx=False)
@@ -1194,10 +1205,15 @@ class PostgresStore:
         action: str | None = None,
         from_ms: int | None = None,
         to_ms: int | None = None,
+        before_id: int | None = None,
         limit: int = 100,
     ) -> list[AuditRecord]:
+        below = _TOP_ID if before_id is None else before_id
+
         async def query(conn: Conn) -> list[AuditRecord]:
-            found = await conn.fetch(Q["audit_query"], task_id, action, from_ms, to_ms, limit)
+            found = await conn.fetch(
+                Q["audit_query"], task_id, action, from_ms, to_ms, limit, below
+            )
             return [rows.audit_record(r) for r in found]
 
         return await self._run(query, tx=False)
@@ -1445,6 +1461,9 @@ def _write_json(path: str, document: dict[str, Any]) -> None:
 
 
 _EVENT_MARGIN_MS = 60_000
+_TOP_MS = 2**62
+_TOP_ID = 2**63 - 1
+"""Keyset cursors of a first page: above every row."""
 
 
 def _rowcount(status: str) -> int:

@@ -651,18 +651,26 @@ class SqliteStore:
         status: StepStatus | None = None,
         workflow_id: str | None = None,
         agent: str | None = None,
+        before: tuple[int, str] | None = None,
         limit: int = 100,
     ) -> list[StepRecord]:
+        before_ms, before_id = before if before is not None else (_TOP_MS, "")
         params = {
             "status": None if status is None else StepStatus(status).value,
             "workflow_id": workflow_id,
             "agent": agent,
+            "before_ms": before_ms,
+            "before_id": before_id,
             "limit": limit,
         }
+        if workflow_id is not None:
+            query = Q["steps_list_workflow"]
+        elif status is not None:
+            query = Q["steps_list_status"]
+        else:
+            query = Q["steps_list"]
         return await self._read(
-            lambda conn, now: [
-                rows.step_record(r) for r in conn.execute(Q["steps_list"], params).fetchall()
-            ]
+            lambda conn, now: [rows.step_record(r) for r in conn.execute(query, params).fetchall()]
         )
 
     async def cancel_workflow(self, workflow_id: str, mode: str, actor: str) -> CancelResult:
@@ -1250,9 +1258,13 @@ class SqliteStore:
         return await self._read(lag)
 
     async def list_ownership_events(
-        self, *, since_ms: int | None = None, limit: int = 100
+        self, *, since_ms: int | None = None, before_id: int | None = None, limit: int = 100
     ) -> list[OwnershipEvent]:
-        params = {"since": since_ms, "limit": limit}
+        params = {
+            "since": since_ms,
+            "before_id": _TOP_ID if before_id is None else before_id,
+            "limit": limit,
+        }
         return await self._read(
             lambda conn, now: [
                 rows.event_record(r) for r in conn.execute(Q["ownership_events_list"], params)
@@ -1302,6 +1314,7 @@ class SqliteStore:
         action: str | None = None,
         from_ms: int | None = None,
         to_ms: int | None = None,
+        before_id: int | None = None,
         limit: int = 100,
     ) -> list[AuditRecord]:
         params = {
@@ -1309,6 +1322,7 @@ class SqliteStore:
             "action": action,
             "from_ms": from_ms,
             "to_ms": to_ms,
+            "before_id": _TOP_ID if before_id is None else before_id,
             "limit": limit,
         }
         return await self._read(
@@ -1580,6 +1594,9 @@ class SqliteStore:
 
 
 _EVENT_MARGIN_MS = 60_000
+_TOP_MS = 2**62
+_TOP_ID = 2**63 - 1
+"""Keyset cursors of a first page: above every row."""
 _AUTO_VACUUM_INCREMENTAL = 2
 
 

@@ -72,14 +72,40 @@ SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, le
 FROM steps WHERE id = $1;
 
 -- name: steps_list
+-- Newest first by (updated_at_ms, id); the row value is the keyset cursor (the last
+-- row of the previous page; a first page passes a cursor above every row), so the
+-- page is a range scan of steps_updated_id. Three variants, each with the index its
+-- filter needs: a nullable filter would hide the index from a generic plan.
 SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
        owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
        error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms
 FROM steps
-WHERE ($1::text IS NULL OR status = $1)
-  AND ($2::text IS NULL OR workflow_id = $2)
-  AND ($3::text IS NULL OR agent = $3)
-ORDER BY updated_at_ms DESC, seq DESC
+WHERE ($1::text IS NULL OR agent = $1)
+  AND (updated_at_ms, id) < ($2::bigint, $3::text)
+ORDER BY updated_at_ms DESC, id DESC
+LIMIT $4;
+
+-- name: steps_list_status
+SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
+       owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
+       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms
+FROM steps
+WHERE status = $5
+  AND ($1::text IS NULL OR agent = $1)
+  AND (updated_at_ms, id) < ($2::bigint, $3::text)
+ORDER BY updated_at_ms DESC, id DESC
+LIMIT $4;
+
+-- name: steps_list_workflow
+SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
+       owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
+       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms
+FROM steps
+WHERE workflow_id = $5
+  AND ($6::text IS NULL OR status = $6)
+  AND ($1::text IS NULL OR agent = $1)
+  AND (updated_at_ms, id) < ($2::bigint, $3::text)
+ORDER BY updated_at_ms DESC, id DESC
 LIMIT $4;
 
 -- name: claim_candidates
@@ -477,7 +503,7 @@ SELECT coalesce(rm_now_ms() - min(m), 0) FROM (
 
 -- name: ownership_events_list
 SELECT id, step_id, node, event, lease_epoch, at_ms FROM ownership_events
-WHERE ($1::bigint IS NULL OR at_ms >= $1)
+WHERE ($1::bigint IS NULL OR at_ms >= $1) AND id < $3
 ORDER BY id DESC LIMIT $2;
 
 -- name: conflicts_list
@@ -511,6 +537,7 @@ WHERE ($1::text IS NULL OR target = $1 OR strpos(details, '"' || $1 || '"') > 0)
   AND ($2::text IS NULL OR action = $2)
   AND ($3::bigint IS NULL OR at_ms >= $3)
   AND ($4::bigint IS NULL OR at_ms <= $4)
+  AND id < $6
 ORDER BY id DESC LIMIT $5;
 
 -- name: settings_insert

@@ -51,14 +51,40 @@ SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, le
 FROM steps WHERE id = :id;
 
 -- name: steps_list
+-- Newest first by (updated_at_ms, id); the row value is the keyset cursor (the last
+-- row of the previous page; a first page passes a cursor above every row), so the
+-- page is a range scan of steps_updated_id. Three variants, each with the index its
+-- filter needs: a nullable filter (":x IS NULL OR") would hide the index.
 SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
        owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
        error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms
 FROM steps
-WHERE (:status IS NULL OR status = :status)
-  AND (:workflow_id IS NULL OR workflow_id = :workflow_id)
+WHERE (:agent IS NULL OR agent = :agent)
+  AND (updated_at_ms, id) < (:before_ms, :before_id)
+ORDER BY updated_at_ms DESC, id DESC
+LIMIT :limit;
+
+-- name: steps_list_status
+SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
+       owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
+       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms
+FROM steps
+WHERE status = :status
   AND (:agent IS NULL OR agent = :agent)
-ORDER BY updated_at_ms DESC, rowid DESC
+  AND (updated_at_ms, id) < (:before_ms, :before_id)
+ORDER BY updated_at_ms DESC, id DESC
+LIMIT :limit;
+
+-- name: steps_list_workflow
+SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
+       owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
+       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms
+FROM steps
+WHERE workflow_id = :workflow_id
+  AND (:status IS NULL OR status = :status)
+  AND (:agent IS NULL OR agent = :agent)
+  AND (updated_at_ms, id) < (:before_ms, :before_id)
+ORDER BY updated_at_ms DESC, id DESC
 LIMIT :limit;
 
 -- name: claim_candidates
@@ -347,7 +373,7 @@ SELECT min(m) FROM (
 
 -- name: ownership_events_list
 SELECT id, step_id, node, event, lease_epoch, at_ms FROM ownership_events
-WHERE (:since IS NULL OR at_ms >= :since)
+WHERE (:since IS NULL OR at_ms >= :since) AND id < :before_id
 ORDER BY id DESC LIMIT :limit;
 
 -- name: conflicts_list
@@ -381,6 +407,7 @@ WHERE (:task_id IS NULL OR target = :task_id OR instr(details, '"' || :task_id |
   AND (:action IS NULL OR action = :action)
   AND (:from_ms IS NULL OR at_ms >= :from_ms)
   AND (:to_ms IS NULL OR at_ms <= :to_ms)
+  AND id < :before_id
 ORDER BY id DESC LIMIT :limit;
 
 -- name: settings_insert
