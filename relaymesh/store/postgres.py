@@ -608,8 +608,9 @@ class PostgresStore:
                 status.value if status else None,
                 name,
                 since_ms,
-                before[0] if before else None,
-                before[1] if before else None,
+                # A first page: a cursor above every row (one index range scan).
+                before[0] if before else _TOP_MS,
+                before[1] if before else "",
                 limit,
             )
             ids = [r[0] for r in found]

@@ -1365,8 +1365,9 @@ class SqliteStore:
                     "status": status.value if status else None,
                     "name": name,
                     "since": since_ms,
-                    "before_ms": before[0] if before else None,
-                    "before_id": before[1] if before else None,
+                    # A first page: a cursor above every row (one index range scan).
+                    "before_ms": before[0] if before else _TOP_MS,
+                    "before_id": before[1] if before else "",
                     "limit": limit,
                 },
             ).fetchall()

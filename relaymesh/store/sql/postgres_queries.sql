@@ -698,7 +698,7 @@ FROM workflows w LEFT JOIN workflow_keys k ON k.workflow_id = w.id
 WHERE ($1::text IS NULL OR w.status = $1)
   AND ($2::text IS NULL OR w.name = $2)
   AND ($3::bigint IS NULL OR w.created_at_ms >= $3)
-  AND ($4::bigint IS NULL OR (w.created_at_ms, w.id) < ($4, $5::text))
+  AND (w.created_at_ms, w.id) < ($4::bigint, $5::text)
 ORDER BY w.created_at_ms DESC, w.id DESC LIMIT $6;
 
 -- name: workflows_step_counts

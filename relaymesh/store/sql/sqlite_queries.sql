@@ -540,8 +540,7 @@ FROM workflows w LEFT JOIN workflow_keys k ON k.workflow_id = w.id
 WHERE (:status IS NULL OR w.status = :status)
   AND (:name IS NULL OR w.name = :name)
   AND (:since IS NULL OR w.created_at_ms >= :since)
-  AND (:before_ms IS NULL OR w.created_at_ms < :before_ms
-       OR (w.created_at_ms = :before_ms AND w.id < :before_id))
+  AND (w.created_at_ms, w.id) < (:before_ms, :before_id)
 ORDER BY w.created_at_ms DESC, w.id DESC LIMIT :limit;
 
 -- name: workflows_step_counts
