@@ -172,11 +172,7 @@ def _pg_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def _pg_problem(node: dict[str, Any]) -> bool:
-    if node.get("Relation Name") not in BIG:
-        return False
-    if node["Node Type"] == "Seq Scan":
-        return True
-    return False
+    return node.get("Relation Name") in BIG and node["Node Type"] == "Seq Scan"
 
 
 @pytest.mark.parametrize("mode", ["auto", "force_generic_plan"])
