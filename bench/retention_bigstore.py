@@ -4,15 +4,17 @@ holds up to 1,000,000 finished steps (and their ownership events), both stores.
 ``python -m bench.retention_bigstore [--quick] [--only sqlite|postgresql]``
 (``make bench-retention``; ``make bench`` runs it too):
 
-* One store per backend, grown in place: empty, then ``SIZES`` finished steps of
+* One store per size and backend: empty, or ``SIZES`` finished steps of
   history (10-step SUCCEEDED workflows over the last 6 days, one ``claimed``
   ownership event per step), written with bulk SQL (``INSERT ... SELECT`` over a
   generated series), not through the API. The history is inside the default
   ``finished_after_s`` (7 days), so the nodes' own retention pass leaves it alone.
   PostgreSQL gets ``VACUUM ANALYZE`` after each fill (what autovacuum would have done
   over 6 days); SQLite gets nothing (a node never runs ANALYZE).
-* At each size: a backlog of 20,000 no-op ``echo`` steps (20 workflows of 1,000) is
-  drained by 2 ``relaymesh node run`` processes with the default settings (only
+* In each of ``ROUNDS`` rounds, every store in turn (so a change of the machine's
+  load hits every size alike; the median per size is reported): a backlog of 20,000
+  no-op ``echo`` steps (20 workflows of 1,000) is drained by 2 ``relaymesh node run``
+  processes with the default settings (only
   ``guard.max_load`` raised, as in work_throughput); the rate is counted as there
   (steps started after both nodes had claimed, over the time to the last commit).
   Then submit-to-start latency of one-step workflows at 50/s on the idle nodes.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -59,6 +62,7 @@ QUICK_SIZES = (0, 100_000)
 DRAIN_STEPS = 20_000
 QUICK_DRAIN_STEPS = 5_000
 NODES = 2
+ROUNDS = 3
 TARGET_RATIO = 0.90
 DAY_MS = 86_400_000
 
@@ -237,7 +241,6 @@ def latency(store: FreshStore, seconds: float, tmp: Path, tag: str) -> dict[str,
     rows = store.query(
         f"SELECT started_at_ms - ready_at_ms FROM steps WHERE workflow_id IN ({mine})"
     )
-    # Clear them so the next size's latency run counts only its own.
     values = sorted(float(r[0]) for r in rows)
     return {
         "samples": len(values),
@@ -248,34 +251,52 @@ def latency(store: FreshStore, seconds: float, tmp: Path, tag: str) -> dict[str,
     }
 
 
-def suite(backend: str, sizes: tuple[int, ...], steps: int, tmp: Path) -> list[dict[str, Any]]:
-    out = []
-    have = 0
-    with fresh_store(backend, tmp) as store:
-        asyncio.run(_migrate(store.url))
+def suite(
+    backend: str, sizes: tuple[int, ...], steps: int, rounds: int, tmp: Path
+) -> list[dict[str, Any]]:
+    """One store per size, filled once; then ``rounds`` rounds that drain each store in
+    turn, so a change of the machine's load hits every size alike. Per size: the
+    median of its rounds."""
+    with contextlib.ExitStack() as stack:
+        stores = {}
         for size in sizes:
-            fill_s = grow(store, have, size) if size > have else 0.0
-            have = max(have, size)
-            total = store.query("SELECT count(*) FROM steps")[0][0]
-            events = store.query("SELECT count(*) FROM ownership_events")[0][0]
-            tag = f"{backend[:2]}{size}-{uuid.uuid4().hex[:4]}"
-            log(f"{backend}: {total} steps, {events} events in the store (fill {fill_s:.0f} s)")
-            run = drain(store, steps, tmp, tag)
-            log(
-                f"  drain {run['steps']} steps: {run['per_s']:.0f} steps/s "
-                f"(load {run['load_before'][0]:.1f} -> {run['load_after'][0]:.1f})"
-            )
-            lat = latency(store, 5.0, tmp, tag + "l")
-            log(f"  submit-to-start p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms")
+            store = stack.enter_context(fresh_store(backend, tmp))
+            asyncio.run(_migrate(store.url))
+            fill_s = grow(store, 0, size) if size else 0.0
+            log(f"{backend}: store with {size:,} finished steps ready (fill {fill_s:.0f} s)")
+            stores[size] = (store, fill_s)
+        runs: dict[int, list[dict[str, Any]]] = {size: [] for size in sizes}
+        for round_no in range(rounds):
+            for size in sizes:
+                store, _ = stores[size]
+                tag = f"{backend[:2]}{size}-{round_no}-{uuid.uuid4().hex[:4]}"
+                run = drain(store, steps, tmp, tag)
+                run["latency"] = latency(store, 5.0, tmp, tag + "l")
+                log(
+                    f"  round {round_no + 1}, {size:,} finished: {run['per_s']:.0f} steps/s, "
+                    f"submit-to-start p50 {run['latency']['p50_ms']:.0f} ms "
+                    f"(load {run['load_before'][0]:.1f} -> {run['load_after'][0]:.1f})"
+                )
+                runs[size].append(run)
+        out = []
+        for size in sizes:
+            store, fill_s = stores[size]
+            done = runs[size]
+            median = sorted(done, key=lambda r: r["per_s"])[len(done) // 2]
             out.append(
                 {
                     "backend": backend,
                     "history_steps": size,
-                    "rows_steps": total,
-                    "rows_events": events,
+                    "rows_steps": store.query("SELECT count(*) FROM steps")[0][0],
+                    "rows_events": store.query("SELECT count(*) FROM ownership_events")[0][0],
                     "fill_s": fill_s,
-                    "drain": run,
-                    "latency": lat,
+                    "drain": median,
+                    "drain_rates": [r["per_s"] for r in done],
+                    "latency": {
+                        "p50_ms": statistics.median(r["latency"]["p50_ms"] for r in done),
+                        "p99_ms": statistics.median(r["latency"]["p99_ms"] for r in done),
+                    },
+                    "loads": [(r["load_before"][0], r["load_after"][0]) for r in done],
                 }
             )
     return out
@@ -341,8 +362,8 @@ def _svg(results: list[dict[str, Any]]) -> str:
 
 def render(results: list[dict[str, Any]], steps: int) -> str:
     lines = [
-        "| store | finished steps already there (+ events) | drain steps/s | vs empty | "
-        "submit-to-start p50 / p99 | load avg before -> after (drain) |",
+        "| store | steps in the store at the end (+ events) | drain steps/s, median "
+        "(each round) | vs empty | submit-to-start p50 / p99 | 1-min load avg per round |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
@@ -350,9 +371,10 @@ def render(results: list[dict[str, Any]], steps: int) -> str:
         ratio = r["drain"]["per_s"] / max(1e-9, base["drain"]["per_s"])
         lines.append(
             f"| {r['backend']} | {r['rows_steps']:,} ({r['rows_events']:,}) | "
-            f"{r['drain']['per_s']:,.0f} | {ratio:.0%} | "
+            f"{r['drain']['per_s']:,.0f} ({', '.join(f'{x:,.0f}' for x in r['drain_rates'])}) | "
+            f"{ratio:.0%} | "
             f"{r['latency']['p50_ms']:.0f} / {r['latency']['p99_ms']:.0f} ms | "
-            f"{r['drain']['load_before'][0]:.1f} -> {r['drain']['load_after'][0]:.1f} |"
+            f"{', '.join(f'{a:.1f}->{b:.1f}' for a, b in r['loads'])} |"
         )
     verdicts = []
     for backend in ("sqlite", "postgresql"):
@@ -367,7 +389,7 @@ def render(results: list[dict[str, Any]], steps: int) -> str:
         )
     return (
         f"Drain of {steps:,} no-op steps, {NODES} nodes, default settings "
-        f"(`worker.slots = {DEFAULT_SLOTS}`), one run per size.\n\n"
+        f"(`worker.slots = {DEFAULT_SLOTS}`); the stores drained in turn, round by round.\n\n"
         + "\n".join(lines)
         + "\n\n"
         + "\n".join(verdicts)
@@ -390,7 +412,7 @@ def main(argv: list[str] | None = None) -> None:
             if why:
                 log(f"{backend}: skipped ({why})")
                 continue
-            results += suite(backend, sizes, steps, Path(tmp))
+            results += suite(backend, sizes, steps, 1 if args.quick else ROUNDS, Path(tmp))
     text = f"Run {started}, load averages (1/5/15 min) at the end: {os.getloadavg()}\n\n"
     text += render(results, steps)
     print(text, flush=True)
