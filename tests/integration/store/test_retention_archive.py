@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import signal
+import subprocess
+import sys
+import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,7 +24,7 @@ from relaymesh.settings import RetentionSettings
 from relaymesh.store import Store, open_store
 from relaymesh.work.archive import ArchiveReader, archive_files
 from relaymesh.work.retention import run_pass
-from tests.conftest import require_pg
+from tests.conftest import async_wait_until, require_pg
 from tests.integration.store.retention_helpers import (
     WEEK_MS,
     age,
@@ -31,6 +35,7 @@ from tests.integration.store.retention_helpers import (
     drain,
     failed,
     finished,
+    sql,
 )
 from tests.pgutil import fresh_pg_database
 
@@ -174,3 +179,62 @@ async def test_a_backup_restores_into_an_empty_store_only(
         assert {w: await snapshot(copy, w) for w in ids} == before
     finally:
         await copy.close()
+
+
+_KILLED_ARCHIVING_PASS = textwrap.dedent(
+    """
+    import asyncio, sys
+    from relaymesh.ops.metrics import Metrics
+    from relaymesh.settings import RetentionSettings
+    from relaymesh.store import open_store
+    from relaymesh.work.retention import run_pass
+
+    async def main():
+        store = await open_store(sys.argv[1])
+        settings = RetentionSettings(batch_size=2, max_batches=1, archive_dir=sys.argv[2])
+        print("ready", flush=True)
+        while True:
+            await run_pass(store, settings, Metrics(), actor="node:k")
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_a_killed_archiving_pass_deleted_only_what_it_archived(
+    store_url: str, store: Store, tmp_path: Path
+) -> None:
+    ids = await finished(store, 24)
+    await age(store_url, ids, 2 * WEEK_MS)
+    before = {w: await snapshot(store, w) for w in ids}
+    archive_dir = tmp_path / "archive"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_ARCHIVING_PASS, store_url, str(archive_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+
+        async def some_gone() -> bool:
+            return await count(store_url, "workflows") < len(ids)
+
+        await async_wait_until(some_gone, 30, 0.001, "the pass to delete a batch")
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    left = {r[0] for r in await sql(store_url, "SELECT id FROM workflows")}
+    archived = {
+        d["workflow"]["id"]
+        for f in archive_files(str(archive_dir))
+        for d in ArchiveReader(f).documents()
+    }
+    assert set(ids) - left  # something was deleted...
+    assert set(ids) - left <= archived  # ...and only what is on disk
+    result = await restore(store, str(archive_dir))
+    assert result["imported"] == len(set(ids) - left)
+    assert {w: await snapshot(store, w) for w in ids} == before
