@@ -169,10 +169,12 @@ def grow(store: FreshStore, have: int, want: int) -> float:
 # -- one measurement -------------------------------------------------------------------
 
 
-def _wait(store: FreshStore, sql: str, expected: int, timeout_s: float) -> None:
+def _wait(
+    store: FreshStore, sql: str, expected: int, timeout_s: float, params: tuple[Any, ...] = ()
+) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
-        rows = store.query(sql)
+        rows = store.query(sql, params)
         if rows and rows[0][0] >= expected:
             return
         if time.monotonic() > deadline:
@@ -229,17 +231,20 @@ def latency(store: FreshStore, seconds: float, tmp: Path, tag: str) -> dict[str,
         time.sleep(0.5)  # an idle cluster, not a starting one
         mark_ms = int(time.time() * 1000) - 1000
         count = asyncio.run(_submit_steady(store.url, 50.0, seconds))
-        mine = f"SELECT id FROM workflows WHERE name LIKE 'lat%' AND created_at_ms >= {mark_ms}"
+        # A parameter, not a literal: psycopg reads "%" in the text as a placeholder.
+        mine = "SELECT id FROM workflows WHERE name LIKE ? AND created_at_ms >= ?"
         _wait(
             store,
             f"SELECT count(*) FROM steps WHERE workflow_id IN ({mine}) AND status = 'SUCCEEDED'",
             count,
             timeout_s=120,
+            params=("lat%", mark_ms),
         )
     finally:
         cluster.stop()
     rows = store.query(
-        f"SELECT started_at_ms - ready_at_ms FROM steps WHERE workflow_id IN ({mine})"
+        f"SELECT started_at_ms - ready_at_ms FROM steps WHERE workflow_id IN ({mine})",
+        ("lat%", mark_ms),
     )
     values = sorted(float(r[0]) for r in rows)
     return {
@@ -413,13 +418,17 @@ def main(argv: list[str] | None = None) -> None:
                 log(f"{backend}: skipped ({why})")
                 continue
             results += suite(backend, sizes, steps, 1 if args.quick else ROUNDS, Path(tmp))
+            _write(results, steps, started, plot=not args.quick)  # each backend as it ends
+
+
+def _write(results: list[dict[str, Any]], steps: int, started: str, *, plot: bool) -> None:
     text = f"Run {started}, load averages (1/5/15 min) at the end: {os.getloadavg()}\n\n"
     text += render(results, steps)
     print(text, flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(text)
     RAW.write_text(json.dumps(results, indent=2))
-    if not args.quick:
+    if plot:
         PLOT.write_text(_svg(results))
 
 
