@@ -220,15 +220,23 @@ class PostgresStore:
                 raise
             raise _translate(exc) from exc
 
-    async def _run(self, fn: Callable[[Conn], Awaitable[T]], *, tx: bool = True) -> T:
+    async def _run(
+        self,
+        fn: Callable[[Conn], Awaitable[T]],
+        *,
+        tx: bool = True,
+        deadline_s: float | None = None,
+    ) -> T:
         """Run ``fn(conn)`` on a pooled connection, in one transaction unless ``tx`` is
-        False, within ``call_deadline_s``; translate driver errors. On an outage every
-        connection of the server goes (``_drop_all``)."""
+        False, within ``call_deadline_s`` (or ``deadline_s``, for an operator's long
+        call); translate driver errors. On an outage every connection of the server
+        goes (``_drop_all``)."""
         if self._pool is None:
             await self.connect()
         pool = self._pool
+        limit_s = deadline_s or self._deadline_s
         try:
-            async with asyncio.timeout(self._deadline_s):
+            async with asyncio.timeout(limit_s):
                 return await self._attempt(pool, fn, tx)
         except RelayMeshError:
             raise
@@ -237,7 +245,7 @@ class PostgresStore:
         except TimeoutError as exc:
             await self._drop_all(pool)
             raise StoreUnavailableError(
-                f"postgresql store unavailable: no answer within {self._deadline_s:g} s"
+                f"postgresql store unavailable: no answer within {limit_s:g} s"
             ) from exc
         except Exception as exc:
             error = _translate(exc)
@@ -1349,7 +1357,8 @@ class PostgresStore:
             await conn.fetchval(Q["restore_steps_seq"])
             return counts
 
-        return await self._run(load)
+        # One transaction for the whole backup (all or nothing) may take minutes.
+        return await self._run(load, deadline_s=_RESTORE_DEADLINE_S)
 
     async def import_workflows(self, docs: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
         async def load(conn: Conn) -> tuple[int, int]:
@@ -1462,6 +1471,7 @@ def _write_json(path: str, document: dict[str, Any]) -> None:
 
 
 _EVENT_MARGIN_MS = 60_000
+_RESTORE_DEADLINE_S = 3600.0
 _TOP_MS = 2**62
 _TOP_ID = 2**63 - 1
 """Keyset cursors of a first page: above every row."""
