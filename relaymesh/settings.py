@@ -257,8 +257,9 @@ class RetentionSettings(_Section):
     """
 
     finished_after_s: int = Field(7 * 86400, ge=0)
-    """Keep SUCCEEDED and CANCELLED workflows (with their steps, dependencies, locks and
-    ownership events) this long after they finished; 0 keeps them forever."""
+    """Keep SUCCEEDED and CANCELLED workflows (with their steps, dependencies, locks,
+    ownership events and idempotency keys, but each schedule's latest fire) this long
+    after they finished; 0 keeps them forever."""
     dead_letter_after_s: int = Field(30 * 86400, ge=0)
     """Age after which a FAILED workflow (it holds unreplayed dead letters) is removed,
     only when ``remove_dead_letters`` is true; 0 keeps them forever."""
