@@ -238,3 +238,27 @@ async def test_a_killed_archiving_pass_deleted_only_what_it_archived(
     result = await restore(store, str(archive_dir))
     assert result["imported"] == len(set(ids) - left)
     assert {w: await snapshot(store, w) for w in ids} == before
+
+
+@pytest.mark.pg
+async def test_a_sqlite_backup_restores_into_postgresql(tmp_path: Path) -> None:
+    source = await open_store(f"sqlite:///{tmp_path / 'source.db'}")
+    try:
+        done = await finished(source, 2)
+        held = await failed(source)
+        waiting = await source.submit_workflow_once(chain(), "t", idempotency_key="k3")
+        ids = [*done, held, waiting.workflow_id]
+        before = {w: await snapshot(source, w) for w in ids}
+        await source.backup(str(tmp_path / "backup.db"))
+    finally:
+        await source.close()
+    async with fresh_pg_database(require_pg()) as url:
+        target = await open_store(url)
+        try:
+            result = await restore(target, str(tmp_path / "backup.db"))
+            assert result["kind"] == "sqlite database"
+            assert {w: await snapshot(target, w) for w in ids} == before
+            (claim,) = await target.claim_steps("w", limit=5, lease_ms=60_000)
+            assert claim.workflow_id == waiting.workflow_id
+        finally:
+            await target.close()
