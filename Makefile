@@ -32,6 +32,7 @@ lint: setup
 	$(BIN)/ruff check relaymesh tests bench tools
 	$(BIN)/ruff format --check relaymesh
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: setup
 	$(BIN)/python -m bench.run_all

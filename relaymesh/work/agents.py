@@ -116,6 +116,11 @@ class Agent(Protocol):
         the run (and kills any process it started) before ``CancelledError`` goes on."""
         ...
 
+    def run_now(self, request: AgentRequest) -> AgentOutcome | None:
+        """The whole run without waiting, for an agent that never waits (the worker then
+        runs it inline, with no task); None: it must run as a task (``run``)."""
+        ...
+
 
 # -- built-ins ------------------------------------------------------------------------
 
@@ -130,8 +135,7 @@ class EchoAgent:
         return self.run_now(request)
 
     def run_now(self, request: AgentRequest) -> AgentOutcome:
-        """The same, without a coroutine: the worker runs agents that have ``run_now``
-        inline."""
+        """The same, without a coroutine: the worker runs it inline."""
         return AgentOutcome.success(request.input)
 
 
@@ -152,6 +156,9 @@ class SleepAgent:
             )
         await asyncio.sleep(seconds)
         return AgentOutcome.success({"slept_s": seconds})
+
+    def run_now(self, request: AgentRequest) -> AgentOutcome | None:
+        return None  # it waits: run as a task
 
 
 class FailAgent:
@@ -182,6 +189,9 @@ class FailAgent:
             )
         return AgentOutcome.success({"attempt": request.attempt})
 
+    def run_now(self, request: AgentRequest) -> AgentOutcome | None:
+        return None  # it waits: run as a task
+
 
 # -- script agents --------------------------------------------------------------------
 
@@ -196,6 +206,9 @@ class ScriptAgent:
         self.spec = spec
         self.concurrency: int | None = spec.concurrency
         self.term_grace_s = term_grace_s
+
+    def run_now(self, request: AgentRequest) -> AgentOutcome | None:
+        return None  # a process: run as a task
 
     async def run(self, request: AgentRequest) -> AgentOutcome:
         payload = json.dumps(

@@ -20,6 +20,11 @@ Fencing is the store's: every write carries the lease. A write the store rejects
 means another worker owns the step now; the result is dropped, never retried.
 The store being unavailable is never fatal: each loop backs off with jitter and
 keeps its pending work, so nothing is lost.
+
+Dispatch statistics (``work/dispatch.py``): every held step ends with one outcome
+(``_Held.outcome``: ``ok``, ``agent_error``, ``lost_lease``, ...), recorded in
+``self.dispatch`` when the step is forgotten; a pause and a breaker opening are
+recorded when they begin.
 """
 
 from __future__ import annotations
@@ -28,17 +33,18 @@ import asyncio
 import contextlib
 import random
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from relaymesh.clock import Clock
 from relaymesh.exceptions import LeaseLostError, StoreError, StoreUnavailableError
 from relaymesh.logging import get_logger
 from relaymesh.model import Claim, Priority, StepStatus
-from relaymesh.ops.metrics import Metrics
-from relaymesh.settings import AgentSettings, BreakerSettings, Settings
+from relaymesh.settings import AgentSettings, BreakerSettings, DispatchSettings, Settings
 from relaymesh.store.base import Store
+from relaymesh.telemetry import WorkMetrics
 from relaymesh.work.agents import (
     DEFAULT_TERM_GRACE_S,
     AgentOutcome,
@@ -46,10 +52,11 @@ from relaymesh.work.agents import (
     AgentRequest,
 )
 from relaymesh.work.breaker import BreakerState, CircuitBreaker
+from relaymesh.work.dispatch import OK, DispatchStats, outcome_reason
 from relaymesh.work.guard import ResourceGuard
 from relaymesh.work.retry import ErrorKind, backoff_ms, next_action
 
-__all__ = ["COMMIT_BATCH", "Worker"]
+__all__ = ["COMMIT_BATCH", "ClaimPlan", "HeldState", "Worker", "plan_claims"]
 
 log = get_logger("relaymesh.work.worker")
 
@@ -58,16 +65,83 @@ COMMIT_BATCH = 512
 STORE_BACKOFF_BASE_MS = 50
 STORE_BACKOFF_MAX_MS = 5000
 RELEASE_TRIES = 3
+_RELEASE_OUTCOMES = {"unknown_agent": "unknown_agent"}
+"""A released step's dispatch outcome by release reason; any other is ``draining``."""
+
+
+class HeldState(StrEnum):
+    """Where a held step is; it is in exactly one of these until its slot frees."""
+
+    QUEUED = "queued"
+    """Claimed, waiting for its agent's concurrency."""
+    RUNNING = "running"
+    DONE = "done"
+    """The run ended; its verdict waits to be committed."""
+    RELEASING = "releasing"
+    """Being given back unfinished (drain, unknown agent, a claim that came in late)."""
+
+
+_ACTIVE = (HeldState.RUNNING, HeldState.QUEUED)
+"""States whose lease the watch loop checks: lost ones are killed or dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimPlan:
+    """The claims of one round: ``exact`` agents one call each for exactly their room
+    (a half-open breaker's probe, or an agent whose concurrency room is below the
+    batch), then the ``general`` agents together in one batch of the rest."""
+
+    limit: int
+    exact: tuple[tuple[str, int], ...]
+    general: tuple[str, ...]
+    low_first: int
+    """1 when the LOW anti-starvation guard forces a LOW pick first in the batch."""
+
+
+def plan_claims(
+    agents: Iterable[str],
+    *,
+    free: int,
+    claim_batch: int,
+    allowance: Callable[[str], int | None],
+    room_cap: Callable[[str], int | None],
+    non_low_streak: int,
+    low_starvation_threshold: int,
+) -> ClaimPlan:
+    """Split the known ``agents`` for one claim round (pure, so it is tested alone).
+    ``allowance``: a breaker's claims allowed now (None: no limit, 0: open); ``room_cap``:
+    how many more of that agent this node may hold now (None: only the slots). An agent
+    with no room or an open breaker is not claimed for at all, so this node never hoards
+    steps it cannot start while other nodes idle."""
+    limit = min(free, claim_batch)
+    general: list[str] = []
+    exact: list[tuple[str, int]] = []
+    for name in sorted(agents):
+        allowed = allowance(name)
+        cap = room_cap(name)
+        room = limit if cap is None else min(limit, cap)
+        if allowed == 0 or room <= 0:
+            continue
+        if allowed == 1:
+            exact.append((name, 1))
+        elif room < limit:
+            exact.append((name, room))
+        else:
+            general.append(name)
+    low_first = 1 if non_low_streak >= low_starvation_threshold else 0
+    return ClaimPlan(limit, tuple(exact), tuple(general), low_first)
 
 
 @dataclass(eq=False, slots=True)
 class _Held:
     claim: Claim
-    state: str = "queued"
+    state: HeldState = HeldState.QUEUED
     task: asyncio.Task[None] | None = None
     lost: bool = False
     drained: bool = False
     started_ms: int = 0
+    outcome: str | None = None
+    """Its dispatch outcome (``ok`` or a failure reason), recorded when it is forgotten."""
 
 
 class _Backoff:
@@ -93,7 +167,7 @@ class Worker:
         store: Store,
         node: str,
         settings: Callable[[], Settings],
-        metrics: Metrics,
+        metrics: WorkMetrics,
         clock: Clock,
         rng: random.Random,
         local_alive: Callable[[], bool] = lambda: True,
@@ -146,6 +220,13 @@ class Worker:
         self._closing = False
         self._drain_cut = False
         self._latency: dict[str, Any] = {}
+        self.dispatch = DispatchStats(
+            node, clock.monotonic_ms, wall_offset_ms=clock.wall_ms() - clock.monotonic_ms()
+        )
+        """The one-hour dispatch window (``work/dispatch.py``): every claimed step's
+        outcome and every refusing claim decision."""
+        self._dispatch_counters: dict[str, Any] = {}
+        self._dispatch_settings: DispatchSettings | None = None
 
     # -- public API ---------------------------------------------------------------------
 
@@ -195,7 +276,7 @@ class Worker:
         queued = list(self._queued)
         self._queued.clear()
         for held in queued:
-            held.state = "releasing"
+            held.state = HeldState.RELEASING
             self._load[held.claim.agent] -= 1
         released = await self._release_many(queued, "drain")
 
@@ -206,7 +287,7 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), left)
 
-        remaining = [h for h in self._held.values() if h.state == "running"]
+        remaining = [h for h in self._held.values() if h.state is HeldState.RUNNING]
         for held in remaining:
             held.drained = True
             assert held.task is not None
@@ -215,7 +296,7 @@ class Worker:
             *(h.task for h in remaining if h.task is not None), return_exceptions=True
         )
         for held in remaining:
-            held.state = "releasing"
+            held.state = HeldState.RELEASING
         released += await self._release_many(remaining, "drain")
 
         flush_deadline = loop.time() + max(5.0, timeout_s)
@@ -279,6 +360,7 @@ class Worker:
                     await self._wait_for_work(settings.worker.poll_ms)
             except StoreError as exc:
                 self.metrics.store_errors.labels("claim").inc()
+                self._record_dispatch(None, "store_error")
                 if isinstance(exc, StoreUnavailableError):
                     # The claim may have landed with its answer lost: look before the next.
                     self._claim_unsure = True
@@ -305,6 +387,9 @@ class Worker:
             self.metrics.worker_paused.labels(reason).inc()
             if reason != self._paused:
                 log.warning("worker_paused", node=self.node, reason=reason, detail=detail)
+                if reason != "disabled":  # an operator's choice, not a refusal
+                    refusal = "local_not_alive" if reason == "local_not_alive" else "guard_refused"
+                    self._record_dispatch(None, refusal)
         elif self._paused is not None:
             log.info("worker_resumed", node=self.node, was=self._paused)
         self._paused = reason
@@ -316,27 +401,28 @@ class Worker:
         for exactly that room (so this node never hoards steps it cannot start while
         other nodes idle); everything else shares one batch claim, in priority order."""
         worker = settings.worker
-        limit = min(free, worker.claim_batch)
-        names = self._registry.names()
-        general: list[str] = []
-        exact: list[tuple[str, int]] = []
-        for name in sorted(names):
+
+        def allowance(name: str) -> int | None:
             breaker = self._breakers.get(name)
-            allowance = breaker.allowance() if breaker is not None else None
+            return breaker.allowance() if breaker is not None else None
+
+        def room_cap(name: str) -> int | None:
             agent = self._registry.get(name)
             cap = agent.concurrency if agent is not None else None
-            room = limit if cap is None else min(limit, cap - self._load[name])
-            if allowance == 0 or room <= 0:
-                continue
-            if allowance == 1:
-                exact.append((name, 1))
-            elif room < limit:
-                exact.append((name, room))
-            else:
-                general.append(name)
+            return None if cap is None else cap - self._load[name]
 
+        plan = plan_claims(
+            self._registry.names(),
+            free=free,
+            claim_batch=worker.claim_batch,
+            allowance=allowance,
+            room_cap=room_cap,
+            non_low_streak=self._non_low_streak,
+            low_starvation_threshold=worker.low_starvation_threshold,
+        )
+        limit = plan.limit
         claimed = 0
-        for name, room in exact:
+        for name, room in plan.exact:
             if claimed >= limit:
                 break
             got = await self.store.claim_steps(
@@ -354,16 +440,15 @@ class Worker:
             # Accepted at once: a store error in the next call must not orphan them.
             self._accept(got, worker.lease_ms)
             claimed += len(got)
-        if claimed < limit and general:
-            low_first = 1 if self._non_low_streak >= worker.low_starvation_threshold else 0
+        if claimed < limit and plan.general:
             got = await self.store.claim_steps(
                 self.node,
                 limit=limit - claimed,
                 lease_ms=worker.lease_ms,
-                agents=general,
-                low_first=low_first,
+                agents=list(plan.general),
+                low_first=plan.low_first,
             )
-            self._note_priorities(got, forced=low_first > 0)
+            self._note_priorities(got, forced=plan.low_first > 0)
             self._accept(got, worker.lease_ms)
             claimed += len(got)
         return claimed
@@ -403,7 +488,7 @@ class Worker:
     def _accept(self, claims: list[Claim], lease_ms: int) -> None:
         if self._stop.is_set() and claims:
             # A claim that was in flight when stop/drain began: give it straight back.
-            held_list = [_Held(c, state="releasing") for c in claims]
+            held_list = [_Held(c, state=HeldState.RELEASING) for c in claims]
             for held in held_list:
                 self._held[held.claim.step_id] = held
             self._spawn(self._release_many(held_list, "stopping"))
@@ -444,23 +529,22 @@ class Worker:
                 agent = self._registry.get(name)
                 if agent is None:
                     log.warning("unknown_agent", step_id=held.claim.step_id, agent=name)
-                    held.state = "releasing"
+                    held.state = HeldState.RELEASING
                     self._load[name] -= 1
                     self._spawn(self._release_many([held], "unknown_agent"))
                     continue
                 if agent.concurrency is not None and self._running[name] >= agent.concurrency:
                     waiting.append(held)
                     continue
-                run_now = getattr(agent, "run_now", None)
-                if run_now is not None:
-                    # Built-ins that never wait (echo) skip the task and the running-step
-                    # bookkeeping: at thousands of steps per second they would cost more
-                    # than the step.
+                # Agents that never wait (echo) answer inline, skipping the task and the
+                # running-step bookkeeping: at thousands of steps per second they would
+                # cost more than the step.
+                outcome = agent.run_now(AgentRequest.from_claim(held.claim, self.node))
+                if outcome is not None:
                     self._load[name] -= 1
-                    outcome = run_now(AgentRequest.from_claim(held.claim, self.node))
                     self._verdict(held, outcome, 0)
                     continue
-                held.state = "running"
+                held.state = HeldState.RUNNING
                 held.started_ms = self.clock.monotonic_ms()
                 self._running[name] += 1
                 held.task = asyncio.create_task(
@@ -507,7 +591,7 @@ class Worker:
         if held.lost:
             self._forget(held)
             return
-        held.state = "done"
+        held.state = HeldState.DONE
         breaker = self._breaker(claim.agent)
         if outcome.ok:
             breaker.record_success()
@@ -527,16 +611,29 @@ class Worker:
     def _forget(self, held: _Held) -> None:
         if self._held.get(held.claim.step_id) is held:
             del self._held[held.claim.step_id]
+            if held.outcome is not None:
+                self._record_dispatch(held.claim.agent, held.outcome)
         self._changed.set()
 
+    def _record_dispatch(self, agent: str | None, reason: str) -> None:
+        """The dispatch hook: one sample into the window and ``dispatch_total``."""
+        self.dispatch.record(agent, reason)
+        counter = self._dispatch_counters.get(reason)
+        if counter is None:
+            result = "success" if reason == OK else "failed"
+            counter = self._dispatch_counters[reason] = self.metrics.dispatch.labels(result, reason)
+        counter.inc()
+
     def _running_now(self) -> bool:
-        return any(h.state == "running" for h in self._held.values())
+        return any(h.state is HeldState.RUNNING for h in self._held.values())
 
     def _lose(self, held: _Held, event: str, *, conflict: bool) -> None:
         """The store says another owner (or nobody) holds this step now: drop it."""
         if held.lost:
             return
         held.lost = True
+        if held.outcome is None:
+            held.outcome = "lost_lease"
         log.warning(
             "lease_lost",
             step_id=held.claim.step_id,
@@ -548,9 +645,9 @@ class Worker:
             self.metrics.lease_conflicts.labels(event).inc()
         if held.claim.agent in self._breakers:
             self._breakers[held.claim.agent].record_abandoned()
-        if held.state == "running" and held.task is not None:
+        if held.state is HeldState.RUNNING and held.task is not None:
             held.task.cancel()
-        elif held.state == "queued":
+        elif held.state is HeldState.QUEUED:
             with contextlib.suppress(ValueError):
                 self._queued.remove(held)
             self._load[held.claim.agent] -= 1
@@ -611,7 +708,9 @@ class Worker:
             if held.lost:
                 self._forget(held)
         for (held, _), ok in zip(live, oks, strict=True):
-            if not ok:
+            if ok:
+                held.outcome = OK
+            else:
                 self._lose(held, "commit_success", conflict=True)
             self._forget(held)
         return True
@@ -644,7 +743,9 @@ class Worker:
                         )
                     )
                     continue
-                if not ok:
+                if ok:
+                    held.outcome = OK
+                else:
                     self._lose(held, "commit_success", conflict=True)
             self._successes.pop(0)
             self._forget(held)
@@ -692,7 +793,9 @@ class Worker:
             # puts the step back, so it is retried, never lost.
             self.metrics.store_errors.labels("commit_failure").inc()
             log.error("failure_not_storable", step_id=claim.step_id, error=str(exc))
+            held.outcome = "store_error"
             return True
+        held.outcome = outcome_reason(error)
         if status == StepStatus.DEAD_LETTER:
             self.metrics.dead_letter.inc()
             log.warning(
@@ -736,6 +839,8 @@ class Worker:
                     released += 1
                     log.info("lease_released", step_id=held.claim.step_id, reason=reason)
                 break
+            if held.outcome is None:
+                held.outcome = _RELEASE_OUTCOMES.get(reason, "draining")
             self._forget(held)
         return released
 
@@ -760,7 +865,9 @@ class Worker:
 
     async def _heartbeat_once(self, lease_ms: int) -> None:
         async with self._write_lock:
-            helds = [h for h in self._held.values() if not h.lost and h.state != "releasing"]
+            helds = [
+                h for h in self._held.values() if not h.lost and h.state is not HeldState.RELEASING
+            ]
             if not helds:
                 return
             result = await self.store.heartbeat_many(
@@ -782,12 +889,12 @@ class Worker:
                 log.exception("worker_error", loop="watch")
 
     async def _watch_once(self) -> None:
-        helds = [h for h in self._held.values() if h.state in ("running", "queued") and not h.lost]
+        helds = [h for h in self._held.values() if h.state in _ACTIVE and not h.lost]
         if not helds:
             return
         lost = set(await self.store.lost_leases([h.claim.lease for h in helds]))
         for held in helds:
-            if held.claim.step_id in lost and held.state in ("running", "queued"):
+            if held.claim.step_id in lost and held.state in _ACTIVE:
                 self._lose(held, "watch", conflict=False)
 
     # -- configuration, breakers, helpers ----------------------------------------------------
@@ -798,40 +905,70 @@ class Worker:
             if self._agent_specs is not None:
                 log.info("agents_reloaded", agents=sorted(self._registry.names()))
         self._agent_specs = settings.agents
-        if settings.breaker is not self._breaker_settings:
+        if (
+            settings.breaker is not self._breaker_settings
+            or settings.dispatch is not self._dispatch_settings
+        ):
             for breaker in self._breakers.values():
                 breaker.configure(
                     failure_threshold=settings.breaker.failure_threshold,
                     open_ms=settings.breaker.open_ms,
+                    min_success_rate=settings.dispatch.min_success_rate,
+                    min_samples=settings.dispatch.min_samples,
                 )
             self._breaker_settings = settings.breaker
+            self._dispatch_settings = settings.dispatch
 
     def _breaker(self, agent: str) -> CircuitBreaker:
         breaker = self._breakers.get(agent)
         if breaker is None:
-            cfg = self._settings().breaker
+            settings = self._settings()
+            cfg = settings.breaker
             breaker = CircuitBreaker(
                 agent,
                 failure_threshold=cfg.failure_threshold,
                 open_ms=cfg.open_ms,
                 clock=self.clock,
                 on_transition=self._on_breaker_transition,
+                min_success_rate=settings.dispatch.min_success_rate,
+                min_samples=settings.dispatch.min_samples,
             )
             self._breakers[agent] = breaker
         return breaker
 
     def _on_breaker_transition(self, agent: str, old: BreakerState, new: BreakerState) -> None:
-        log.warning("breaker_transition", agent=agent, old=old.name, new=new.name, node=self.node)
+        reason: str | None = None
+        details: dict[str, Any] = {}
+        breaker = self._breakers.get(agent)
+        if new is BreakerState.OPEN and breaker is not None:
+            reason = breaker.open_reason
+            rate, runs = breaker.success_rate()
+            details = {"reason": reason, "runs": runs}
+            if rate is not None:
+                details["success_rate"] = round(rate, 4)
+        log.warning(
+            "breaker_transition",
+            agent=agent,
+            old=old.name,
+            new=new.name,
+            node=self.node,
+            **details,
+        )
         self.metrics.breaker_state.labels(agent).set(int(new))
-        self._spawn(self._audit_breaker(agent, old, new))
+        self.metrics.breaker_transitions.labels(agent, new.name, reason or "none").inc()
+        if reason is not None:
+            self._record_dispatch(agent, reason)
+        self._spawn(self._audit_breaker(agent, old, new, details))
 
-    async def _audit_breaker(self, agent: str, old: BreakerState, new: BreakerState) -> None:
+    async def _audit_breaker(
+        self, agent: str, old: BreakerState, new: BreakerState, details: dict[str, Any]
+    ) -> None:
         try:
             await self.store.record_audit(
                 self._actor,
                 "breaker_transition",
                 agent,
-                {"agent": agent, "from": old.name, "to": new.name, "node": self.node},
+                {"agent": agent, "from": old.name, "to": new.name, "node": self.node, **details},
             )
         except StoreError as exc:
             self.metrics.store_errors.labels("record_audit").inc()

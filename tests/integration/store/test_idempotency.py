@@ -62,8 +62,8 @@ async def test_list_workflows_filters_and_keyset_pages(store: Store) -> None:
         idempotency_key="kk",
     )
     everything = await store.list_workflows(limit=100)
-    # Newest first; submits in the same millisecond are ordered by id, so the keyed
-    # one is among the newest millisecond's, not necessarily first.
+    # Submitted last, so no older than any other; one made in the same millisecond may
+    # sort before it (ties go by id).
     (mine,) = [w for w in everything if w.id == keyed.workflow_id]
     assert mine.created_at_ms == everything[0].created_at_ms
     assert mine.idempotency_key == "kk"

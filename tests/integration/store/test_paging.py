@@ -23,7 +23,8 @@ from tests.e2e.harness import RELAYMESH
 from tests.integration.store.conftest import step, workflow
 from tests.integration.store.retention_helpers import sql
 
-pytestmark = pytest.mark.asyncio
+# sql_store: rows aged, tied or bulk-filled with SQL behind the store's back.
+pytestmark = [pytest.mark.asyncio, pytest.mark.sql_store]
 
 Page = Callable[[str | None], Awaitable[tuple[list[Any], str | None]]]
 

@@ -31,7 +31,8 @@ from relaymesh.store import Store
 from relaymesh.store.queries import load_queries
 from tests.integration.store.conftest import step, workflow
 
-pytestmark = pytest.mark.asyncio
+# sql_store: rows aged, tied or bulk-filled with SQL behind the store's back.
+pytestmark = [pytest.mark.asyncio, pytest.mark.sql_store]
 
 HISTORY_STEPS = 20_000
 BIG = ("steps", "ownership_events", "workflows")
@@ -42,22 +43,22 @@ HOT_SQLITE = (
     "claim_candidates_low",
     "claim_update",
     "claim_events",
+    "events_insert",
     "fence_heartbeat",
-    "fence_success_many",
+    "fence_success",
     "fence_retry",
     "fence_dead_letter",
     "fence_release",
-    "step_fence_state",
     "ready_dependents",
     "deps_all_succeeded",
-    "workflow_shape",
+    "workflow_shapes",
     "workflow_set_status",
     "lease_states",
     "upstream_results",
     "expired_running",
     "dead_owner_running",
     "promote_retries",
-    "oldest_claimable",
+    "queue_lag",
     "leases_held_by",
     "running_by_owner_status",
     "workflow_steps",

@@ -39,7 +39,8 @@ from tests.integration.store.retention_helpers import (
 )
 from tests.pgutil import fresh_pg_database
 
-pytestmark = pytest.mark.asyncio
+# sql_store: rows aged, tied or bulk-filled with SQL behind the store's back.
+pytestmark = [pytest.mark.asyncio, pytest.mark.sql_store]
 
 
 @asynccontextmanager
