@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup setup-chaos run test test-fast lint bench chaos soak docs fuzz fuzz-membership clean
+.PHONY: setup setup-chaos run test test-fast lint bench bench-retention chaos soak docs fuzz fuzz-membership clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,11 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m bench.run_all
+
+# Drain speed with 1,000,000 finished steps in the store vs an empty one (both stores;
+# also part of `make bench`, as the retention_bigstore suite).
+bench-retention: setup
+	$(BIN)/python -m bench.run_all --only retention_bigstore
 
 # The long failure scenarios (tests/chaos/README.md, docs/reliability.md); the soak is
 # separate (`make soak`, 30 minutes). The short host scenario runs in `make test`.

@@ -9,6 +9,7 @@ import click
 
 from relaymesh import __version__
 from relaymesh.cli.common import CliContext
+from relaymesh.logging import configure_logging
 
 # Modules that attach commands to ``main`` when imported (each defines ``register(main)``).
 _COMMAND_MODULES = (
@@ -18,6 +19,7 @@ _COMMAND_MODULES = (
     "relaymesh.cli.mesh",
     "relaymesh.cli.store",
     "relaymesh.cli.retention",
+    "relaymesh.cli.archive",
     "relaymesh.cli.ops",
     "relaymesh.cli.demo",
     "relaymesh.cli.sim",
@@ -54,6 +56,10 @@ def main(
     ctx: click.Context, config_path: str | None, store_url: str | None, log_level: str
 ) -> None:
     """RelayMesh: workflows of agent steps on a self-healing mesh of node daemons."""
+    # Every command logs to stderr: unconfigured, structlog prints to stdout, which
+    # would break the one JSON document of --json. ``node run`` and ``gossip``
+    # configure again with their node name bound.
+    configure_logging(log_level)
     ctx.obj = CliContext(config_path=config_path, store_url_option=store_url, log_level=log_level)
 
 

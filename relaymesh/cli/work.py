@@ -11,7 +11,7 @@ import click
 from relaymesh.cli.common import CliContext, echo_json, echo_table, pass_cli, run_async
 from relaymesh.cli.render import format_ms, render_steps, store_session
 from relaymesh.model import StepStatus
-from relaymesh.ops import services
+from relaymesh.ops import paging, services
 
 __all__ = ["register"]
 
@@ -107,11 +107,21 @@ def _short_error(error: object) -> str | None:
     return str(error)[:60]
 
 
+_CURSOR_HELP = "Next page: the cursor the previous page printed on stderr."
+
+
+def _next_page(cursor: str | None) -> None:
+    if cursor:
+        # stderr, so stdout stays the list INTERFACE.md promises (as `workflows`).
+        click.echo(f"next page: --cursor {cursor}", err=True)
+
+
 @click.command("tasks")
 @click.option("--status", "status_", type=_STATUSES, default=None)
 @click.option("--workflow", "workflow_id", default=None)
 @click.option("--agent", default=None)
 @click.option("--limit", type=_LIMIT, default=100, show_default=True)
+@click.option("--cursor", default=None, help=_CURSOR_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_cli
 def tasks(
@@ -121,19 +131,22 @@ def tasks(
     workflow_id: str | None,
     agent: str | None,
     limit: int,
+    cursor: str | None,
     as_json: bool,
 ) -> None:
-    """List steps, newest first."""
+    """List steps, newest first (keyset paging with --cursor)."""
 
     async def go() -> None:
         async with store_session(cli.store_url) as store:
-            steps = await services.list_tasks(
+            steps, following = await paging.page_tasks(
                 store,
                 status=StepStatus(status_.upper()) if status_ else None,
                 workflow_id=workflow_id,
                 agent=agent,
+                cursor=cursor,
                 limit=limit,
             )
+        _next_page(following)
         render_steps(steps, as_json)
 
     run_async(go)
@@ -141,14 +154,16 @@ def tasks(
 
 @click.command("dead")
 @click.option("--limit", type=_LIMIT, default=100, show_default=True)
+@click.option("--cursor", default=None, help=_CURSOR_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_cli
-def dead(cli: CliContext, limit: int, as_json: bool) -> None:
-    """Dead letters, newest first."""
+def dead(cli: CliContext, limit: int, cursor: str | None, as_json: bool) -> None:
+    """Dead letters, newest first (keyset paging with --cursor)."""
 
     async def go() -> None:
         async with store_session(cli.store_url) as store:
-            steps = await services.list_dead(store, limit=limit)
+            steps, following = await paging.page_dead(store, cursor=cursor, limit=limit)
+        _next_page(following)
         render_steps(steps, as_json)
 
     run_async(go)

@@ -22,7 +22,7 @@ import itertools
 import json
 import os
 import random
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -429,6 +429,7 @@ class MemoryStore:
         status: StepStatus | None = None,
         workflow_id: str | None = None,
         agent: str | None = None,
+        before: tuple[int, str] | None = None,
         limit: int = 100,
     ) -> list[StepRecord]:
         self._now()
@@ -439,8 +440,10 @@ class MemoryStore:
             if (wanted is None or s.status is wanted)
             and (workflow_id is None or s.workflow_id == workflow_id)
             and (agent is None or s.agent == agent)
+            and (before is None or (s.updated_at_ms, s.id) < before)
         ]
-        found.sort(key=lambda s: (s.updated_at_ms, s.touched, s.seq), reverse=True)
+        # The SQL stores' order: (updated_at_ms, id), newest first (keyset paging).
+        found.sort(key=lambda s: (s.updated_at_ms, s.id), reverse=True)
         return [s.record() for s in found[: max(limit, 0)]]
 
     async def cancel_workflow(self, workflow_id: str, mode: str, actor: str) -> CancelResult:
@@ -914,10 +917,14 @@ class MemoryStore:
         return max(0, now - min(ready)) if ready else 0
 
     async def list_ownership_events(
-        self, *, since_ms: int | None = None, limit: int = 100
+        self, *, since_ms: int | None = None, before_id: int | None = None, limit: int = 100
     ) -> list[OwnershipEvent]:
         self._now()
-        found = [e for e, _ in self._d.events if since_ms is None or e.at_ms >= since_ms]
+        found = [
+            e
+            for e, _ in self._d.events
+            if (since_ms is None or e.at_ms >= since_ms) and (before_id is None or e.id < before_id)
+        ]
         return found[::-1][: max(limit, 0)]
 
     def _conflicts_since(self, since_ms: int | None) -> list[LeaseConflict]:
@@ -960,6 +967,7 @@ class MemoryStore:
         action: str | None = None,
         from_ms: int | None = None,
         to_ms: int | None = None,
+        before_id: int | None = None,
         limit: int = 100,
     ) -> list[AuditRecord]:
         self._now()
@@ -970,6 +978,7 @@ class MemoryStore:
             and (action is None or a.action == action)
             and (from_ms is None or a.at_ms >= from_ms)
             and (to_ms is None or a.at_ms <= to_ms)
+            and (before_id is None or a.id < before_id)
         ]
         return found[::-1][: max(limit, 0)]
 
@@ -1013,10 +1022,20 @@ class MemoryStore:
         return sorted(found, key=lambda w: w.updated_at_ms)
 
     async def retention_delete_workflows(
-        self, status: WorkflowStatus, *, older_than_ms: int, limit: int
+        self,
+        status: WorkflowStatus,
+        *,
+        older_than_ms: int,
+        limit: int,
+        ids: Sequence[str] | None = None,
     ) -> dict[str, int]:
         now = self._now()
-        found = self._final_workflows(status, now - older_than_ms)[: max(limit, 0)]
+        only = None if ids is None else set(ids)
+        found = [
+            w
+            for w in self._final_workflows(status, now - older_than_ms)
+            if only is None or w.id in only
+        ][: max(limit, 0)]
         counts = dict.fromkeys(WORKFLOW_TABLES, 0)
         if not found:
             return counts
@@ -1040,10 +1059,42 @@ class MemoryStore:
         for step_id in step_ids:
             del d.steps[step_id]
         counts["steps"] = len(step_ids)
+        gone = {w.id for w in found}
+        latest = self._latest_fires()
+        for key in [
+            k
+            for k, v in d.keys.items()
+            if v.workflow_id in gone and (v.schedule is None or latest.get(v.schedule) != k)
+        ]:
+            del d.keys[key]
+            counts["workflow_keys"] += 1
         for w in found:
             del d.workflows[w.id]
         counts["workflows"] = len(found)
         return counts
+
+    def _latest_fires(self) -> dict[str, str]:
+        """Schedule to the key of its latest fire (kept by retention, as in SQL)."""
+        best: dict[str, tuple[int, str]] = {}
+        for key, k in self._d.keys.items():
+            if k.schedule is None or k.fire_at_ms is None:
+                continue
+            if k.schedule not in best or k.fire_at_ms > best[k.schedule][0]:
+                best[k.schedule] = (k.fire_at_ms, key)
+        return {schedule: key for schedule, (_, key) in best.items()}
+
+    async def retention_export_workflows(
+        self, status: WorkflowStatus, *, older_than_ms: int, limit: int
+    ) -> list[dict[str, Any]]:
+        raise StoreError("the in-memory store cannot archive: use SQLite or PostgreSQL")
+
+    async def restore_tables(
+        self, tables: Mapping[str, Sequence[Mapping[str, Any]]]
+    ) -> dict[str, int]:
+        raise StoreError("the in-memory store cannot restore a backup")
+
+    async def import_workflows(self, docs: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+        raise StoreError("the in-memory store cannot import archives")
 
     def _dated(self, table: str) -> list[Any]:
         row_queries(table)  # the same refusal as the SQL backends
@@ -1090,13 +1141,14 @@ class MemoryStore:
             "settings_history": d.settings,
             "leader_lease": [d.leader] if d.leader else [],
             "schema_version": list(range(d.schema_version)),
+            "workflow_keys": list(d.keys.values()),  # undated here: oldest None
             "dispatch_stats": [_Bucket(k[2]) for k in d.dispatch],
         }
         out: dict[str, TableStats] = {}
         for table in TABLES:
-            found = tables[table]
+            found = tables.get(table, [])
             column = AGE_COLUMNS.get(table)
-            dates = [getattr(r, column) for r in found] if column else []
+            dates = [getattr(r, column) for r in found if hasattr(r, column)] if column else []
             out[table] = TableStats(rows=len(found), bytes=None, oldest_ms=min(dates, default=None))
         return out
 

@@ -34,13 +34,14 @@ import contextlib
 import functools
 import json
 import os
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 
 from relaymesh.clock import Clock, SystemClock
 from relaymesh.exceptions import (
+    InvalidStateError,
     NotFoundError,
     RelayMeshError,
     StoreError,
@@ -75,6 +76,12 @@ from relaymesh.store.retention import (
     WORKFLOW_TABLES,
     TableStats,
     row_queries,
+)
+from relaymesh.store.transfer import (
+    RESTORE_ORDER,
+    SERIAL_COLUMNS,
+    archive_documents,
+    neutral,
 )
 from relaymesh.store.url import per_host_urls, redact_url
 
@@ -221,15 +228,23 @@ class PostgresStore:
                 raise
             raise _translate(exc) from exc
 
-    async def _run(self, fn: Callable[[Conn], Awaitable[T]], *, tx: bool = True) -> T:
+    async def _run(
+        self,
+        fn: Callable[[Conn], Awaitable[T]],
+        *,
+        tx: bool = True,
+        deadline_s: float | None = None,
+    ) -> T:
         """Run ``fn(conn)`` on a pooled connection, in one transaction unless ``tx`` is
-        False, within ``call_deadline_s``; translate driver errors. On an outage every
-        connection of the server goes (``_drop_all``)."""
+        False, within ``call_deadline_s`` (or ``deadline_s``, for an operator's long
+        call); translate driver errors. On an outage every connection of the server
+        goes (``_drop_all``)."""
         if self._pool is None:
             await self.connect()
         pool = self._pool
+        limit_s = deadline_s or self._deadline_s
         try:
-            async with asyncio.timeout(self._deadline_s):
+            async with asyncio.timeout(limit_s):
                 return await self._attempt(pool, fn, tx)
         except RelayMeshError:
             raise
@@ -238,7 +253,7 @@ class PostgresStore:
         except TimeoutError as exc:
             await self._drop_all(pool)
             raise StoreUnavailableError(
-                f"postgresql store unavailable: no answer within {self._deadline_s:g} s"
+                f"postgresql store unavailable: no answer within {limit_s:g} s"
             ) from exc
         except Exception as exc:
             error = _translate(exc)
@@ -543,13 +558,22 @@ class PostgresStore:
         status: StepStatus | None = None,
         workflow_id: str | None = None,
         agent: str | None = None,
+        before: tuple[int, str] | None = None,
         limit: int = 100,
     ) -> list[StepRecord]:
         status_text = None if status is None else StepStatus(status).value
+        before_ms, before_id = before if before is not None else (_TOP_MS, "")
+        common: tuple[Any, ...] = (agent, before_ms, before_id, limit)
+        args: tuple[Any, ...]
+        if workflow_id is not None:
+            query, args = Q["steps_list_workflow"], (*common, workflow_id, status_text)
+        elif status_text is not None:
+            query, args = Q["steps_list_status"], (*common, status_text)
+        else:
+            query, args = Q["steps_list"], common
 
         async def listing(conn: Conn) -> list[StepRecord]:
-            found = await conn.fetch(Q["steps_list"], status_text, workflow_id, agent, limit)
-            return [rows.step_record(r) for r in found]
+            return [rows.step_record(r) for r in await conn.fetch(query, *args)]
 
         return await self._run(listing, tx=False)
 
@@ -570,8 +594,9 @@ class PostgresStore:
                 status.value if status else None,
                 name,
                 since_ms,
-                before[0] if before else None,
-                before[1] if before else None,
+                # A first page: a cursor above every row (one index range scan).
+                before[0] if before else _TOP_MS,
+                before[1] if before else "",
                 limit,
             )
             ids = [r[0] for r in found]
@@ -1110,10 +1135,12 @@ class PostgresStore:
         return max(0, int(lag))
 
     async def list_ownership_events(
-        self, *, since_ms: int | None = None, limit: int = 100
+        self, *, since_ms: int | None = None, before_id: int | None = None, limit: int = 100
     ) -> list[OwnershipEvent]:
+        below = _TOP_ID if before_id is None else before_id
+
         async def listing(conn: Conn) -> list[OwnershipEvent]:
-            found = await conn.fetch(Q["ownership_events_list"], since_ms, limit)
+            found = await conn.fetch(Q["ownership_events_list"], since_ms, limit, below)
             return [rows.event_record(r) for r in found]
 
         return await self._run(listing, tx=False)
@@ -1157,10 +1184,15 @@ class PostgresStore:
         action: str | None = None,
         from_ms: int | None = None,
         to_ms: int | None = None,
+        before_id: int | None = None,
         limit: int = 100,
     ) -> list[AuditRecord]:
+        below = _TOP_ID if before_id is None else before_id
+
         async def query(conn: Conn) -> list[AuditRecord]:
-            found = await conn.fetch(Q["audit_query"], task_id, action, from_ms, to_ms, limit)
+            found = await conn.fetch(
+                Q["audit_query"], task_id, action, from_ms, to_ms, limit, below
+            )
             return [rows.audit_record(r) for r in found]
 
         return await self._run(query, tx=False)
@@ -1183,12 +1215,23 @@ class PostgresStore:
     # -- retention (work/retention.py) --------------------------------------------------------
 
     async def retention_delete_workflows(
-        self, status: WorkflowStatus, *, older_than_ms: int, limit: int
+        self,
+        status: WorkflowStatus,
+        *,
+        older_than_ms: int,
+        limit: int,
+        ids: Sequence[str] | None = None,
     ) -> dict[str, int]:
+        only = None if ids is None else list(ids)
+
         async def delete(conn: Conn) -> dict[str, int]:
             counts = dict.fromkeys(WORKFLOW_TABLES, 0)
             found = await conn.fetch(
-                Q["retention_workflow_candidates"], status.value, older_than_ms, limit
+                Q["retention_workflow_candidates"],
+                status.value,
+                older_than_ms,
+                limit,
+                only,
             )
             if not found:
                 return counts
@@ -1207,6 +1250,7 @@ class PostgresStore:
             counts["ownership_events"] = _rowcount(
                 await conn.execute(Q["retention_delete_events"], step_ids, upto)
             )
+            counts["workflow_keys"] = _rowcount(await conn.execute(Q["retention_delete_keys"], ids))
             counts["steps"] = _rowcount(await conn.execute(Q["retention_delete_steps"], ids))
             counts["workflows"] = _rowcount(
                 await conn.execute(Q["retention_delete_workflows"], ids)
@@ -1214,6 +1258,97 @@ class PostgresStore:
             return counts
 
         return await self._run(delete)
+
+    async def retention_export_workflows(
+        self, status: WorkflowStatus, *, older_than_ms: int, limit: int
+    ) -> list[dict[str, Any]]:
+        async def export(conn: Conn) -> list[dict[str, Any]]:
+            found = await conn.fetch(Q["archive_candidates"], status.value, older_than_ms, limit)
+            if not found:
+                return []
+            ids = [r[0] for r in found]
+            upto = max(int(r[1]) for r in found) + rules.EVENT_MARGIN_MS
+
+            async def select(query: str, table: str, *args: Any) -> list[dict[str, Any]]:
+                return [neutral(table, r) for r in await conn.fetch(query, ids, *args)]
+
+            by_id = {r["id"]: r for r in await select(Q["archive_workflows"], "workflows")}
+            return archive_documents(
+                [by_id[i] for i in ids],
+                await select(Q["archive_steps"], "steps"),
+                await select(Q["archive_deps"], "step_deps"),
+                await select(Q["archive_events"], "ownership_events", upto),
+                await select(Q["archive_keys"], "workflow_keys"),
+            )
+
+        async def snapshot(conn: Conn) -> list[dict[str, Any]]:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                return await export(conn)
+
+        return await self._run(snapshot, tx=False)
+
+    @staticmethod
+    async def _insert(
+        conn: Conn, table: str, given: Sequence[Mapping[str, Any]], *, drop: Collection[str] = ()
+    ) -> int:
+        """Insert neutral rows, columns the schema lacks ignored, generated ids (and
+        ``drop``) left to the table's defaults, a row whose key is already there
+        skipped. Returns how many rows were given."""
+        if not given:
+            return 0
+        have = [r[0] for r in await conn.fetch(Q["restore_columns"], table)]
+        skip = {SERIAL_COLUMNS.get(table), *drop}
+        columns = [c for c in have if c not in skip and c in given[0]]
+        # The table name comes from RESTORE_ORDER, never from the input.
+        statement = (
+            f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join(f'${i + 1}' for i in range(len(columns)))}) "
+            "ON CONFLICT DO NOTHING"
+        )
+        await conn.executemany(statement, [[row.get(c) for c in columns] for row in given])
+        return len(given)
+
+    async def restore_tables(
+        self, tables: Mapping[str, Sequence[Mapping[str, Any]]]
+    ) -> dict[str, int]:
+        async def load(conn: Conn) -> dict[str, int]:
+            await conn.execute(Q["restore_lock"])
+            present = int(await conn.fetchval(Q["restore_workflow_count"]))
+            if present:
+                raise InvalidStateError(
+                    f"the store already has {present} workflows: a backup is restored "
+                    "only into an empty store"
+                )
+            counts = {
+                table: await self._insert(conn, table, [neutral(table, r) for r in tables[table]])
+                for table in RESTORE_ORDER
+                if table in tables
+            }
+            await conn.fetchval(Q["restore_steps_seq"])
+            return counts
+
+        # One transaction for the whole backup (all or nothing) may take minutes.
+        return await self._run(load, deadline_s=_RESTORE_DEADLINE_S)
+
+    async def import_workflows(self, docs: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+        async def load(conn: Conn) -> tuple[int, int]:
+            await conn.execute(Q["restore_lock"])
+            imported = skipped = 0
+            for doc in docs:
+                if await conn.fetchval(Q["restore_workflow_exists"], doc["workflow"]["id"]):
+                    skipped += 1
+                    continue
+                await self._insert(conn, "workflows", [doc["workflow"]])
+                await self._insert(
+                    conn, "steps", [neutral("steps", s) for s in doc["steps"]], drop=("seq",)
+                )
+                await self._insert(conn, "step_deps", doc["step_deps"])
+                await self._insert(conn, "ownership_events", doc["ownership_events"])
+                await self._insert(conn, "workflow_keys", doc["workflow_keys"])
+                imported += 1
+            return imported, skipped
+
+        return await self._run(load)
 
     async def retention_delete_rows(self, table: str, *, older_than_ms: int, limit: int) -> int:
         query = Q[row_queries(table)[0]]
@@ -1281,6 +1416,12 @@ def _write_json(path: str, document: dict[str, Any]) -> None:
     with open(partial, "w", encoding="utf-8") as out:
         json.dump(document, out, default=str, separators=(",", ":"))
     os.replace(partial, path)
+
+
+_RESTORE_DEADLINE_S = 3600.0
+_TOP_MS = 2**62
+_TOP_ID = 2**63 - 1
+"""Keyset cursors of a first page: above every row."""
 
 
 def _rowcount(status: str) -> int:

@@ -60,7 +60,7 @@ from relaymesh.exceptions import (
 from relaymesh.exposure import is_loopback_host
 from relaymesh.logging import get_logger
 from relaymesh.model import Actor, StepStatus, WorkflowStatus
-from relaymesh.ops import services, submits
+from relaymesh.ops import paging, services, submits
 from relaymesh.settings import Settings
 from relaymesh.store.base import Store
 from relaymesh.web import params
@@ -151,6 +151,7 @@ class Api:
             web.get("/api/dead", r(self.dead)),
             web.get("/api/conflicts", r(self.conflicts)),
             web.get("/api/audit-query", r(self.audit_query)),
+            web.get("/api/ownership-events", r(self.ownership_events)),
             web.get("/api/events", r(self.events)),
             web.post("/api/cancel", w(self.cancel)),
             web.post("/api/replay", w(self.replay)),
@@ -261,14 +262,15 @@ class Api:
 
     async def tasks(self, request: web.Request, who: Principal) -> Any:
         q = request.query
-        steps = await services.list_tasks(
+        steps, following = await paging.page_tasks(
             self._store,
             status=params.status(q.get("status")),
             workflow_id=params.text(q.get("workflow") or q.get("workflow_id"), "workflow"),
             agent=params.text(q.get("agent"), "agent"),
+            cursor=params.text(q.get("cursor"), "cursor"),
             limit=params.limit(q.get("limit"), 100),
         )
-        return [s.to_json() for s in steps]
+        return _paged([s.to_json() for s in steps], following)
 
     async def workflow(self, request: web.Request, who: Principal) -> Any:
         workflow_id = params.text(request.match_info["workflow_id"], "workflow_id", required=True)
@@ -277,10 +279,13 @@ class Api:
         return {"workflow": wf.to_json(), "steps": [s.to_json() for s in steps]}
 
     async def dead(self, request: web.Request, who: Principal) -> Any:
-        steps = await services.list_dead(
-            self._store, limit=params.limit(request.query.get("limit"), 100)
+        q = request.query
+        steps, following = await paging.page_dead(
+            self._store,
+            cursor=params.text(q.get("cursor"), "cursor"),
+            limit=params.limit(q.get("limit"), 100),
         )
-        return [s.to_json() for s in steps]
+        return _paged([s.to_json() for s in steps], following)
 
     async def conflicts(self, request: web.Request, who: Principal) -> Any:
         q = request.query
@@ -303,15 +308,26 @@ class Api:
         to_ms = params.time_ms(q.get("to"), "to")
         if from_ms is not None and to_ms is not None and from_ms > to_ms:
             raise ValueError("from is after to")
-        rows = await services.query_audit(
+        rows, following = await paging.page_audit(
             self._store,
             task_id=params.text(q.get("task_id"), "task_id"),
             action=params.text(q.get("action"), "action"),
             from_ms=from_ms,
             to_ms=to_ms,
+            cursor=params.text(q.get("cursor"), "cursor"),
             limit=params.limit(q.get("limit"), 100),
         )
-        return [r.to_json() for r in rows]
+        return _paged([r.to_json() for r in rows], following)
+
+    async def ownership_events(self, request: web.Request, who: Principal) -> Any:
+        q = request.query
+        rows, following = await paging.page_ownership_events(
+            self._store,
+            since_ms=params.time_ms(q.get("since"), "since"),
+            cursor=params.text(q.get("cursor"), "cursor"),
+            limit=params.limit(q.get("limit"), 100),
+        )
+        return _paged([e.to_json() for e in rows], following)
 
     async def events(self, request: web.Request, who: Principal) -> web.StreamResponse:
         """Server-sent events: ``stats``, ``members``, ``conflicts`` when they change.
@@ -559,12 +575,19 @@ async def _login_token(request: web.Request) -> str:
     return token
 
 
+def _paged(items: list[Any], following: str | None) -> web.Response:
+    """A list page; the next page's cursor in ``X-Next-Cursor`` (as GET /api/workflows)."""
+    headers = {"X-Next-Cursor": following} if following else {}
+    return web.json_response(items, headers=headers, dumps=_dumps)
+
+
 def _query(name: str, kind: str = "string", **extra: Any) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": {"type": kind, **extra}}
 
 
 _LIMIT = _query("limit", "integer", minimum=1, maximum=params.MAX_LIMIT)
 _STATUS = _query("status", enum=[s.value for s in StepStatus])
+_CURSOR = _query("cursor")
 
 
 def _op(
@@ -649,8 +672,8 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/tasks": {
             "get": _op(
-                "List steps",
-                query=[_STATUS, _query("workflow"), _query("agent"), _LIMIT],
+                "List steps, newest first; the X-Next-Cursor header pages on",
+                query=[_STATUS, _query("workflow"), _query("agent"), _LIMIT, _CURSOR],
             )
         },
         "/api/workflows/{workflow_id}": {
@@ -661,7 +684,12 @@ OPENAPI: dict[str, Any] = {
                 ],
             }
         },
-        "/api/dead": {"get": _op("Dead letters", query=[_LIMIT])},
+        "/api/dead": {
+            "get": _op(
+                "Dead letters, newest first; the X-Next-Cursor header pages on",
+                query=[_LIMIT, _CURSOR],
+            )
+        },
         "/api/conflicts": {
             "get": _op(
                 "Lease conflicts (report=1 aggregates)",
@@ -670,8 +698,23 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/audit-query": {
             "get": _op(
-                "Audit trail (from/to: ISO-8601 or epoch ms)",
-                query=[_query("task_id"), _query("action"), _query("from"), _query("to"), _LIMIT],
+                "Audit trail, newest first (from/to: ISO-8601 or epoch ms); the "
+                "X-Next-Cursor header pages on",
+                query=[
+                    _query("task_id"),
+                    _query("action"),
+                    _query("from"),
+                    _query("to"),
+                    _LIMIT,
+                    _CURSOR,
+                ],
+            )
+        },
+        "/api/ownership-events": {
+            "get": _op(
+                "Claims, releases, reclaims and expiries, newest first; the X-Next-Cursor "
+                "header pages on",
+                query=[_query("since"), _LIMIT, _CURSOR],
             )
         },
         "/api/events": {"get": _op("Server-sent events: stats, members, conflicts")},

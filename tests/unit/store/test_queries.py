@@ -63,6 +63,10 @@ POSTGRES_ONLY = {
     "fence_failure_landed": "idempotent retry after a connection died mid-COMMIT",
     "fence_release_landed": "idempotent retry after a connection died mid-COMMIT",
     "backup_tables": "backup is a JSON dump (SQLite: the backup API)",
+    "archive_candidates": "a read-only pick (SQLite: the delete's own candidates query)",
+    "restore_columns": "information_schema (SQLite: PRAGMA table_info)",
+    "restore_lock": "a table lock (SQLite: BEGIN IMMEDIATE serialises writers)",
+    "restore_steps_seq": "the steps.seq sequence (SQLite has rowid)",
 }
 
 
