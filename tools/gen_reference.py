@@ -260,7 +260,8 @@ def api_page() -> str:
         "same document is served as `GET /api/openapi.json`. `GET /healthz` and "
         "`GET /metrics` need no token; every `/api/` route needs a token "
         "(`Authorization: Bearer TOKEN`) from `[web] tokens` whose role is at least the "
-        "one named below (`readonly` < `submitter` < `admin`). With no tokens configured the API answers loopback "
+        "one named below (`readonly` < `submitter` < `admin`). With no tokens "
+        "configured the API answers loopback "
         'clients only. Errors are JSON `{"error": "<one line>"}` with a 4xx status; '
         "a GET never changes anything.\n\n"
     )

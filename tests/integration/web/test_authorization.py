@@ -1,5 +1,5 @@
 """The authorization matrix on a real ``relaymesh serve-web`` process: every operation
-of ``OPENAPI`` × every kind of caller → the expected status.
+of ``OPENAPI`` x every kind of caller → the expected status.
 
 Callers: no credentials, a bearer token of each role, a wrong token, a cleared session
 cookie (what ``/api/logout`` leaves), an expired one (a cookie for a token no longer
