@@ -8,8 +8,8 @@ import pytest
 
 from relaymesh.client import ApiError, Client, WaitTimeout
 from relaymesh.web.api import hash_token
-from tests.e2e.conftest import ClusterFactory
 from tests.conftest import wait_until
+from tests.e2e.conftest import ClusterFactory
 from tests.e2e.harness import free_port
 
 ADMIN, SUBMITTER = "client-admin", "client-submitter"
