@@ -461,15 +461,11 @@ SELECT count(*) FROM settings_history WHERE at_ms < :cutoff;
 SELECT coalesce(m.tbl_name, d.name), sum(d.pgsize) FROM dbstat AS d
 LEFT JOIN sqlite_schema AS m ON m.name = d.name GROUP BY 1;
 
--- name: stats_page_size
-PRAGMA page_size;
-
 -- name: stats_freelist_count
 PRAGMA freelist_count;
 
 -- name: stats_auto_vacuum
 PRAGMA auto_vacuum;
-=======
 -- Idempotency keys, workflow listing and schedule fires (migration 0005).
 
 -- name: workflow_key_claim
