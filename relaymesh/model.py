@@ -361,9 +361,18 @@ class SettingsChange:
     at_ms: int
     node: str
     fields: tuple[str, ...]
+    """Changed fields the reload applied."""
+    refused: tuple[str, ...] = ()
+    """Changed fields it did not apply: they need a restart."""
 
     def to_json(self) -> dict[str, JSON]:
-        return {"id": self.id, "at": self.at_ms, "node": self.node, "fields": list(self.fields)}
+        return {
+            "id": self.id,
+            "at": self.at_ms,
+            "node": self.node,
+            "fields": list(self.fields),
+            "refused": list(self.refused),
+        }
 
 
 # -- idempotent submits, workflow listing, schedule fires --------------------------

@@ -95,7 +95,13 @@ class Node:
     """One RelayMesh daemon. Build it, ``await startup()``, ``await run()``,
     ``await shutdown()`` (or ``await serve()`` for all three with signals)."""
 
-    def __init__(self, settings: Settings, *, reload: SettingsLoader | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        reload: SettingsLoader | None = None,
+        create_store: bool = True,
+    ) -> None:
         node = settings.node
         if node.name is None:
             settings = settings.model_copy(
@@ -104,6 +110,9 @@ class Node:
         self.settings = settings
         self.name: str = settings.node.name or ""
         self._reload_loader = reload
+        self._create_store = create_store
+        """Whether a SQLite store file that does not exist may be created; ``node run``
+        passes ``--create-store`` (default off), programs embedding a node get True."""
         self.metrics = Metrics()
         self.notifier = SystemdNotifier()
         self.store: Store | None = None
@@ -161,9 +170,11 @@ class Node:
             metadata=metadata,
         )
         self.membership.subscribe(self._on_member_changed)
-        await self.membership.start()
+        # HTTP first: a busy port must fail the node before it joins the mesh (a node
+        # that joined and left at once leaves a LEFT row in every peer's view).
         if s.node.http:
             await self._start_http(s.node.http)
+        await self.membership.start()
         self._spawn(self._open_store(), "store-open")
         self._spawn(self.notifier.run_watchdog(), "sd-watchdog")
         self.notifier.ready(status=f"node {self.name} running")
@@ -174,6 +185,26 @@ class Node:
             http=f"{self.http.host}:{self.http.port}" if self.http is not None else None,
             store=_redacted(s.node.store_url),
         )
+
+    def validate(self) -> None:
+        """Every option checked before anything touches the network or the store, so a
+        bad one is one ``ConfigError`` line and leaves no trace (no join, no LEFT row,
+        no new store file)."""
+        from relaymesh.store import missing_store_error
+        from relaymesh.store.url import parse_store_url
+        from relaymesh.web.server import parse_hostport
+
+        s = self.settings
+        if s.node.http:
+            try:
+                parse_hostport(s.node.http)
+            except ValueError as exc:
+                raise ConfigError(f"--http: {exc}") from exc
+        self.check_exposure()
+        parse_store_url(s.node.store_url)
+        missing = None if self._create_store else missing_store_error(s.node.store_url)
+        if missing is not None:
+            raise ConfigError(f"{missing}, or start the node with --create-store")
 
     def check_exposure(self) -> None:
         """``ConfigError`` when the settings would expose the node unprotected (gossip
@@ -232,7 +263,7 @@ class Node:
             signal.SIGINT: self.request_stop,
             signal.SIGHUP: self._on_sighup,
         }
-        self.check_exposure()  # before anything starts, so a refusal is one line
+        self.validate()  # before anything starts, so a refusal is one line
         with capture_signals(loop, handlers):
             try:
                 await self.startup()
@@ -268,7 +299,7 @@ class Node:
         delay_s = STORE_RETRY_FIRST_S
         while True:
             try:
-                store = await open_store(self.settings.node.store_url)
+                store = await open_store(self.settings.node.store_url, create=self._create_store)
                 break
             except StoreUnavailableError as exc:
                 self.metrics.store_errors.labels(op="open").inc()
@@ -495,7 +526,9 @@ class Node:
             )
             if self.store is not None:
                 try:
-                    await services.record_settings_change(self.store, node=self.name, fields=hot)
+                    await services.record_settings_change(
+                        self.store, node=self.name, fields=hot, refused=cold
+                    )
                 except RelayMeshError as exc:
                     log.warning("settings_history_write_failed", node=self.name, error=str(exc))
             return hot
@@ -632,9 +665,11 @@ class Node:
 # -- entry points ---------------------------------------------------------------------------
 
 
-async def run_node(settings: Settings, reload: SettingsLoader | None = None) -> None:
+async def run_node(
+    settings: Settings, reload: SettingsLoader | None = None, *, create_store: bool = False
+) -> None:
     """``relaymesh node run``."""
-    await Node(settings, reload=reload).serve()
+    await Node(settings, reload=reload, create_store=create_store).serve()
 
 
 async def serve_web(
@@ -643,7 +678,7 @@ async def serve_web(
     """``relaymesh serve-web``: console and API over the store, no worker, no gossip."""
     from relaymesh.cli.render import store_session
     from relaymesh.web.api import Api
-    from relaymesh.web.server import HttpServer
+    from relaymesh.web.server import HttpServer, parse_hostport
 
     metrics = Metrics()
     stop = asyncio.Event()
@@ -656,8 +691,12 @@ async def serve_web(
         except RelayMeshError as exc:
             log.error("settings_reload_failed", error=str(exc))
 
+    try:
+        parse_hostport(bind)
+    except ValueError as exc:
+        raise ConfigError(f"--bind: {exc}") from exc
     check_http_exposure(bind, settings)
-    async with store_session(settings.node.store_url) as store:
+    async with store_session(settings.node.store_url) as store:  # refuses a missing file
         http = HttpServer(
             bind,
             metrics,
@@ -668,7 +707,10 @@ async def serve_web(
         with capture_signals(
             loop, {signal.SIGTERM: stop.set, signal.SIGINT: stop.set, signal.SIGHUP: reload}
         ):
-            await http.start()
+            try:
+                await http.start()
+            except OSError as exc:
+                raise ConfigError(f"cannot serve HTTP on {bind}: {exc.strerror or exc}") from exc
             log.info("web_ready", url=f"http://{http.host}:{http.port}/", store=store.url)
             try:
                 await stop.wait()

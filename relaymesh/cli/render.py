@@ -52,11 +52,13 @@ def format_ms(ms: int | None) -> str | None:
 
 
 @asynccontextmanager
-async def store_session(url: str) -> AsyncIterator[Store]:
-    """The store at ``url``, migrated, closed on the way out."""
+async def store_session(url: str, *, create: bool = False) -> AsyncIterator[Store]:
+    """The store at ``url``, migrated, closed on the way out. A SQLite file that does
+    not exist is refused with one line unless ``create`` (a mistyped ``--store`` must
+    not answer from a new empty store)."""
     from relaymesh.store import open_store
 
-    store = await open_store(url)
+    store = await open_store(url, create=create)
     try:
         yield store
     finally:

@@ -50,7 +50,8 @@ def submit(cli: CliContext, file: str, priority: str | None, idempotency_key: st
             settings=settings,
             priority_override=priority,
         )
-        async with store_session(settings.node.store_url) as store:
+        # A submit may create the store: nodes started on it later run the workflow.
+        async with store_session(settings.node.store_url, create=True) as store:
             outcome = await submit_workflow_once(store, spec, services.cli_actor(), idempotency_key)
         if not outcome.created:
             click.echo(f"already submitted with idempotency key {idempotency_key!r}", err=True)

@@ -70,7 +70,7 @@ from relaymesh.model import (
 )
 from relaymesh.store import rows
 from relaymesh.store.base import ConflictReport, LeaderLease
-from relaymesh.store.queries import load_migrations, load_queries
+from relaymesh.store.queries import load_migrations, load_queries, own_tables
 from relaymesh.store.retention import AGE_COLUMNS, ROW_TABLES, TABLES, WORKFLOW_TABLES, TableStats
 from relaymesh.store.url import per_host_urls, redact_url
 
@@ -309,8 +309,11 @@ class PostgresStore:
     async def backup(self, path: str) -> None:
         async def dump(conn: Conn) -> dict[str, Any]:
             tables: dict[str, list[dict[str, Any]]] = {}
+            own = set(own_tables("postgres"))
             for record in await conn.fetch(Q["backup_tables"]):
                 name = record[0]
+                if name not in own:
+                    continue  # another application's table in the same schema
                 quoted = '"' + name.replace('"', '""') + '"'
                 tables[name] = [dict(r) for r in await conn.fetch(f"SELECT * FROM {quoted}")]
             version = await conn.fetchval(Q["schema_version_current"])
@@ -326,6 +329,8 @@ class PostgresStore:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 return await dump(conn)
 
+        if not await asyncio.to_thread(_directory_exists, path):
+            raise StoreError(f"cannot write backup {path!r}: its directory does not exist")
         document = await self._run(consistent, tx=False)
         try:
             await asyncio.to_thread(_write_json, path, document)
@@ -1196,12 +1201,15 @@ class PostgresStore:
 
         return await self._run(query, tx=False)
 
-    async def record_settings_change(self, node: str, fields: Sequence[str]) -> None:
+    async def record_settings_change(
+        self, node: str, fields: Sequence[str], refused: Sequence[str] = ()
+    ) -> None:
+        column = rows.settings_fields(fields, refused)
+        details = {"fields": list(fields), "refused": list(refused)}
+
         async def record(conn: Conn) -> None:
-            await conn.execute(Q["settings_insert"], node, rows.dumps(list(fields)))
-            await self._audit(
-                conn, f"node:{node}", "reload", target=node, details={"fields": list(fields)}
-            )
+            await conn.execute(Q["settings_insert"], node, column)
+            await self._audit(conn, f"node:{node}", "reload", target=node, details=details)
 
         await self._run(record)
 
@@ -1327,6 +1335,10 @@ async def _close_quietly(closing: Awaitable[Any], terminate: Callable[[], None])
         terminate()
         if not isinstance(exc, Exception):
             raise
+
+
+def _directory_exists(path: str) -> bool:
+    return os.path.isdir(os.path.dirname(os.path.abspath(path)))
 
 
 def _write_json(path: str, document: dict[str, Any]) -> None:

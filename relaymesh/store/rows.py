@@ -205,8 +205,26 @@ def mesh_node(row: Sequence[Any]) -> MeshNode:
     )
 
 
+def settings_fields(fields: Sequence[str], refused: Sequence[str]) -> str:
+    """The ``settings_history.fields`` column: a JSON list of the applied fields, or
+    ``{"fields": [...], "refused": [...]}`` when some were refused (rows written before
+    refused fields were kept are plain lists, so both shapes are read)."""
+    if not refused:
+        return dumps(list(fields))
+    return dumps({"fields": list(fields), "refused": list(refused)})
+
+
 def settings_change(row: Sequence[Any]) -> SettingsChange:
-    return SettingsChange(id=row[0], at_ms=row[1], node=row[2], fields=_json_tuple(row[3]))
+    value = json.loads(row[3]) if isinstance(row[3], str) else row[3]
+    if isinstance(value, dict):
+        return SettingsChange(
+            id=row[0],
+            at_ms=row[1],
+            node=row[2],
+            fields=_json_tuple(value.get("fields")),
+            refused=_json_tuple(value.get("refused")),
+        )
+    return SettingsChange(id=row[0], at_ms=row[1], node=row[2], fields=_json_tuple(value))
 
 
 def lease_lost(

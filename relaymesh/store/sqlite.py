@@ -358,6 +358,9 @@ class SqliteStore:
     async def backup(self, path: str) -> None:
         def copy(conn: Conn) -> None:
             target = os.path.abspath(path)
+            if not os.path.isdir(os.path.dirname(target)):
+                # sqlite3 would say "unable to open database file": it reads as the store.
+                raise StoreError(f"cannot write backup {path!r}: its directory does not exist")
             partial = f"{target}.partial-{os.getpid()}"
             if os.path.exists(partial):
                 os.remove(partial)
@@ -1307,14 +1310,15 @@ class SqliteStore:
             lambda conn, now: [rows.audit_record(r) for r in conn.execute(Q["audit_query"], params)]
         )
 
-    async def record_settings_change(self, node: str, fields: Sequence[str]) -> None:
+    async def record_settings_change(
+        self, node: str, fields: Sequence[str], refused: Sequence[str] = ()
+    ) -> None:
+        column = rows.settings_fields(fields, refused)
+        details = {"fields": list(fields), "refused": list(refused)}
+
         def record(conn: Conn, now: int) -> None:
-            conn.execute(
-                Q["settings_insert"], {"now": now, "node": node, "fields": rows.dumps(list(fields))}
-            )
-            self._audit(
-                conn, now, f"node:{node}", "reload", target=node, details={"fields": list(fields)}
-            )
+            conn.execute(Q["settings_insert"], {"now": now, "node": node, "fields": column})
+            self._audit(conn, now, f"node:{node}", "reload", target=node, details=details)
 
         await self._write(record)
 

@@ -139,6 +139,9 @@ class Cluster:
             "RELAYMESH_STORE_URL": self.store_url,
             "PYTHONUNBUFFERED": "1",
         }
+        if self.store_url.startswith("sqlite:///"):
+            # Read commands refuse a SQLite file that does not exist yet.
+            self.cli("store", "migrate")
 
     # -- nodes ------------------------------------------------------------------------
 
@@ -166,6 +169,7 @@ class Cluster:
                     str(self.seeds),
                     "--http",
                     f"127.0.0.1:{node.http_port}",
+                    "--create-store",  # each cluster starts on a store of its own
                 ],
                 env=self.env,
                 cwd=self.root,
