@@ -162,7 +162,7 @@ class StepRecord:
     status: StepStatus
     priority: Priority
     attempt: int
-    """Runs started so far (a claim increments it)."""
+    """Runs started so far (a claim increments it); a replay keeps counting."""
     max_attempts: int
     lease_epoch: int
     owner_node: str | None
@@ -179,6 +179,9 @@ class StepRecord:
     """When the step last became claimable: queue lag and submit-to-start latency."""
     started_at_ms: int | None = None
     finished_at_ms: int | None = None
+    replays: tuple[dict[str, Any], ...] = ()
+    """Each replay, oldest first: ``{at, actor, from_status, from_attempt, max_attempts,
+    error}``, what the step was when it was replayed (docs/store.md, "Replays")."""
 
     def to_json(self) -> dict[str, JSON]:
         return {
@@ -204,6 +207,7 @@ class StepRecord:
             "ready_at": self.ready_at_ms,
             "started_at": self.started_at_ms,
             "finished_at": self.finished_at_ms,
+            "replays": [dict(r) for r in self.replays],
         }
 
 

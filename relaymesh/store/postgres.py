@@ -660,16 +660,26 @@ class PostgresStore:
         return await self._run(cancel)
 
     @staticmethod
-    async def _replay_one(conn: Conn, step_id: str, actor: str) -> str | None:
-        """Back to READY (PENDING when a dependency has not succeeded); the workflow id,
-        or None when the step is not replayable. The caller holds the workflow lock."""
+    async def _replay_one(conn: Conn, step_id: str, actor: str) -> tuple[str, int] | None:
+        """Back to READY (PENDING when a dependency has not succeeded), keeping the
+        attempt counter and recording the replay (``rows.replayed``); (workflow id, the
+        attempt it was replayed from), or None when the step is not replayable. The
+        caller holds the workflow lock."""
+        current = await conn.fetchrow(Q["step_get"], step_id)
+        if current is None:
+            return None
+        before = rows.step_record(current)
+        now = int(await conn.fetchval(Q["now_ms"]))
+        max_attempts, replays, _ = rows.replayed(before, actor, now)
         ready = await conn.fetchval(Q["deps_all_succeeded"], step_id)
         new_status = StepStatus.READY if ready else StepStatus.PENDING
-        row = await conn.fetchrow(Q["replay_update"], step_id, new_status.value)
+        row = await conn.fetchrow(
+            Q["replay_update"], step_id, new_status.value, max_attempts, replays
+        )
         if row is None:
             return None
         await conn.execute(Q["events_insert"], [step_id], [None], [row[1]], "replayed", actor)
-        return str(row[0])
+        return str(row[0]), before.attempt
 
     async def replay_step(self, step_id: str, actor: str) -> StepRecord:
         async def replay(conn: Conn) -> StepRecord:
@@ -678,12 +688,13 @@ class PostgresStore:
             if row is None:
                 raise NotFoundError(f"no step {step_id!r}")
             before = rows.step_record(row)
-            workflow_id = await self._replay_one(conn, step_id, actor)
-            if workflow_id is None:
+            done = await self._replay_one(conn, step_id, actor)
+            if done is None:
                 raise InvalidStateError(
                     f"step {step_id} is {before.status.value}: only DEAD_LETTER or CANCELLED "
                     "steps can be replayed"
                 )
+            workflow_id, from_attempt = done
             await self._refresh_workflows(conn, [workflow_id])
             await self._audit(
                 conn,
@@ -694,6 +705,8 @@ class PostgresStore:
                     "step_id": step_id,
                     "workflow_id": workflow_id,
                     "from": before.status.value,
+                    "from_attempt": from_attempt,
+                    "error": before.error,
                 },
             )
             await conn.execute(Q["notify_work"])
@@ -723,12 +736,14 @@ class PostgresStore:
             await conn.fetch(Q["workflows_lock"], sorted({r[1] for r in found}))
             replayed: list[str] = []
             touched: set[str] = set()
+            from_attempts: dict[str, int] = {}
             for r in found:
                 # Re-checked under the workflow lock: a concurrent batch replays a step once.
-                wf = await self._replay_one(conn, r[0], actor)
-                if wf is not None:
+                done = await self._replay_one(conn, r[0], actor)
+                if done is not None:
                     replayed.append(r[0])
-                    touched.add(wf)
+                    touched.add(done[0])
+                    from_attempts[r[0]] = done[1]
             await self._refresh_workflows(conn, touched)
             await self._audit(
                 conn,
@@ -742,6 +757,7 @@ class PostgresStore:
                     "limit": limit,
                     "count": len(replayed),
                     "step_ids": replayed,
+                    "from_attempts": from_attempts,
                 },
             )
             if replayed:

@@ -149,7 +149,27 @@ def step_record(row: Sequence[Any]) -> StepRecord:
         ready_at_ms=row[19],
         started_at_ms=row[20],
         finished_at_ms=row[21],
+        replays=tuple(loads(row[22]) or ()) if len(row) > 22 else (),
     )
+
+
+def replayed(step: StepRecord, actor: str, at_ms: int) -> tuple[int, str, dict[str, Any]]:
+    """What a replay of ``step`` writes: (new ``max_attempts``, the ``replays`` column,
+    the new history entry). The attempt counter is kept, and the step gets the same
+    budget of runs it had before: ``max_attempts`` minus the attempts already spent
+    when the budget was last granted (0, or the previous replay's ``from_attempt``)."""
+    history = list(step.replays)
+    granted_at = int(history[-1]["from_attempt"]) if history else 0
+    budget = max(1, step.max_attempts - granted_at)
+    entry: dict[str, Any] = {
+        "at": at_ms,
+        "actor": actor,
+        "from_status": step.status.value,
+        "from_attempt": step.attempt,
+        "max_attempts": step.max_attempts,
+        "error": step.error,
+    }
+    return step.attempt + budget, dumps([*history, entry]), entry
 
 
 def workflow_record(row: Sequence[Any]) -> WorkflowRecord:

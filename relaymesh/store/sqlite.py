@@ -707,13 +707,26 @@ class SqliteStore:
 
         return await self._write(cancel)
 
-    def _replay_one(self, conn: Conn, now: int, step_id: str, actor: str) -> str | None:
-        """Back to READY (PENDING when a dependency has not succeeded); the workflow id,
-        or None when the step is not replayable."""
+    def _replay_one(self, conn: Conn, now: int, step_id: str, actor: str) -> tuple[str, int] | None:
+        """Back to READY (PENDING when a dependency has not succeeded), keeping the
+        attempt counter and recording the replay (``rows.replayed``); (workflow id,
+        the attempt it was replayed from), or None when the step is not replayable."""
+        current = conn.execute(Q["step_get"], {"id": step_id}).fetchone()
+        if current is None:
+            return None
+        before = rows.step_record(current)
+        max_attempts, replays, _ = rows.replayed(before, actor, now)
         ready = bool(conn.execute(Q["deps_all_succeeded"], {"step_id": step_id}).fetchone()[0])
         new_status = StepStatus.READY if ready else StepStatus.PENDING
         row = conn.execute(
-            Q["replay_update"], {"step_id": step_id, "new_status": new_status.value, "now": now}
+            Q["replay_update"],
+            {
+                "step_id": step_id,
+                "new_status": new_status.value,
+                "now": now,
+                "max_attempts": max_attempts,
+                "replays": replays,
+            },
         ).fetchone()
         if row is None:
             return None
@@ -729,7 +742,7 @@ class SqliteStore:
                 "now": now,
             },
         )
-        return str(workflow_id)
+        return str(workflow_id), before.attempt
 
     async def replay_step(self, step_id: str, actor: str) -> StepRecord:
         def replay(conn: Conn, now: int) -> StepRecord:
@@ -737,12 +750,13 @@ class SqliteStore:
             if row is None:
                 raise NotFoundError(f"no step {step_id!r}")
             before = rows.step_record(row)
-            workflow_id = self._replay_one(conn, now, step_id, actor)
-            if workflow_id is None:
+            done = self._replay_one(conn, now, step_id, actor)
+            if done is None:
                 raise InvalidStateError(
                     f"step {step_id} is {before.status.value}: only DEAD_LETTER or CANCELLED "
                     "steps can be replayed"
                 )
+            workflow_id, from_attempt = done
             self._refresh_workflow(conn, now, workflow_id)
             self._audit(
                 conn,
@@ -754,6 +768,8 @@ class SqliteStore:
                     "step_id": step_id,
                     "workflow_id": workflow_id,
                     "from": before.status.value,
+                    "from_attempt": from_attempt,
+                    "error": before.error,
                 },
             )
             return rows.step_record(conn.execute(Q["step_get"], {"id": step_id}).fetchone())
@@ -792,11 +808,13 @@ class SqliteStore:
             ]
             touched: set[str] = set()
             replayed: list[str] = []
+            from_attempts: dict[str, int] = {}
             for step_id in ids:
-                wf = self._replay_one(conn, now, step_id, actor)
-                if wf is not None:
-                    touched.add(wf)
+                done = self._replay_one(conn, now, step_id, actor)
+                if done is not None:
+                    touched.add(done[0])
                     replayed.append(step_id)
+                    from_attempts[step_id] = done[1]
             for wf in touched:
                 self._refresh_workflow(conn, now, wf)
             self._audit(
@@ -812,6 +830,7 @@ class SqliteStore:
                     "limit": limit,
                     "count": len(replayed),
                     "step_ids": replayed,
+                    "from_attempts": from_attempts,
                 },
             )
             return len(replayed)

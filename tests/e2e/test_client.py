@@ -65,7 +65,10 @@ def test_client_against_a_node(make_cluster: ClusterFactory, store_backend: str 
     assert refused.value.status == 403 and "admin" in refused.value.message
     replayed = ops.replay(dead.id)
     assert replayed.id == dead.id and replayed.status in ("READY", "RUNNING", "SUCCEEDED")
-    assert ci.wait(first.id, timeout_s=60, poll_s=0.1).final
+    assert replayed.raw["replays"][0]["from_attempt"] == 1
+    # The attempt counter goes on: run 2 is past the agent's one failing run.
+    again = ci.wait(first.id, timeout_s=60, poll_s=0.1)
+    assert again.status == "SUCCEEDED" and again.step("once").attempt == 2
 
     slow = ci.submit(SLOW)
     assert slow.created

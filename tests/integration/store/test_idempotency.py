@@ -62,11 +62,14 @@ async def test_list_workflows_filters_and_keyset_pages(store: Store) -> None:
         idempotency_key="kk",
     )
     everything = await store.list_workflows(limit=100)
-    assert everything[0].id == keyed.workflow_id
-    assert everything[0].idempotency_key == "kk"
-    assert everything[0].steps == {"READY": 1, "PENDING": 1}
-    assert everything[0].finished_at_ms is None
-    assert {w.id for w in everything[1:]} == set(ids)
+    # Newest first by (created_at_ms, id): workflows made in the same millisecond are
+    # ordered by id, not by submit order, so find the keyed one by its id.
+    (mine,) = [w for w in everything if w.id == keyed.workflow_id]
+    assert mine.created_at_ms == max(w.created_at_ms for w in everything)
+    assert mine.idempotency_key == "kk"
+    assert mine.steps == {"READY": 1, "PENDING": 1}
+    assert mine.finished_at_ms is None
+    assert {w.id for w in everything} - {mine.id} == set(ids)
     order = [(w.created_at_ms, w.id) for w in everything]
     assert order == sorted(order, reverse=True)
     pages: list[str] = []

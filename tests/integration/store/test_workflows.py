@@ -134,14 +134,23 @@ async def test_replay_dead_letter(store: Store) -> None:
         _, steps = await store.get_workflow(wf)
         await store.replay_step(next(s.id for s in steps if s.name == "b"), "cli:u")
     record = await store.replay_step(a.step_id, "cli:u")
-    assert record.status is StepStatus.READY and record.attempt == 0
+    # The attempt counter is kept, the budget granted again, the replay recorded.
+    assert record.status is StepStatus.READY and record.attempt == 1
+    assert record.max_attempts == 1 + a.max_attempts
+    [entry] = record.replays
+    assert (entry["from_status"], entry["from_attempt"], entry["actor"]) == (
+        "DEAD_LETTER",
+        1,
+        "cli:u",
+    )
+    assert entry["error"] == {"kind": "permanent"}
     assert (await store.get_workflow(wf))[0].status is WorkflowStatus.RUNNING
     with pytest.raises(InvalidStateError):
         await store.replay_step(a.step_id, "cli:u")
     with pytest.raises(NotFoundError):
         await store.replay_step("missing", "cli:u")
     [again] = await store.claim_steps("n", limit=1, lease_ms=10_000)
-    assert again.step_id == a.step_id and again.attempt == 1
+    assert again.step_id == a.step_id and again.attempt == 2
     [audit] = await store.query_audit(action="replay")
     assert audit.target == a.step_id and audit.actor == "cli:u"
     assert [e.event for e in await store.list_ownership_events(limit=2)] == ["claimed", "replayed"]
