@@ -170,11 +170,9 @@ class Node:
             metadata=metadata,
         )
         self.membership.subscribe(self._on_member_changed)
-        # HTTP first: a busy port must fail the node before it joins the mesh (a node
-        # that joined and left at once leaves a LEFT row in every peer's view).
+        await self.membership.start()
         if s.node.http:
             await self._start_http(s.node.http)
-        await self.membership.start()
         self._spawn(self._open_store(), "store-open")
         self._spawn(self.notifier.run_watchdog(), "sd-watchdog")
         self.notifier.ready(status=f"node {self.name} running")
@@ -197,9 +195,13 @@ class Node:
         s = self.settings
         if s.node.http:
             try:
-                parse_hostport(s.node.http)
+                host, port = parse_hostport(s.node.http)
             except ValueError as exc:
                 raise ConfigError(f"--http: {exc}") from exc
+            # A busy port must fail the node before it joins the mesh (one that joined
+            # and left at once leaves a LEFT row in every peer's view). HTTP itself
+            # starts after gossip, so /healthz never answers before gossip runs.
+            _check_bindable(host, port, s.node.http)
         self.check_exposure()
         parse_store_url(s.node.store_url)
         missing = None if self._create_store else missing_store_error(s.node.store_url)
@@ -719,6 +721,21 @@ async def serve_web(
 
 
 # -- small helpers ----------------------------------------------------------------------------
+
+
+def _check_bindable(host: str, port: int, bind: str) -> None:
+    """``ConfigError`` when nothing could listen on ``host:port`` now (busy, or not an
+    address of this host). Port 0 (any free port) is always bindable."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, _, _, _, address = infos[0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve HTTP on {bind}: {exc.strerror or exc}") from exc
 
 
 def _load_seeds(path: str | None) -> list[str]:

@@ -139,8 +139,10 @@ class Cluster:
             "RELAYMESH_STORE_URL": self.store_url,
             "PYTHONUNBUFFERED": "1",
         }
-        if self.store_url.startswith("sqlite:///"):
-            # Read commands refuse a SQLite file that does not exist yet.
+        sqlite_dir = Path(self.store_url.removeprefix("sqlite:///")).parent
+        if self.store_url.startswith("sqlite:///") and sqlite_dir.is_dir():
+            # Read commands refuse a SQLite file that does not exist yet. (A directory
+            # that is missing on purpose, a volume not mounted yet, stays missing.)
             self.cli("store", "migrate")
 
     # -- nodes ------------------------------------------------------------------------
