@@ -292,6 +292,7 @@ class Cluster:
                         f"127.0.0.1:{port}",
                         "--seeds-file",
                         str(seeds),
+                        "--create-store",
                     ],
                     env=env,
                     cwd=str(self.tmp),

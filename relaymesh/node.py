@@ -114,6 +114,7 @@ class Node:
         reload: SettingsLoader | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        create_store: bool = True,
     ) -> None:
         node = settings.node
         if node.name is None:
@@ -123,6 +124,9 @@ class Node:
         self.settings = settings
         self.name: str = settings.node.name or ""
         self._reload_loader = reload
+        self._create_store = create_store
+        """Whether a SQLite store file that does not exist may be created; ``node run``
+        passes ``--create-store`` (default off), programs embedding a node get True."""
         self.metrics = Metrics()
         self.notifier = SystemdNotifier()
         self.store: Store | None = None
@@ -199,6 +203,30 @@ class Node:
             store=_redacted(s.node.store_url),
         )
 
+    def validate(self) -> None:
+        """Every option checked before anything touches the network or the store, so a
+        bad one is one ``ConfigError`` line and leaves no trace (no join, no LEFT row,
+        no new store file)."""
+        from relaymesh.store import missing_store_error
+        from relaymesh.store.url import parse_store_url
+        from relaymesh.web.server import parse_hostport
+
+        s = self.settings
+        if s.node.http:
+            try:
+                host, port = parse_hostport(s.node.http)
+            except ValueError as exc:
+                raise ConfigError(f"--http: {exc}") from exc
+            # A busy port must fail the node before it joins the mesh (one that joined
+            # and left at once leaves a LEFT row in every peer's view). HTTP itself
+            # starts after gossip, so /healthz never answers before gossip runs.
+            _check_bindable(host, port, s.node.http)
+        self.check_exposure()
+        parse_store_url(s.node.store_url)
+        missing = None if self._create_store else missing_store_error(s.node.store_url)
+        if missing is not None:
+            raise ConfigError(f"{missing}, or start the node with --create-store")
+
     def check_exposure(self) -> None:
         """``ConfigError`` when the settings would expose the node unprotected (gossip
         beyond loopback without keys, HTTP beyond loopback without tokens)."""
@@ -258,7 +286,7 @@ class Node:
             signal.SIGINT: self.request_stop,
             signal.SIGHUP: self._on_sighup,
         }
-        self.check_exposure()  # before anything starts, so a refusal is one line
+        self.validate()  # before anything starts, so a refusal is one line
         with capture_signals(loop, handlers):
             try:
                 await self.startup()
@@ -294,7 +322,7 @@ class Node:
         delay_s = STORE_RETRY_FIRST_S
         while True:
             try:
-                store = await open_store(self.settings.node.store_url)
+                store = await open_store(self.settings.node.store_url, create=self._create_store)
                 break
             except StoreUnavailableError as exc:
                 self.metrics.store_errors.labels(op="open").inc()
@@ -519,7 +547,9 @@ class Node:
             )
             if self.store is not None:
                 try:
-                    await services.record_settings_change(self.store, node=self.name, fields=hot)
+                    await services.record_settings_change(
+                        self.store, node=self.name, fields=hot, refused=cold
+                    )
                 except RelayMeshError as exc:
                     log.warning("settings_history_write_failed", node=self.name, error=str(exc))
             return hot
@@ -745,9 +775,11 @@ class Node:
 # -- entry points ---------------------------------------------------------------------------
 
 
-async def run_node(settings: Settings, reload: SettingsLoader | None = None) -> None:
+async def run_node(
+    settings: Settings, reload: SettingsLoader | None = None, *, create_store: bool = False
+) -> None:
     """``relaymesh node run``."""
-    await Node(settings, reload=reload).serve()
+    await Node(settings, reload=reload, create_store=create_store).serve()
 
 
 async def serve_web(
@@ -756,7 +788,7 @@ async def serve_web(
     """``relaymesh serve-web``: console and API over the store, no worker, no gossip."""
     from relaymesh.store import store_session
     from relaymesh.web.api import Api
-    from relaymesh.web.server import HttpServer
+    from relaymesh.web.server import HttpServer, parse_hostport
 
     metrics = Metrics()
     stop = asyncio.Event()
@@ -769,8 +801,12 @@ async def serve_web(
         except RelayMeshError as exc:
             log.error("settings_reload_failed", error=str(exc))
 
+    try:
+        parse_hostport(bind)
+    except ValueError as exc:
+        raise ConfigError(f"--bind: {exc}") from exc
     check_http_exposure(bind, settings)
-    async with store_session(settings.node.store_url) as store:
+    async with store_session(settings.node.store_url) as store:  # refuses a missing file
         http = HttpServer(
             bind,
             metrics,
@@ -781,7 +817,10 @@ async def serve_web(
         with capture_signals(
             loop, {signal.SIGTERM: stop.set, signal.SIGINT: stop.set, signal.SIGHUP: reload}
         ):
-            await http.start()
+            try:
+                await http.start()
+            except OSError as exc:
+                raise ConfigError(f"cannot serve HTTP on {bind}: {exc.strerror or exc}") from exc
             log.info("web_ready", url=f"http://{http.host}:{http.port}/", store=store.url)
             try:
                 await stop.wait()
@@ -790,6 +829,21 @@ async def serve_web(
 
 
 # -- small helpers ----------------------------------------------------------------------------
+
+
+def _check_bindable(host: str, port: int, bind: str) -> None:
+    """``ConfigError`` when nothing could listen on ``host:port`` now (busy, or not an
+    address of this host). Port 0 (any free port) is always bindable."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, _, _, _, address = infos[0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve HTTP on {bind}: {exc.strerror or exc}") from exc
 
 
 def _load_seeds(path: str | None) -> list[str]:

@@ -245,7 +245,9 @@ class AgentSettings(_Section):
 class TokenSettings(_Section):
     name: str
     token_sha256: str
-    role: Literal["admin", "readonly"] = "readonly"
+    role: Literal["admin", "submitter", "readonly"] = "readonly"
+    """``readonly``: every read; ``submitter``: reads and ``POST /api/workflows``; ``admin``:
+    everything."""
 
 
 class WebSettings(_Section):

@@ -1,15 +1,70 @@
 """The ``relaymesh`` command group. Commands live in one module per area and are
-attached here; this module holds only the global options."""
+attached here; this module holds only the global options.
+
+The global options (``--config``, ``--store``, ``--log-level``) work before or after
+the command (``relaymesh tasks --store URL``), and any ``RelayMeshError`` a command
+lets through (bad settings read outside its store session, say) is one ``error:``
+line and exit 1, never a traceback.
+"""
 
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import click
 
 from relaymesh import __version__
-from relaymesh.cli.common import CliContext
+from relaymesh.cli.common import CliContext, fail
+from relaymesh.exceptions import RelayMeshError
 from relaymesh.logging import configure_logging
+
+GLOBAL_VALUE_OPTIONS = ("--config", "--store", "--log-level")
+"""Options of the group that take a value; moved to the front wherever they appear."""
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """``args`` with the global options found after the command name moved before it,
+    so click parses them as the group's. Stops at ``--`` (what follows is positional)."""
+    i = 0
+    while i < len(args):  # skip what is already in front of the command
+        arg = args[i]
+        if arg in GLOBAL_VALUE_OPTIONS:
+            i += 2
+        elif arg.startswith("-") and arg != "-":
+            i += 1
+        else:
+            break
+    front, tail, hoisted = args[:i], args[i:], []
+    kept: list[str] = []
+    j = 0
+    while j < len(tail):
+        arg = tail[j]
+        if arg == "--":
+            kept += tail[j:]
+            break
+        if arg in GLOBAL_VALUE_OPTIONS and j + 1 < len(tail):
+            hoisted += tail[j : j + 2]
+            j += 2
+            continue
+        if arg.partition("=")[0] in GLOBAL_VALUE_OPTIONS and "=" in arg:
+            hoisted.append(arg)
+        else:
+            kept.append(arg)
+        j += 1
+    return front + hoisted + kept
+
+
+class RelayMeshGroup(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(list(args)))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RelayMeshError as exc:
+            fail(str(exc))
+
 
 # Modules that attach commands to ``main`` when imported (each defines ``register(main)``).
 _COMMAND_MODULES = (
@@ -27,7 +82,10 @@ _COMMAND_MODULES = (
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=RelayMeshGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="relaymesh")
 @click.option(
     "--config",

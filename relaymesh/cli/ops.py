@@ -183,7 +183,8 @@ def reload_settings(cli: CliContext, node: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_cli
 def settings_history(cli: CliContext, limit: int, as_json: bool) -> None:
-    """Recent settings reloads: time, node, changed field names."""
+    """Recent settings reloads: time, node, changed field names applied and refused
+    (those need a restart)."""
 
     async def go() -> None:
         async with store_session(cli.store_url) as store:
@@ -191,8 +192,14 @@ def settings_history(cli: CliContext, limit: int, as_json: bool) -> None:
         render_list(
             rows,
             as_json,
-            ["id", "at", "node", "fields"],
-            lambda r: (r.id, format_ms(r.at_ms), r.node, ", ".join(r.fields) or "(none)"),
+            ["id", "at", "node", "fields", "refused (need a restart)"],
+            lambda r: (
+                r.id,
+                format_ms(r.at_ms),
+                r.node,
+                ", ".join(r.fields) or "(none)",
+                ", ".join(r.refused) or None,
+            ),
         )
 
     run_async(go)

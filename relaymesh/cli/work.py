@@ -6,6 +6,9 @@ and renders the answer; state changes are audited there as ``cli:<user>``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import click
 
 from relaymesh.cli.common import CliContext, echo_json, echo_table, pass_cli, run_async
@@ -50,7 +53,8 @@ def submit(cli: CliContext, file: str, priority: str | None, idempotency_key: st
             settings=settings,
             priority_override=priority,
         )
-        async with store_session(settings.node.store_url) as store:
+        # A submit may create the store: nodes started on it later run the workflow.
+        async with store_session(settings.node.store_url, create=True) as store:
             outcome = await submit_workflow_once(store, spec, services.cli_actor(), idempotency_key)
         if not outcome.created:
             click.echo(f"already submitted with idempotency key {idempotency_key!r}", err=True)
@@ -77,7 +81,18 @@ def status(cli: CliContext, workflow_id: str, as_json: bool) -> None:
             f"created {format_ms(workflow.created_at_ms)}"
         )
         echo_table(
-            ["step", "id", "agent", "status", "attempt", "epoch", "owner", "depends_on", "error"],
+            [
+                "step",
+                "id",
+                "agent",
+                "status",
+                "attempt",
+                "epoch",
+                "owner",
+                "depends_on",
+                "replayed",
+                "error",
+            ],
             [
                 (
                     s.name,
@@ -88,6 +103,7 @@ def status(cli: CliContext, workflow_id: str, as_json: bool) -> None:
                     s.lease_epoch,
                     s.owner_node,
                     ",".join(s.depends_on) or None,
+                    _replayed(s.replays),
                     _short_error(s.error),
                 )
                 for s in steps
@@ -95,6 +111,15 @@ def status(cli: CliContext, workflow_id: str, as_json: bool) -> None:
         )
 
     run_async(go)
+
+
+def _replayed(replays: Sequence[dict[str, Any]]) -> str | None:
+    """``2x, last from DEAD_LETTER at attempt 3/3``: how often, and from where."""
+    if not replays:
+        return None
+    last = replays[-1]
+    where = f"{last.get('from_attempt')}/{last.get('max_attempts')}"
+    return f"{len(replays)}x, last from {last.get('from_status')} at attempt {where}"
 
 
 def _short_error(error: object) -> str | None:
@@ -212,7 +237,12 @@ def replay(cli: CliContext, step_id: str, as_json: bool) -> None:
         if as_json:
             echo_json(step.to_json())
         else:
-            click.echo(f"replayed {step.id} ({step.name}): {step.status.value}")
+            last = step.replays[-1] if step.replays else {}
+            click.echo(
+                f"replayed {step.id} ({step.name}): {step.status.value}, attempt "
+                f"{step.attempt}/{step.max_attempts} (was {last.get('from_status')} at "
+                f"attempt {last.get('from_attempt')}; earlier attempts kept)"
+            )
 
     run_async(go)
 

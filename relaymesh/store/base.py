@@ -342,8 +342,11 @@ class Store(Protocol):
         ``task_id`` matches the target or a step/workflow id in details."""
         ...
 
-    async def record_settings_change(self, node: str, fields: Sequence[str]) -> None:
-        """One ``settings_history`` row plus its audit row (action ``reload``)."""
+    async def record_settings_change(
+        self, node: str, fields: Sequence[str], refused: Sequence[str] = ()
+    ) -> None:
+        """One ``settings_history`` row plus its audit row (action ``reload``): the
+        changed fields applied, and those ``refused`` because they need a restart."""
         ...
 
     async def list_settings_history(self, limit: int = 20) -> list[SettingsChange]: ...

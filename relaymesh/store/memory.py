@@ -93,6 +93,8 @@ class _Step:
     started_at_ms: int | None = None
     heartbeat_at_ms: int | None = None
     finished_at_ms: int | None = None
+    replays: str | None = None
+    """The replay history as JSON text (``rows.replayed``), as in the SQL stores."""
     touched: int = 0
     """Which change was the latest (0: none since the insert, then by insert order):
     orders steps updated within one millisecond."""
@@ -126,6 +128,7 @@ class _Step:
             ready_at_ms=self.ready_at_ms,
             started_at_ms=self.started_at_ms,
             finished_at_ms=self.finished_at_ms,
+            replays=tuple(rows.loads(self.replays) or ()),
         )
 
     def holds(self, lease: LeaseRef) -> bool:
@@ -475,30 +478,29 @@ class MemoryStore:
         )
         return result
 
-    def _replay_one(self, now: int, step: _Step, actor: str) -> str | None:
+    def _replay_one(self, now: int, step: _Step, actor: str) -> tuple[str, int] | None:
         if step.status not in rules.REPLAYABLE:
             return None
+        from_attempt = step.attempt
+        step.max_attempts, step.replays, _ = rows.replayed(step.record(), actor, now)
         new_status = rules.replay_status(self._deps_succeeded(step.id))
         step.status = new_status
-        step.attempt = 0
         step.owner_node = step.lease_expires_at_ms = step.not_before_ms = None
         step.finished_at_ms = None
         step.ready_at_ms = now if new_status is StepStatus.READY else None
         step.updated_at_ms = now
         self._event(now, step, None, "replayed", actor)
-        return step.workflow_id
+        return step.workflow_id, from_attempt
 
     async def replay_step(self, step_id: str, actor: str) -> StepRecord:
         now = self._now()
         step = self._step(step_id)
-        before = step.status
-        workflow_id = self._replay_one(now, step, actor)
-        if workflow_id is None:
-            raise rules.not_replayable(before, step_id)
-        self._refresh(now, [workflow_id])
-        self._audit(
-            now, actor, "replay", step_id, rules.replay_details(step_id, workflow_id, before)
-        )
+        before = step.record()
+        done = self._replay_one(now, step, actor)
+        if done is None:
+            raise rules.not_replayable(before.status, step_id)
+        self._refresh(now, [done[0]])
+        self._audit(now, actor, "replay", step_id, rules.replay_details(before, done[0]))
         self._signal()
         return step.record()
 
@@ -524,15 +526,22 @@ class MemoryStore:
             key=lambda s: (s.updated_at_ms, s.seq),
         )[: max(limit, 0)]
         replayed: list[str] = []
+        from_attempts: dict[str, int] = {}
         touched: set[str] = set()
         for step in found:
-            wf = self._replay_one(now, step, actor)
-            if wf is not None:
+            done = self._replay_one(now, step, actor)
+            if done is not None:
                 replayed.append(step.id)
-                touched.add(wf)
+                from_attempts[step.id] = done[1]
+                touched.add(done[0])
         self._refresh(now, touched)
         details = rules.replay_batch_details(
-            status=status, agent=agent, workflow_id=workflow_id, limit=limit, replayed=replayed
+            status=status,
+            agent=agent,
+            workflow_id=workflow_id,
+            limit=limit,
+            replayed=replayed,
+            from_attempts=from_attempts,
         )
         self._audit(now, actor, "replay-batch", workflow_id, details)
         if replayed:
@@ -982,10 +991,13 @@ class MemoryStore:
         ]
         return found[::-1][: max(limit, 0)]
 
-    async def record_settings_change(self, node: str, fields: Sequence[str]) -> None:
+    async def record_settings_change(
+        self, node: str, fields: Sequence[str], refused: Sequence[str] = ()
+    ) -> None:
         now = self._now()
-        self._d.settings.append(SettingsChange(self._d.row_id(), now, node, tuple(fields)))
-        self._audit(now, f"node:{node}", "reload", node, rules.reload_details(fields))
+        change = SettingsChange(self._d.row_id(), now, node, tuple(fields), tuple(refused))
+        self._d.settings.append(change)
+        self._audit(now, f"node:{node}", "reload", node, rules.reload_details(fields, refused))
 
     async def write_dispatch_stats(
         self, rows: Sequence[tuple[str, str, int, str, int]], *, keep_ms: int

@@ -69,7 +69,7 @@ from relaymesh.model import (
 )
 from relaymesh.store import rows, rules
 from relaymesh.store.base import ConflictReport, LeaderLease
-from relaymesh.store.queries import load_migrations, load_queries
+from relaymesh.store.queries import load_migrations, load_queries, own_tables
 from relaymesh.store.retention import (
     AGE_COLUMNS,
     TABLES,
@@ -331,8 +331,11 @@ class PostgresStore:
     async def backup(self, path: str) -> None:
         async def dump(conn: Conn) -> dict[str, Any]:
             tables: dict[str, list[dict[str, Any]]] = {}
+            own = set(own_tables("postgres"))
             for record in await conn.fetch(Q["backup_tables"]):
                 name = record[0]
+                if name not in own:
+                    continue  # another application's table in the same schema
                 quoted = '"' + name.replace('"', '""') + '"'
                 tables[name] = [dict(r) for r in await conn.fetch(f"SELECT * FROM {quoted}")]
             version = await conn.fetchval(Q["schema_version_current"])
@@ -348,6 +351,8 @@ class PostgresStore:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 return await dump(conn)
 
+        if not await asyncio.to_thread(_directory_exists, path):
+            raise StoreError(f"cannot write backup {path!r}: its directory does not exist")
         document = await self._run(consistent, tx=False)
         try:
             await asyncio.to_thread(_write_json, path, document)
@@ -651,16 +656,26 @@ class PostgresStore:
         return await self._run(cancel)
 
     @staticmethod
-    async def _replay_one(conn: Conn, step_id: str, actor: str) -> str | None:
-        """Back to READY (PENDING when a dependency has not succeeded); the workflow id,
-        or None when the step is not replayable. The caller holds the workflow lock."""
+    async def _replay_one(conn: Conn, step_id: str, actor: str) -> tuple[str, int] | None:
+        """Back to READY (PENDING when a dependency has not succeeded), keeping the
+        attempt counter and recording the replay (``rows.replayed``); (workflow id, the
+        attempt it was replayed from), or None when the step is not replayable. The
+        caller holds the workflow lock."""
+        current = await conn.fetchrow(Q["step_get"], step_id)
+        if current is None:
+            return None
+        before = rows.step_record(current)
+        now = int(await conn.fetchval(Q["now_ms"]))
+        max_attempts, replays, _ = rows.replayed(before, actor, now)
         ready = await conn.fetchval(Q["deps_all_succeeded"], step_id)
         new_status = rules.replay_status(bool(ready))
-        row = await conn.fetchrow(Q["replay_update"], step_id, new_status.value)
+        row = await conn.fetchrow(
+            Q["replay_update"], step_id, new_status.value, max_attempts, replays
+        )
         if row is None:
             return None
         await conn.execute(Q["events_insert"], [step_id], [None], [row[1]], "replayed", actor)
-        return str(row[0])
+        return str(row[0]), before.attempt
 
     async def replay_step(self, step_id: str, actor: str) -> StepRecord:
         async def replay(conn: Conn) -> StepRecord:
@@ -669,16 +684,17 @@ class PostgresStore:
             if row is None:
                 raise NotFoundError(f"no step {step_id!r}")
             before = rows.step_record(row)
-            workflow_id = await self._replay_one(conn, step_id, actor)
-            if workflow_id is None:
+            done = await self._replay_one(conn, step_id, actor)
+            if done is None:
                 raise rules.not_replayable(before.status, step_id)
+            workflow_id, _ = done
             await self._refresh_workflows(conn, [workflow_id])
             await self._audit(
                 conn,
                 actor,
                 "replay",
                 target=step_id,
-                details=rules.replay_details(step_id, workflow_id, before.status),
+                details=rules.replay_details(before, workflow_id),
             )
             await conn.execute(Q["notify_work"])
             return rows.step_record(await conn.fetchrow(Q["step_get"], step_id))
@@ -703,12 +719,14 @@ class PostgresStore:
             await conn.fetch(Q["workflows_lock"], sorted({r[1] for r in found}))
             replayed: list[str] = []
             touched: set[str] = set()
+            from_attempts: dict[str, int] = {}
             for r in found:
                 # Re-checked under the workflow lock: a concurrent batch replays a step once.
-                wf = await self._replay_one(conn, r[0], actor)
-                if wf is not None:
+                done = await self._replay_one(conn, r[0], actor)
+                if done is not None:
                     replayed.append(r[0])
-                    touched.add(wf)
+                    touched.add(done[0])
+                    from_attempts[r[0]] = done[1]
             await self._refresh_workflows(conn, touched)
             await self._audit(
                 conn,
@@ -721,6 +739,7 @@ class PostgresStore:
                     workflow_id=workflow_id,
                     limit=limit,
                     replayed=replayed,
+                    from_attempts=from_attempts,
                 ),
             )
             if replayed:
@@ -1197,12 +1216,15 @@ class PostgresStore:
 
         return await self._run(query, tx=False)
 
-    async def record_settings_change(self, node: str, fields: Sequence[str]) -> None:
+    async def record_settings_change(
+        self, node: str, fields: Sequence[str], refused: Sequence[str] = ()
+    ) -> None:
+        column = rows.settings_fields(fields, refused)
+        details = rules.reload_details(fields, refused)
+
         async def record(conn: Conn) -> None:
-            await conn.execute(Q["settings_insert"], node, rows.dumps(list(fields)))
-            await self._audit(
-                conn, f"node:{node}", "reload", target=node, details=rules.reload_details(fields)
-            )
+            await conn.execute(Q["settings_insert"], node, column)
+            await self._audit(conn, f"node:{node}", "reload", target=node, details=details)
 
         await self._run(record)
 
@@ -1409,6 +1431,10 @@ async def _close_quietly(closing: Awaitable[Any], terminate: Callable[[], None])
         terminate()
         if not isinstance(exc, Exception):
             raise
+
+
+def _directory_exists(path: str) -> bool:
+    return os.path.isdir(os.path.dirname(os.path.abspath(path)))
 
 
 def _write_json(path: str, document: dict[str, Any]) -> None:

@@ -382,6 +382,9 @@ class SqliteStore:
     async def backup(self, path: str) -> None:
         def copy(conn: Conn) -> None:
             target = os.path.abspath(path)
+            if not os.path.isdir(os.path.dirname(target)):
+                # sqlite3 would say "unable to open database file": it reads as the store.
+                raise StoreError(f"cannot write backup {path!r}: its directory does not exist")
             partial = f"{target}.partial-{os.getpid()}"
             if os.path.exists(partial):
                 os.remove(partial)
@@ -703,19 +706,32 @@ class SqliteStore:
 
         return await self._write(cancel)
 
-    def _replay_one(self, conn: Conn, now: int, step_id: str, actor: str) -> str | None:
-        """Back to READY (PENDING when a dependency has not succeeded); the workflow id,
-        or None when the step is not replayable."""
+    def _replay_one(self, conn: Conn, now: int, step_id: str, actor: str) -> tuple[str, int] | None:
+        """Back to READY (PENDING when a dependency has not succeeded), keeping the
+        attempt counter and recording the replay (``rows.replayed``); (workflow id,
+        the attempt it was replayed from), or None when the step is not replayable."""
+        current = conn.execute(Q["step_get"], {"id": step_id}).fetchone()
+        if current is None:
+            return None
+        before = rows.step_record(current)
+        max_attempts, replays, _ = rows.replayed(before, actor, now)
         ready = bool(conn.execute(Q["deps_all_succeeded"], {"step_id": step_id}).fetchone()[0])
         new_status = rules.replay_status(ready)
         row = conn.execute(
-            Q["replay_update"], {"step_id": step_id, "new_status": new_status.value, "now": now}
+            Q["replay_update"],
+            {
+                "step_id": step_id,
+                "new_status": new_status.value,
+                "now": now,
+                "max_attempts": max_attempts,
+                "replays": replays,
+            },
         ).fetchone()
         if row is None:
             return None
         workflow_id, epoch = row
         self._events(conn, now, [(step_id, None, epoch)], "replayed", actor)
-        return str(workflow_id)
+        return str(workflow_id), before.attempt
 
     async def replay_step(self, step_id: str, actor: str) -> StepRecord:
         def replay(conn: Conn, now: int) -> StepRecord:
@@ -723,9 +739,10 @@ class SqliteStore:
             if row is None:
                 raise NotFoundError(f"no step {step_id!r}")
             before = rows.step_record(row)
-            workflow_id = self._replay_one(conn, now, step_id, actor)
-            if workflow_id is None:
+            done = self._replay_one(conn, now, step_id, actor)
+            if done is None:
                 raise rules.not_replayable(before.status, step_id)
+            workflow_id, _ = done
             self._refresh_workflows(conn, now, [workflow_id])
             self._audit(
                 conn,
@@ -733,7 +750,7 @@ class SqliteStore:
                 actor,
                 "replay",
                 target=step_id,
-                details=rules.replay_details(step_id, workflow_id, before.status),
+                details=rules.replay_details(before, workflow_id),
             )
             return rows.step_record(conn.execute(Q["step_get"], {"id": step_id}).fetchone())
 
@@ -767,11 +784,13 @@ class SqliteStore:
             ]
             touched: set[str] = set()
             replayed: list[str] = []
+            from_attempts: dict[str, int] = {}
             for step_id in ids:
-                wf = self._replay_one(conn, now, step_id, actor)
-                if wf is not None:
-                    touched.add(wf)
+                done = self._replay_one(conn, now, step_id, actor)
+                if done is not None:
+                    touched.add(done[0])
                     replayed.append(step_id)
+                    from_attempts[step_id] = done[1]
             self._refresh_workflows(conn, now, touched)
             self._audit(
                 conn,
@@ -785,6 +804,7 @@ class SqliteStore:
                     workflow_id=workflow_id,
                     limit=limit,
                     replayed=replayed,
+                    from_attempts=from_attempts,
                 ),
             )
             return len(replayed)
@@ -1254,19 +1274,15 @@ class SqliteStore:
             lambda conn, now: [rows.audit_record(r) for r in conn.execute(Q["audit_query"], params)]
         )
 
-    async def record_settings_change(self, node: str, fields: Sequence[str]) -> None:
+    async def record_settings_change(
+        self, node: str, fields: Sequence[str], refused: Sequence[str] = ()
+    ) -> None:
+        column = rows.settings_fields(fields, refused)
+        details = rules.reload_details(fields, refused)
+
         def record(conn: Conn, now: int) -> None:
-            conn.execute(
-                Q["settings_insert"], {"now": now, "node": node, "fields": rows.dumps(list(fields))}
-            )
-            self._audit(
-                conn,
-                now,
-                f"node:{node}",
-                "reload",
-                target=node,
-                details=rules.reload_details(fields),
-            )
+            conn.execute(Q["settings_insert"], {"now": now, "node": node, "fields": column})
+            self._audit(conn, now, f"node:{node}", "reload", target=node, details=details)
 
         await self._write(record)
 

@@ -12,9 +12,12 @@ Authentication (``[web] tokens`` in the settings, re-read on every request so a
 reload rotates tokens without a restart): ``Authorization: Bearer <token>`` or the
 ``relaymesh_session`` cookie that ``POST /api/login`` sets (HttpOnly, SameSite=Strict:
 page scripts cannot read it, other sites cannot send it); the token's SHA-256 (hex)
-is compared with each configured ``token_sha256`` in constant time. Reads need any
-valid token, writes ``admin``; any number of admin tokens may be valid at once, so a
-new one is added before the old one is removed (rotation). With no token configured
+is compared with each configured ``token_sha256`` in constant time. Roles are ranked
+``readonly`` < ``submitter`` < ``admin`` and every route names the least role it needs
+(``authorize``, the one rule; the OpenAPI document carries it as ``x-role``): reads
+need ``readonly``, ``POST /api/workflows`` needs ``submitter``, every other write
+``admin``. Any number of tokens may be valid at once, so a new one is added before
+the old one is removed (rotation). With no token configured
 at all, only loopback clients are served (as ``local``, admin) and everybody else
 gets 401; a node refuses to serve HTTP beyond loopback without tokens
 (``relaymesh.exposure``).
@@ -67,7 +70,7 @@ from relaymesh.web import params
 from relaymesh.web.origin import origin_allowed
 from relaymesh.web.streams import StreamSlots
 
-__all__ = ["COOKIE_NAME", "OPENAPI", "Api", "Principal", "hash_token"]
+__all__ = ["COOKIE_NAME", "OPENAPI", "ROLES", "Api", "Principal", "authorize", "hash_token"]
 
 log = get_logger(__name__)
 
@@ -78,6 +81,18 @@ SSE_INTERVAL_S = 2.0
 GOSSIP_SYNC_TIMEOUT_MS = 10_000
 """How long POST /api/gossip-sync waits for another node's answer (it polls every 2 s)."""
 _CONSOLE_HTML = (Path(__file__).parent / "static" / "console.html").read_text(encoding="utf-8")
+
+
+ROLES = ("readonly", "submitter", "admin")
+"""Token roles, weakest first: a role may do what every role before it may."""
+
+
+def authorize(role: str, need: str) -> str | None:
+    """The authorization rule: None when ``role`` may call a route needing ``need``,
+    else the one-line refusal (403). An unknown role may do nothing."""
+    if role in ROLES and ROLES.index(role) >= ROLES.index(need):
+        return None
+    return f"a {need} token is required for this route (this token is {role})"
 
 
 def hash_token(token: str) -> str:
@@ -188,18 +203,22 @@ class Api:
         return found
 
     def _read(self, handler: Route) -> Handler:
-        return self._guarded(handler, write=False)
+        return self._guarded(handler, write=False, need="readonly")
 
     def _write(self, handler: Route) -> Handler:
-        return self._guarded(handler, write=True)
+        return self._guarded(handler, write=True, need="admin")
 
-    def _guarded(self, handler: Route, *, write: bool) -> Handler:
+    def _submit(self, handler: Route) -> Handler:
+        return self._guarded(handler, write=True, need="submitter")
+
+    def _guarded(self, handler: Route, *, write: bool, need: str) -> Handler:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             if write:
                 _check_origin(request)
             principal = self.authenticate(request)
-            if write and principal.role != "admin":
-                raise _error(web.HTTPForbidden, "an admin token is required for writes")
+            refused = authorize(principal.role, need)
+            if refused is not None:
+                raise _error(web.HTTPForbidden, refused)
             if write and request.content_type != "application/json":
                 # A cross-site page can send text/plain POSTs without a CORS preflight;
                 # requiring JSON makes the browser ask first, and nobody answers it.
@@ -448,7 +467,7 @@ class Api:
     def _workflow_routes(self) -> list[web.RouteDef]:
         return [
             web.get("/api/workflows", self._read(self.list_workflows)),
-            web.post("/api/workflows", self._write(self.submit_workflow)),
+            web.post("/api/workflows", self._submit(self.submit_workflow)),
             web.get("/api/schedules", self._read(self.schedules)),
         ]
 
@@ -594,18 +613,23 @@ def _op(
     summary: str,
     *,
     write: bool = False,
+    role: str | None = None,
     query: list[dict[str, Any]] | None = None,
     body: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    need = role or ("admin" if write else "readonly")
     op: dict[str, Any] = {
         "summary": summary,
+        "x-role": need,
         "security": [{"bearer": []}, {"session": []}],
         "responses": {
             "200": {"description": "OK"},
             "400": {"description": "bad input"},
             "401": {"description": "no valid token"},
             **(
-                {"403": {"description": "admin token required, or foreign Origin"}} if write else {}
+                {"403": {"description": f"{need} token required, or foreign Origin"}}
+                if write
+                else {}
             ),
         },
     }
@@ -767,6 +791,7 @@ OPENAPI: dict[str, Any] = {
                     "Submit a workflow (the workflow file's JSON as the body); 201 {id} when "
                     "new, 200 {id} of the first for a repeated Idempotency-Key, 400 {error}",
                     write=True,
+                    role="submitter",
                 ),
                 "parameters": [
                     {

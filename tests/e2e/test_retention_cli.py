@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from relaymesh.model import MemberStatus, MeshNode
 from relaymesh.store import open_store
 from tests.e2e.harness import RELAYMESH
 from tests.integration.store.retention_helpers import WEEK_MS, age, finished
@@ -35,6 +36,9 @@ async def test_store_stats_and_a_retention_pass(tmp_path: Path, store_backend: s
         old = await finished(store, 2)
         await age(url, old, 2 * WEEK_MS)
         await finished(store, 1)
+        # maintenance --node-id runs as a node of the mesh (a name not in it is refused).
+        n1 = MeshNode("n1", "127.0.0.1:1", MemberStatus.ALIVE, 1, {}, await store.now_ms())
+        await store.upsert_mesh_nodes("n1", [n1])
     finally:
         await store.close()
     config = tmp_path / "relaymesh.toml"

@@ -62,13 +62,15 @@ SELECT id, name, status, created_at_ms, updated_at_ms FROM workflows WHERE id = 
 -- name: workflow_steps
 SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
        owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
-       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms
+       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms,
+       replays
 FROM steps WHERE workflow_id = $1 ORDER BY created_at_ms, seq;
 
 -- name: step_get
 SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
        owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
-       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms
+       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms,
+       replays
 FROM steps WHERE id = $1;
 
 -- name: steps_list
@@ -78,7 +80,8 @@ FROM steps WHERE id = $1;
 -- filter needs: a nullable filter would hide the index from a generic plan.
 SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
        owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
-       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms
+       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms,
+       replays
 FROM steps
 WHERE ($1::text IS NULL OR agent = $1)
   AND (updated_at_ms, id) < ($2::bigint, $3::text)
@@ -430,8 +433,10 @@ WHERE status = $1
 ORDER BY updated_at_ms, seq LIMIT $4;
 
 -- name: replay_update
+-- The attempt counter is kept; max_attempts grows by the step's budget (rows.replayed).
 UPDATE steps SET
-    status = $2, attempt = 0, owner_node = NULL, lease_expires_at_ms = NULL,
+    status = $2, max_attempts = $3, replays = $4,
+    owner_node = NULL, lease_expires_at_ms = NULL,
     not_before_ms = NULL, finished_at_ms = NULL,
     ready_at_ms = CASE WHEN $2 = 'READY' THEN rm_now_ms() END,
     updated_at_ms = rm_now_ms()

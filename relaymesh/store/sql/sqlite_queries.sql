@@ -41,13 +41,15 @@ SELECT id, name, status, created_at_ms, updated_at_ms FROM workflows WHERE id = 
 -- name: workflow_steps
 SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
        owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
-       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms
+       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms,
+       replays
 FROM steps WHERE workflow_id = :workflow_id ORDER BY created_at_ms, rowid;
 
 -- name: step_get
 SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
        owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
-       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms
+       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms,
+       replays
 FROM steps WHERE id = :id;
 
 -- name: steps_list
@@ -57,7 +59,8 @@ FROM steps WHERE id = :id;
 -- filter needs: a nullable filter (":x IS NULL OR") would hide the index.
 SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
        owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
-       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms
+       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms,
+       replays
 FROM steps
 WHERE (:agent IS NULL OR agent = :agent)
   AND (updated_at_ms, id) < (:before_ms, :before_id)
@@ -311,8 +314,10 @@ WHERE status = :status
 ORDER BY updated_at_ms, rowid LIMIT :limit;
 
 -- name: replay_update
+-- The attempt counter is kept; max_attempts grows by the step's budget (rows.replayed).
 UPDATE steps SET
-    status = :new_status, attempt = 0, owner_node = NULL, lease_expires_at_ms = NULL,
+    status = :new_status, max_attempts = :max_attempts, replays = :replays,
+    owner_node = NULL, lease_expires_at_ms = NULL,
     not_before_ms = NULL, finished_at_ms = NULL,
     ready_at_ms = CASE WHEN :new_status = 'READY' THEN :now ELSE NULL END,
     updated_at_ms = :now
