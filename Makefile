@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup setup-chaos run test test-fast lint bench bench-retention chaos soak docs fuzz fuzz-membership clean
+.PHONY: setup setup-chaos run test test-fast lint bench bench-retention chaos soak docs screenshots fuzz fuzz-membership clean
 
 setup: $(STAMP)
 
@@ -55,6 +55,12 @@ soak: setup-chaos
 
 docs: setup
 	$(BIN)/python tools/gen_reference.py
+
+# The console's browser tests (headless Chromium), keeping their screenshots for the
+# README in docs/img/.
+screenshots: setup
+	RELAYMESH_REQUIRE_BROWSER=1 RELAYMESH_SCREENSHOT_DIR=$(abspath docs/img) \
+		$(BIN)/python -m pytest -q -p no:cacheprovider tests/e2e/test_console_browser.py
 
 # Long fuzz runs (bounded: examples per target). `make test` runs the same targets briefly.
 # Decoders (datagram, push/pull), keyring and replay window, workflow parser: hypothesis

@@ -349,6 +349,7 @@ class Node:
         self._mesh_dirty.set()
         if self._api is not None:
             self._api.attach(store)
+            self._spawn(self._api.sample_forever(), "console-samples")
         log.info("store_ready", node=self.name, store=store.url)
 
     def _start_work(self, store: Store) -> None:

@@ -10,8 +10,10 @@ stops the nodes with SIGTERM (drain and LEAVE), killing any that do not exit.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -63,7 +65,7 @@ def _free_port() -> int:
     raise OSError("no free port on 127.0.0.1")
 
 
-def _config_text(with_scripts: bool) -> str:
+def _config_text(with_scripts: bool, admin_token: str) -> str:
     lines = [
         "# Written by `relaymesh demo`; fast timings for a laptop demo.",
         "[gossip]",
@@ -87,10 +89,16 @@ def _config_text(with_scripts: bool) -> str:
         "[guard]",
         "# Three nodes and their agents on one laptop: do not pause on a busy machine.",
         "max_load = 64.0",
+        "",
+        "# A one-time admin token for the console, made for this run (printed at start).",
+        "[[web.tokens]]",
+        'name = "demo-admin"',
+        f'token_sha256 = "{hashlib.sha256(admin_token.encode()).hexdigest()}"',
+        'role = "admin"',
     ]
     if with_scripts:
         py = json.dumps(sys.executable)
-        for agent in ("wordcount", "summarize", "record"):
+        for agent in ("wordcount", "summarize", "record", "flaky"):
             script = json.dumps(str(_EXAMPLES / "agents" / f"{agent}.py"))
             lines += ["", f"[agents.{agent}]", f"command = [{py}, {script}]", "timeout_s = 60"]
     return "\n".join(lines) + "\n"
@@ -135,7 +143,8 @@ def demo(
         old.unlink()
     with_scripts = (_EXAMPLES / "agents").is_dir()
     config = data / "relaymesh.toml"
-    config.write_text(_config_text(with_scripts))
+    admin_token = secrets.token_urlsafe(24)
+    config.write_text(_config_text(with_scripts, admin_token))
     store_url = f"sqlite:///{data / 'demo.db'}"
     gossip_ports = [_free_port() for _ in range(node_count)]
     http_ports = [_free_port() for _ in range(node_count)]
@@ -204,6 +213,7 @@ def demo(
                 f"  demo-{i + 1}  gossip 127.0.0.1:{gossip_ports[i]}  http://127.0.0.1:{port}/"
             )
         click.echo(f"console: http://127.0.0.1:{http_ports[0]}/")
+        click.echo(f"  log in with the one-time admin token {admin_token}")
         click.echo(
             f"API: http://127.0.0.1:{http_ports[0]}/api/stats  "
             f"(also /api/tasks, /api/members, /api/dead, /api/openapi.json, /metrics)"
@@ -239,6 +249,9 @@ async def _submit_and_watch(
         workflow_file, known_agents=services.known_agents(settings), settings=settings
     )
     async with store_session(store_url, create=True) as store:
+        if (_EXAMPLES / "agents" / "flaky.py").is_file():
+            data = Path(store_url.removeprefix("sqlite:///")).parent
+            await _submit_dead_letter(store, settings, data, http_ports[0])
         workflow_id = await services.submit_workflow(store, spec, services.cli_actor())
         click.echo(f"submitted workflow {spec.name}: {workflow_id}")
         click.echo(f"  watch it: http://127.0.0.1:{http_ports[0]}/api/workflows/{workflow_id}")
@@ -271,6 +284,34 @@ async def _submit_and_watch(
                 click.echo(f"workflow still {workflow.status.value} after {timeout_s:.0f}s")
                 return workflow.status
             await asyncio.sleep(0.25)
+
+
+async def _submit_dead_letter(store: Any, settings: Any, data: Path, http_port: int) -> None:
+    """A workflow whose ``upload`` step fails once (the ``flaky`` agent) with one attempt
+    allowed: a dead letter to open and replay in the console."""
+    from relaymesh.work.workflow import parse_workflow
+
+    doc = {
+        "name": "demo-dead-letter",
+        "steps": [
+            {"name": "prepare", "agent": "echo", "input": {"rows": 3}},
+            {
+                "name": "upload",
+                "agent": "flaky",
+                "input": {"marker_dir": str(data)},
+                "retry": {"max_attempts": 1},
+                "depends_on": ["prepare"],
+            },
+        ],
+    }
+    spec = parse_workflow(
+        json.dumps(doc), known_agents=services.known_agents(settings), settings=settings
+    )
+    await services.submit_workflow(store, spec, services.cli_actor())
+    click.echo(
+        f"submitted demo-dead-letter: its upload step fails once and becomes a dead letter; "
+        f"replay it at http://127.0.0.1:{http_port}/#/dead"
+    )
 
 
 def _wait_for_nodes(procs: list[subprocess.Popen[bytes]]) -> None:

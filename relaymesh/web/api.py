@@ -6,7 +6,9 @@ POST audited as ``web:<token name>@<client address>`` with the client's user age
 in the audit row's details.
 
 ``GET /`` serves the console, a static page whose script reads this API (and its SSE
-stream ``/api/events``) with the caller's session cookie.
+stream ``/api/events``) with the caller's session cookie; its scripts, styles and the
+vendored libraries are under ``/static/`` (``relaymesh/web/static/``), served without a
+token (they hold no data).
 
 Authentication (``[web] tokens`` in the settings, re-read on every request so a
 reload rotates tokens without a restart): ``Authorization: Bearer <token>`` or the
@@ -68,6 +70,7 @@ from relaymesh.settings import Settings
 from relaymesh.store.base import Store
 from relaymesh.web import params
 from relaymesh.web.origin import origin_allowed
+from relaymesh.web.samples import Sampler
 from relaymesh.web.streams import StreamSlots
 
 __all__ = ["COOKIE_NAME", "OPENAPI", "ROLES", "Api", "Principal", "authorize", "hash_token"]
@@ -80,7 +83,10 @@ SSE_INTERVAL_S = 2.0
 """How often an event stream polls the store and re-checks the caller's token."""
 GOSSIP_SYNC_TIMEOUT_MS = 10_000
 """How long POST /api/gossip-sync waits for another node's answer (it polls every 2 s)."""
-_CONSOLE_HTML = (Path(__file__).parent / "static" / "console.html").read_text(encoding="utf-8")
+_STATIC_DIR = Path(__file__).parent / "static"
+_CONSOLE_HTML = (_STATIC_DIR / "console.html").read_text(encoding="utf-8")
+STEP_HISTORY_SCAN = 10_000
+"""A step's ownership history and conflicts are found among this many newest rows."""
 
 
 ROLES = ("readonly", "submitter", "admin")
@@ -139,6 +145,12 @@ class Api:
         self.streams = StreamSlots(
             lambda: (settings().web.max_streams, settings().web.max_streams_per_token)
         )
+        self.sampler = Sampler()
+
+    async def sample_forever(self) -> None:
+        """The overview charts' samples (``/api/samples``); a node runs this once its
+        store is attached."""
+        await self.sampler.run(self._store)
 
     def attach(self, store: Store) -> None:
         self._store_or_none = store
@@ -151,12 +163,17 @@ class Api:
 
     # -- wiring ------------------------------------------------------------------------
 
-    def routes(self) -> list[web.RouteDef]:
+    def routes(self) -> list[web.AbstractRouteDef]:
         r = self._read
         w = self._write
         return [
             web.get("/", self.console),
             web.get("/api/openapi.json", self.openapi),
+            web.static("/static", _STATIC_DIR, follow_symlinks=False),
+            web.get("/api/me", r(self.me)),
+            web.get("/api/samples", r(self.samples)),
+            web.get("/api/steps/{step_id}/history", r(self.step_history)),
+            web.get("/api/settings-history", r(self.settings_history)),
             web.post("/api/login", self.login),
             web.post("/api/logout", self.logout),
             web.get("/api/members", r(self.members)),
@@ -273,6 +290,41 @@ class Api:
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(OPENAPI, dumps=_dumps)
 
+    async def me(self, request: web.Request, who: Principal) -> Any:
+        """Who the caller is: the console hides write controls from a readonly role."""
+        return {"name": who.name, "role": who.role, "can_write": who.role == "admin"}
+
+    async def samples(self, request: web.Request, who: Principal) -> Any:
+        return {
+            "interval_s": self.sampler.interval_s,
+            "samples": [s.to_json() for s in self.sampler.samples()],
+        }
+
+    async def step_history(self, request: web.Request, who: Principal) -> Any:
+        """A step's ownership events (claims, releases, expiries, reclaims with epochs),
+        its lease conflicts and its audit rows, oldest first."""
+        step_id = params.text(request.match_info["step_id"], "step_id", required=True)
+        assert step_id is not None
+        events = await services.list_ownership_events(self._store, limit=STEP_HISTORY_SCAN)
+        conflicts = await services.list_conflicts(self._store, limit=STEP_HISTORY_SCAN)
+        audit = await services.query_audit(self._store, task_id=step_id, limit=100)
+        return {
+            "step_id": step_id,
+            "ownership": [
+                e.to_json() for e in sorted(events, key=lambda e: e.id) if e.step_id == step_id
+            ],
+            "conflicts": [
+                c.to_json() for c in sorted(conflicts, key=lambda c: c.id) if c.step_id == step_id
+            ],
+            "audit": [a.to_json() for a in sorted(audit, key=lambda a: a.id)],
+        }
+
+    async def settings_history(self, request: web.Request, who: Principal) -> Any:
+        rows = await services.settings_history(
+            self._store, limit=params.limit(request.query.get("limit"), 20)
+        )
+        return [r.to_json() for r in rows]
+
     async def members(self, request: web.Request, who: Principal) -> Any:
         return [m.to_json() for m in await services.list_members(self._store)]
 
@@ -298,12 +350,23 @@ class Api:
         return {"workflow": wf.to_json(), "steps": [s.to_json() for s in steps]}
 
     async def dead(self, request: web.Request, who: Principal) -> Any:
+        """Dead letters, filtered by agent, workflow and error kind (``transient`` or
+        ``permanent``, the ``kind`` of the step's last error), newest first; the
+        X-Next-Cursor header pages on (a kind filter may leave a page short)."""
         q = request.query
-        steps, following = await paging.page_dead(
+        kind = params.text(q.get("kind"), "kind")
+        if kind not in (None, "transient", "permanent"):
+            raise ValueError(f"kind must be transient or permanent, got {kind!r}")
+        steps, following = await paging.page_tasks(
             self._store,
+            status=StepStatus.DEAD_LETTER,
+            workflow_id=params.text(q.get("workflow") or q.get("workflow_id"), "workflow"),
+            agent=params.text(q.get("agent"), "agent"),
             cursor=params.text(q.get("cursor"), "cursor"),
             limit=params.limit(q.get("limit"), 100),
         )
+        if kind is not None:
+            steps = [s for s in steps if isinstance(s.error, dict) and s.error.get("kind") == kind]
         return _paged([s.to_json() for s in steps], following)
 
     async def conflicts(self, request: web.Request, who: Principal) -> Any:
@@ -710,9 +773,29 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/dead": {
             "get": _op(
-                "Dead letters, newest first; the X-Next-Cursor header pages on",
-                query=[_LIMIT, _CURSOR],
+                "Dead letters, newest first (filters: agent, workflow, error kind); "
+                "the X-Next-Cursor header pages on",
+                query=[
+                    _query("agent"),
+                    _query("workflow"),
+                    _query("kind", enum=["transient", "permanent"]),
+                    _LIMIT,
+                    _CURSOR,
+                ],
             )
+        },
+        "/api/me": {"get": _op("The caller's token name and role")},
+        "/api/samples": {
+            "get": _op("This node's samples of the last hour (claims/s, queue lag, dead letters)")
+        },
+        "/api/steps/{step_id}/history": {
+            "get": {
+                **_op("A step's ownership events, lease conflicts and audit rows"),
+                "parameters": [{"name": "step_id", "in": "path", "required": True, "schema": _ID}],
+            }
+        },
+        "/api/settings-history": {
+            "get": _op("Settings reloads: node and changed field names", query=[_LIMIT])
         },
         "/api/conflicts": {
             "get": _op(

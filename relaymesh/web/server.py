@@ -53,7 +53,7 @@ class HttpServer:
         self.app.router.add_get("/metrics", self._metrics_handler)
         self._runner: web.AppRunner | None = None
 
-    def add_routes(self, routes: list[web.RouteDef]) -> None:
+    def add_routes(self, routes: Sequence[web.AbstractRouteDef]) -> None:
         self.app.add_routes(routes)
 
     async def start(self) -> None:

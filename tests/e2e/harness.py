@@ -77,7 +77,11 @@ def _toml_value(value: Any) -> str:
     raise TypeError(value)
 
 
-def write_settings(path: Path, overrides: dict[str, dict[str, Any]] | None = None) -> None:
+def write_settings(
+    path: Path, overrides: dict[str, dict[str, Any]] | None = None, extra_toml: str = ""
+) -> None:
+    """The base settings with ``overrides`` per section; ``extra_toml`` is appended as it
+    is (arrays of tables such as ``[[web.tokens]]``, more ``[agents.NAME]``)."""
     sections = {k: dict(v) for k, v in BASE_SETTINGS.items()}
     for section, values in (overrides or {}).items():
         sections.setdefault(section, {}).update(values)
@@ -91,6 +95,7 @@ def write_settings(path: Path, overrides: dict[str, dict[str, Any]] | None = Non
         f"command = [{json.dumps(sys.executable)}, {json.dumps(str(RECORD_AGENT))}]",
         "timeout_s = 120",
         "",
+        extra_toml,
     ]
     path.write_text("\n".join(lines))
 
@@ -126,11 +131,12 @@ class Cluster:
     store_url: str
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     nodes: dict[str, NodeProc] = field(default_factory=dict)
+    extra_toml: str = ""
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.config = self.root / "relaymesh.toml"
-        write_settings(self.config, self.settings)
+        write_settings(self.config, self.settings, self.extra_toml)
         self.seeds = self.root / "seeds.txt"
         self.journal = self.root / "journal.jsonl"
         self.env = {

@@ -32,6 +32,8 @@ def test_demo_runs_the_sample_workflow_and_stops(tmp_path) -> None:
     out = result.stdout
     assert "http://127.0.0.1:" in out
     assert "workflow SUCCEEDED" in out
+    assert "one-time admin token" in out and "console: http://127.0.0.1:" in out
+    assert "demo-dead-letter" in out and "/#/dead" in out
     assert "stopped" in out
     assert (tmp_path / "demo-data" / "demo.db").exists()
     for name in ("node-1.log", "node-2.log", "node-3.log"):

@@ -76,7 +76,10 @@ async def test_console_uses_the_login_endpoint(
     served = await serve(sqlite_store, tokens_settings("admin"))
     try:
         page = await (await client.get(served.base + "/")).text()
-        assert "document.cookie" not in page
-        assert '"/api/login"' in page and '"/api/logout"' in page
+        script = await (await client.get(served.base + "/static/console.js")).text()
+        assert 'src="/static/console.js"' in page
+        for text in (page, script):
+            assert "document.cookie" not in text
+        assert '"/api/login"' in script and '"/api/logout"' in script
     finally:
         await served.http.stop()
