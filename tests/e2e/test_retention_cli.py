@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from relaymesh.model import MemberStatus, MeshNode
-from relaymesh.store import open_store
+from relaymesh.store import Store, open_store
 from tests.e2e.harness import RELAYMESH
 from tests.integration.store.retention_helpers import WEEK_MS, age, finished
 
@@ -29,6 +29,12 @@ def stats(config: Path, url: str) -> Any:
     return json.loads(done.stdout)
 
 
+async def join_n1(store: Store) -> None:
+    """maintenance --node-id runs as a node of the mesh (a name not in it is refused)."""
+    n1 = MeshNode("n1", "127.0.0.1:1", MemberStatus.ALIVE, 1, {}, await store.now_ms())
+    await store.upsert_mesh_nodes("n1", [n1])
+
+
 async def test_store_stats_and_a_retention_pass(tmp_path: Path, store_backend: str | None) -> None:
     url = store_backend or f"sqlite:///{tmp_path / 'store.db'}"
     store = await open_store(url)
@@ -36,9 +42,7 @@ async def test_store_stats_and_a_retention_pass(tmp_path: Path, store_backend: s
         old = await finished(store, 2)
         await age(url, old, 2 * WEEK_MS)
         await finished(store, 1)
-        # maintenance --node-id runs as a node of the mesh (a name not in it is refused).
-        n1 = MeshNode("n1", "127.0.0.1:1", MemberStatus.ALIVE, 1, {}, await store.now_ms())
-        await store.upsert_mesh_nodes("n1", [n1])
+        await join_n1(store)
     finally:
         await store.close()
     config = tmp_path / "relaymesh.toml"
@@ -79,6 +83,7 @@ async def test_archive_show_and_store_restore(tmp_path: Path, store_backend: str
     try:
         old = await finished(store, 2)
         await age(url, old, 2 * WEEK_MS)
+        await join_n1(store)
     finally:
         await store.close()
     archive_dir = tmp_path / "archive"
