@@ -23,6 +23,7 @@ import contextlib
 import http.client
 import json
 import os
+import secrets
 import signal
 import subprocess
 import threading
@@ -36,6 +37,7 @@ from typing import Any
 from relaymesh.membership.keyring import generate_key
 from relaymesh.model import StepStatus
 from relaymesh.store import open_store
+from relaymesh.web.api import hash_token
 from tests.chaos.netns import Network
 from tests.conftest import wait_until
 from tests.e2e.harness import RELAYMESH, Cluster, NodeProc, now_ms
@@ -87,9 +89,12 @@ class HostCluster(Cluster):
     """``Cluster`` whose nodes run in network namespaces; ``make_host_cluster`` builds one."""
 
     network: Network
+    token: str
+    """The admin bearer token of the nodes' API (HTTP beyond loopback needs one)."""
 
-    def setup(self, network: Network) -> None:
+    def setup(self, network: Network, token: str) -> None:
         self.network = network
+        self.token = token
         self.events = EventLog(self.root / "events.jsonl")
 
     def add_host_node(self, name: str, host: str, slot: int = 0) -> HostNode:
@@ -160,9 +165,12 @@ class HostCluster(Cluster):
 
     def http_json(self, name: str, path: str) -> Any:
         node = self.host_node(name)
-        url = f"http://{node.address}:{node.http_port}{path}"
+        request = urllib.request.Request(
+            f"http://{node.address}:{node.http_port}{path}",
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
         try:
-            with urllib.request.urlopen(url, timeout=2.0) as resp:
+            with urllib.request.urlopen(request, timeout=2.0) as resp:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             return json.loads(exc.read())
@@ -281,10 +289,15 @@ def step_counts(url: str) -> dict[str, int]:
 def make_host_cluster(
     root: Path, store_url: str, network: Network, settings: dict[str, dict[str, Any]]
 ) -> HostCluster:
-    """A cluster in ``root`` whose gossip is sealed with one fresh key (a node refuses
-    plaintext gossip on a non-loopback address)."""
+    """A cluster in ``root`` whose gossip is sealed with one fresh key and whose API
+    takes one fresh admin token: a node bound beyond loopback refuses to start without
+    either (``relaymesh.exposure``)."""
+    token = secrets.token_urlsafe(24)
     merged = {k: dict(v) for k, v in settings.items()}
     merged.setdefault("gossip", {})["keys"] = [generate_key()]
+    merged.setdefault("web", {})["tokens"] = [
+        {"name": "chaos", "token_sha256": hash_token(token), "role": "admin"}
+    ]
     cluster = HostCluster(root, store_url, merged)
-    cluster.setup(network)
+    cluster.setup(network, token)
     return cluster

@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.pg]
 STEPS = 120
 STEP_SECONDS = 0.4
 SETTLE_S = 30
+FAILOVER_AFTER_S = 3.0
 """The issue's promise: the cluster settles within 30 s of the promotion."""
 SETTINGS: dict[str, dict[str, Any]] = {
     # The defaults of [worker] and [maintenance]: a lease that had to expire for a step
@@ -66,20 +67,22 @@ def _wait_store_back(cluster: Cluster, workflow_id: str, timeout_s: float) -> No
 
 
 def _assert_each_step_once(cluster: Cluster, doc: dict[str, Any]) -> None:
-    """Every step SUCCEEDED; its result came from a run of its last lease epoch that the
-    journal shows finishing; rejected commits (if any) are older epochs, recorded."""
+    """Every step SUCCEEDED, its agent ran once (one ``start`` in the journal), and its
+    one accepted commit is that run's: the result names the step's last lease epoch and
+    the journal shows that run finishing. No commit was refused: with a 30 s lease no
+    step changes hands in a ride-through, and a commit retried after the connection
+    died is not a conflict."""
     steps = doc["steps"]
     assert Counter(s["status"] for s in steps) == {"SUCCEEDED": STEPS}
-    done = {(line["step_id"], line["epoch"]) for line in cluster.journal_lines()}
+    journal = cluster.journal_lines()
+    runs = Counter(line["step_id"] for line in journal if line["phase"] == "start")
+    assert runs == {s["id"]: 1 for s in steps}
+    done = {(line["step_id"], line["epoch"]) for line in journal if line["phase"] == "done"}
     for step in steps:
+        assert step["attempt"] == 1, step
         assert step["result"]["epoch"] == step["lease_epoch"], step
         assert (step["id"], step["lease_epoch"]) in done, step
-    conflicts = cluster.cli_json("conflicts", "--limit", "10000")
-    epochs = {s["id"]: s["lease_epoch"] for s in steps}
-    for conflict in conflicts:
-        # Never a rejection of the lease that stands: that would be a retried commit
-        # counted as a conflict (or a lost commit).
-        assert conflict["expected_epoch"] < epochs[conflict["step_id"]], conflict
+    assert cluster.cli_json("conflicts", "--limit", "10000") == []
 
 
 def test_failover_every_step_succeeds_once(make_cluster: ClusterFactory) -> None:
@@ -87,7 +90,12 @@ def test_failover_every_step_succeeds_once(make_cluster: ClusterFactory) -> None
         pg.create_database("relay")
         cluster = _start(make_cluster, pg.url("relay"))
         workflow_id = cluster.submit(_workflow(cluster.journal))
-        _wait_some_done(cluster, 12)
+        submitted = time.monotonic()
+        _wait_some_done(cluster, 1)
+        # The issue's schedule: the primary goes 3 s after the submit (later only when a
+        # loaded machine has not finished a step by then).
+        time.sleep(max(0.0, submitted + FAILOVER_AFTER_S - time.monotonic()))
+        running = sum(s["status"] == "RUNNING" for s in cluster.status(workflow_id)["steps"])
         pg.stop_primary("immediate")
         pg.promote()
         promoted = time.monotonic()
@@ -95,6 +103,7 @@ def test_failover_every_step_succeeds_once(make_cluster: ClusterFactory) -> None
         doc = cluster.wait_workflow(workflow_id, {"SUCCEEDED", "FAILED"}, SETTLE_S)
         settled_s = time.monotonic() - promoted
         _assert_each_step_once(cluster, doc)
+        assert running > 0  # the failover hit steps in flight
         assert settled_s < SETTLE_S
         for name in cluster.nodes:
             assert cluster.nodes[name].running(), cluster.log_tail(name)

@@ -81,11 +81,16 @@ async def test_an_outage_shorter_than_the_lease_keeps_the_agent(
             h.start()
             running = await wait_step(direct, wf, "s", StepStatus.RUNNING)
             _outage(proxy)
-            # Heartbeats are failing now; the lease (6 s) outlives the outage.
+            # Heartbeats are failing now; the lease (6 s) outlives the outage. (A worker
+            # that gave its agent up would stop heartbeating: then fail here, not wait.)
+            assert h.worker is not None
+            worker = h.worker
             await async_wait_until(
-                holds(lambda: _errors(h, "heartbeat") >= 3), WAIT_S, what="failed heartbeats"
+                holds(lambda: _errors(h, "heartbeat") >= 3 or worker.running() != [running.id]),
+                WAIT_S,
+                what="failed heartbeats",
             )
-            assert h.worker is not None and h.worker.running() == [running.id]
+            assert worker.running() == [running.id]
             proxy.refuse = False
             done = await wait_step(direct, wf, "s", StepStatus.SUCCEEDED)
     finally:
