@@ -5,15 +5,24 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup setup-chaos run test test-fast lint bench chaos soak docs fuzz fuzz-membership clean
+.PHONY: setup setup-bench setup-chaos run test test-fast lint bench chaos soak docs fuzz fuzz-membership clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,lint,bench]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,lint]'
 	touch $(STAMP)
+
+# The benchmark peers (huey, procrastinate, kinship, swim-protocol, psycopg) and
+# matplotlib (the plots) are only for `make bench`: not part of the default install.
+BENCH_STAMP := $(VENV)/.installed-bench
+setup-bench: $(BENCH_STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,lint,bench]'
+	touch $(BENCH_STAMP)
 
 # matplotlib (the soak's PNG) is only for `make soak`: not part of the default install.
 setup-chaos: setup
@@ -33,7 +42,7 @@ lint: setup
 	$(BIN)/ruff format --check relaymesh
 	$(BIN)/mypy
 
-bench: setup
+bench: setup-bench
 	$(BIN)/python -m bench.run_all
 
 # The long failure scenarios (tests/chaos/README.md, docs/reliability.md); the soak is

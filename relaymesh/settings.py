@@ -156,7 +156,7 @@ class WorkerSettings(_Section):
     """How often held leases are extended, in one store call for all of them. Short,
     because a DEAD verdict only reclaims leases silent for two of these (below)."""
     poll_ms: int = Field(500, gt=0)
-    claim_batch: int = Field(32, gt=0)
+    claim_batch: int = Field(64, gt=0)
     pause_when_local_not_alive: bool = True
     low_starvation_threshold: int = Field(10, gt=0)
     drain_timeout_s: float = Field(30.0, ge=0)
