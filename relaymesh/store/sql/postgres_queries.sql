@@ -601,7 +601,6 @@ SELECT count(*) FROM settings_history WHERE at_ms < rm_now_ms() - $1;
 SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class AS c
 JOIN pg_namespace AS n ON n.oid = c.relnamespace
 WHERE n.nspname = current_schema() AND c.relkind = 'r';
-=======
 -- Idempotency keys, workflow listing and schedule fires (migration 0005).
 
 -- name: workflow_key_claim
