@@ -25,13 +25,20 @@ store (``relaymesh reload-settings``, polled every ``RELOAD_POLL_S``): the file 
 environment are read again, the reloadable sections (``RELOADABLE_SECTIONS``) are
 applied to the worker and maintenance, and the changed field names (never values)
 are written to ``settings_history``. Changes to the other sections are logged as
-needing a restart and not applied.
+needing a restart and not applied. A ``gossip_sync_request`` for this node (``relaymesh
+gossip-sync``) is picked up by the same poller: one anti-entropy exchange now, its
+merges answered in the audit trail.
+
+Dispatch statistics: the worker's one-hour window (``work/dispatch.py``) is written to
+the store every ``dispatch.summary_interval_ms`` (and once more on shutdown), so
+``mesh-summary`` reads the whole mesh's window from ``dispatch_stats``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import random
 import signal
@@ -117,6 +124,7 @@ class Node:
         self._mesh_dirty = asyncio.Event()
         self._signals = 0
         self._reload_cursor = 0
+        self._sync_cursor = 0
         self._reload_lock = asyncio.Lock()
         self._dead_pending: set[str] = set()
         self._worker_task: asyncio.Task[None] | None = None
@@ -198,6 +206,8 @@ class Node:
             except (TimeoutError, asyncio.CancelledError, RelayMeshError) as exc:
                 # Unreleased leases are reclaimed when peers see our LEAVE, or at expiry.
                 log.warning("drain_incomplete", node=self.name, error=repr(exc))
+        # The drain's outcomes too: mesh-summary should not lose this node's last hour.
+        await _bounded(self._write_dispatch(), 1.0, "dispatch_final_write")
         if self.maintenance is not None:
             self.maintenance.stop()  # its task resigns leadership on the way out
             if self._maintenance_task is not None:
@@ -284,10 +294,14 @@ class Node:
         self.store = store
         with contextlib.suppress(RelayMeshError):
             self._reload_cursor = await services.latest_audit_id(store)
+            self._sync_cursor = await services.latest_audit_id(
+                store, services.GOSSIP_SYNC_REQUEST_ACTION
+            )
         self._start_work(store)
         self._store_ready.set()
         self._spawn(self._mesh_writer(), "mesh-writer")
         self._spawn(self._reload_poller(), "reload-poller")
+        self._spawn(self._dispatch_writer(), "dispatch-writer")
         self._mesh_dirty.set()
         if self._api is not None:
             self._api.attach(store)
@@ -513,11 +527,69 @@ class Node:
             except RelayMeshError as exc:
                 log.debug("reload_poll_failed", node=self.name, error=str(exc))
                 continue
+            await self._poll_gossip_syncs(store, since_ms)
             if not pending:
                 continue
             self._reload_cursor = max(r.id for r in pending)
             log.info("reload_requested", node=self.name, by=pending[-1].actor)
             await self.reload_settings(f"request:{pending[-1].id}")
+
+    # -- gossip-sync ---------------------------------------------------------------------------
+
+    async def gossip_sync(self, request_id: int | None = None) -> dict[str, Any]:
+        """One anti-entropy exchange now; the answer is audited (``gossip_sync``)."""
+        result: dict[str, Any]
+        if self.membership is None:
+            result = {"peer": None, "merged_here": 0, "merged_there": 0, "agreed": False}
+            result["error"] = "gossip is not running"
+        else:
+            result = await self.membership.sync_now()
+        result["node"] = self.name
+        if self.store is not None:
+            try:
+                await services.record_gossip_sync(
+                    self.store, node=self.name, request_id=request_id, result=result
+                )
+            except RelayMeshError as exc:
+                log.warning("gossip_sync_answer_failed", node=self.name, error=str(exc))
+        return result
+
+    async def _poll_gossip_syncs(self, store: Store, since_ms: int) -> None:
+        try:
+            pending = await services.pending_gossip_syncs(
+                store, node=self.name, after_id=self._sync_cursor, since_ms=since_ms
+            )
+        except RelayMeshError as exc:
+            log.debug("gossip_sync_poll_failed", node=self.name, error=str(exc))
+            return
+        for request in pending:
+            self._sync_cursor = max(self._sync_cursor, request.id)
+            log.info("gossip_sync_requested", node=self.name, by=request.actor)
+            await self.gossip_sync(request.id)
+
+    # -- dispatch statistics -------------------------------------------------------------------
+
+    async def _dispatch_writer(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.dispatch.summary_interval_ms / 1000)
+            await self._write_dispatch()
+
+    async def _write_dispatch(self) -> None:
+        from relaymesh.work.dispatch import STORE_BUCKET_MS, WINDOW_MS
+
+        store, worker = self.store, self.worker
+        if store is None or worker is None:
+            return
+        rows = worker.dispatch.summary_rows()
+        try:
+            await store.write_dispatch_stats(
+                [(r.node, r.agent, r.bucket_ms, r.reason, r.count) for r in rows],
+                keep_ms=WINDOW_MS + STORE_BUCKET_MS,
+            )
+        except RelayMeshError as exc:
+            worker.dispatch.resend_all()
+            self.metrics.store_errors.labels(op="dispatch_stats").inc()
+            log.warning("dispatch_stats_write_failed", node=self.name, error=str(exc))
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -537,7 +609,9 @@ class Node:
             )
         except ValueError as exc:
             raise ConfigError(f"--http: {exc}") from exc
-        self._api = Api(self.store, lambda: self.settings)
+        self._api = Api(
+            self.store, lambda: self.settings, local_node=self.name, gossip_sync=self.gossip_sync
+        )
         self.http.add_routes(self._api.routes())
         try:
             await self.http.start()
@@ -591,6 +665,8 @@ class Node:
         however many at once) scrapers ask."""
         if self.membership is not None:
             self.membership.update_metrics()
+        if self.worker is not None:
+            self._set_dispatch_gauges(self.worker.dispatch)
         store = self.store
         if store is None:
             return
@@ -610,8 +686,35 @@ class Node:
             self.metrics.dead_letter_growth.set(counts.get(StepStatus.DEAD_LETTER, 0))
             lag_ms = await asyncio.wait_for(store.queue_lag_ms(), 2.0)
             self.metrics.queue_lag_seconds.set(lag_ms / 1000)
+            await self._refresh_mesh_figures(store)
         except (RelayMeshError, TimeoutError):
             self.metrics.store_errors.labels(op="scrape").inc()
+
+    async def _refresh_mesh_figures(self, store: Store) -> None:
+        """The V2 mesh gauges, from the store (what every node reported)."""
+        m = self.metrics
+        nodes = await asyncio.wait_for(store.list_mesh_nodes(), 2.0)
+        for status in MemberStatus:
+            m.mesh_nodes_total.labels(status=status.value).set(
+                sum(1 for n in nodes if n.status is status)
+            )
+        by_owner = await asyncio.wait_for(store.running_by_owner_status(), 2.0)
+        for owner_status in (*(s.value for s in MemberStatus), "UNKNOWN", *by_owner):
+            m.running_steps_by_owner_status.labels(status=owner_status).set(
+                by_owner.get(owner_status, 0)
+            )
+        now_ms = await asyncio.wait_for(store.now_ms(), 2.0)
+        dead_since = [n.status_changed_at_ms for n in nodes if n.status is MemberStatus.DEAD]
+        m.oldest_dead_node_age_ms.set(max(0, now_ms - min(dead_since)) if dead_since else 0)
+
+    def _set_dispatch_gauges(self, dispatch: Any) -> None:
+        rate = dispatch.node_stats().rate
+        self.metrics.dispatch_success_rate.set(math.nan if rate is None else rate)
+        for agent, stats in dispatch.agent_stats().items():
+            agent_rate = stats.rate
+            self.metrics.dispatch_agent_success_rate.labels(agent=agent).set(
+                math.nan if agent_rate is None else agent_rate
+            )
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ __all__ = [
     "RELOADABLE_SECTIONS",
     "AgentSettings",
     "BreakerSettings",
+    "DispatchSettings",
     "GossipSettings",
     "GuardSettings",
     "MaintenanceSettings",
@@ -69,6 +70,7 @@ RELOADABLE_SECTIONS = (
     "agents",
     "retention",
     "schedules",
+    "dispatch",
 )
 
 
@@ -151,12 +153,16 @@ DEAD_OWNER_STALE_HEARTBEATS = 2
 class WorkerSettings(_Section):
     enabled: bool = True
     slots: int = Field(4, gt=0)
+    """Steps of task agents (scripts, ``sleep``) held at once per node: what bounds the
+    processes a node runs. In-process agents (``echo``) take no slot."""
     lease_ms: int = Field(30_000, gt=0)
     heartbeat_ms: int = Field(2_000, gt=0)
     """How often held leases are extended, in one store call for all of them. Short,
     because a DEAD verdict only reclaims leases silent for two of these (below)."""
     poll_ms: int = Field(500, gt=0)
     claim_batch: int = Field(64, gt=0)
+    """Most steps claimed in one transaction (and of in-process agents, 4 batches held
+    at once). Larger: fewer transactions, coarser sharing between nodes."""
     pause_when_local_not_alive: bool = True
     low_starvation_threshold: int = Field(10, gt=0)
     drain_timeout_s: float = Field(30.0, ge=0)
@@ -179,6 +185,20 @@ class GuardSettings(_Section):
 class BreakerSettings(_Section):
     failure_threshold: int = Field(5, gt=0)
     open_ms: int = Field(30_000, gt=0)
+
+
+class DispatchSettings(_Section):
+    """The one-hour dispatch window (``work/dispatch.py``) and its low-rate breaker."""
+
+    min_success_rate: float = Field(0.3, ge=0, le=1)
+    """An agent whose success rate since its breaker last closed (within the hour)
+    falls below this opens its breaker with reason ``low_success_rate``; 0 turns the
+    rule off."""
+    min_samples: int = Field(15, gt=0)
+    """Runs of the agent needed before ``min_success_rate`` is judged."""
+    summary_interval_ms: int = Field(10_000, gt=0)
+    """How often a node writes its window to the store (table ``dispatch_stats``),
+    where ``mesh-summary`` and ``GET /api/stats`` read the whole mesh."""
 
 
 class MaintenanceSettings(_Section):
@@ -356,6 +376,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     guard: GuardSettings = GuardSettings()
     breaker: BreakerSettings = BreakerSettings()
+    dispatch: DispatchSettings = DispatchSettings()
     maintenance: MaintenanceSettings = MaintenanceSettings()
     retry: RetryPolicy = RetryPolicy()
     web: WebSettings = WebSettings()

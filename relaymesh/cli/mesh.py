@@ -1,8 +1,9 @@
-"""Mesh commands: mesh-summary, mesh-recover, mesh-prune, maintenance.
+"""Mesh commands: mesh-summary, mesh-recover, mesh-prune, maintenance, gossip-sync.
 
 They read and change the mesh through the store (``mesh_nodes``, as the nodes last
 wrote it), so they work from any host that reaches the store without joining the
-mesh. ``mesh-summary`` exits with its verdict (rules: ``docs/health.md``; code:
+mesh (``gossip-sync`` asks a node through the store too, and waits for its answer).
+``mesh-summary`` exits with its verdict (rules: ``docs/health.md``; code:
 ``relaymesh.ops.reports``): 0 healthy, 1 degraded, 2 unhealthy, 3 when the check
 itself failed.
 """
@@ -31,8 +32,9 @@ _LIMIT = click.IntRange(min=1)
 @click.option("--node", "local_name", default=None, help="Judge this node as the local one.")
 @pass_cli
 def mesh_summary(cli: CliContext, as_json: bool, local_name: str | None) -> None:
-    """Members by status and RUNNING steps by owner status, and the verdict with
-    one line per reason.
+    """Members by status, RUNNING steps by owner status, the mesh's dispatch
+    statistics of the last hour (--json: "dispatch"), and the verdict with one line
+    per reason.
 
     Exit 0 healthy, 1 degraded, 2 unhealthy, 3 unknown (the check failed)."""
     try:
@@ -59,6 +61,8 @@ def mesh_summary(cli: CliContext, as_json: bool, local_name: str | None) -> None
         click.echo(f"members: {counts}")
         running = ", ".join(f"{k} {v}" for k, v in summary.running_by_owner_status.items())
         click.echo(f"running steps by owner status: {running or 'none'}")
+        for line in _dispatch_lines(summary.dispatch):
+            click.echo(line)
         echo_table(
             ["name", "address", "status", "incarnation", "since", "reporter"],
             [
@@ -156,6 +160,59 @@ def maintenance(cli: CliContext, node_id: str, as_json: bool) -> None:
             click.echo(f"{key}: {value}")
 
 
+def _dispatch_lines(doc: dict[str, Any]) -> list[str]:
+    """``dispatch (last 1 h): ...`` and one line per agent, for the human summary."""
+
+    def one(d: dict[str, Any]) -> str:
+        if not d.get("total"):
+            return "no samples"
+        reasons = ", ".join(f"{k} {v}" for k, v in d["failure_reasons"].items())
+        text = f"{d['total']} total, {d['success']} ok, {d['failed']} failed, rate {d['rate']:.1%}"
+        return f"{text} ({reasons})" if reasons else text
+
+    hours = int(doc.get("window_s", 3600)) / 3600
+    lines = [f"dispatch (last {hours:g} h): {one(doc)}"]
+    for agent, d in doc.get("agents", {}).items():
+        lines.append(f"  agent {agent}: {one(d)}")
+    return lines
+
+
+@click.command("gossip-sync")
+@click.option("--node", required=True, help="The node that runs the exchange.")
+@click.option(
+    "--timeout-s",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="How long to wait for the node's answer (it polls the store every 2 s).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@pass_cli
+def gossip_sync(cli: CliContext, node: str, timeout_s: float, as_json: bool) -> None:
+    """Ask node N to run one anti-entropy (push/pull) exchange now; print what it merged.
+
+    Exit 1 when the node could not exchange (no peer, peer unreachable) or did not
+    answer in time."""
+
+    async def go() -> dict[str, Any]:
+        async with store_session(cli.store_url) as store:
+            req = await services.request_gossip_sync(store, node=node, actor=services.cli_actor())
+            return await services.wait_gossip_sync(store, req, timeout_ms=int(timeout_s * 1000))
+
+    result = run_async(go)
+    if as_json:
+        echo_json(result)
+    elif result.get("error") is None:
+        click.echo(
+            f"{node} exchanged with {result.get('peer')}: merged {result.get('merged_here')}"
+            f" update(s) here, {result.get('merged_there')} there"
+            + (" (views agreed)" if result.get("agreed") else "")
+        )
+    if result.get("error") is not None:
+        click.echo(f"error: {node}: {result['error']}", err=True)
+        sys.exit(1)
+
+
 def register(main: click.Group) -> None:
-    for command in (mesh_summary, mesh_recover, mesh_prune, maintenance):
+    for command in (mesh_summary, mesh_recover, mesh_prune, maintenance, gossip_sync):
         main.add_command(command)

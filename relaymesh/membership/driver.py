@@ -276,6 +276,41 @@ class MembershipService:
         """False before start, after stop, and while this node is suspected and unrefuted."""
         return self._running and self._swim is not None and self._swim.local_is_alive()
 
+    async def sync_now(self) -> dict[str, Any]:
+        """One anti-entropy push/pull with a random peer now (``relaymesh gossip-sync``):
+        ``{"peer", "merged_here", "merged_there", "agreed", "error"}``, where the merges
+        are the member updates each side applied from the other's snapshot and
+        ``error`` is None unless there was no peer or the exchange failed."""
+        swim = self._swim
+        out: dict[str, Any] = {
+            "peer": None,
+            "merged_here": 0,
+            "merged_there": 0,
+            "agreed": False,
+            "error": None,
+        }
+        if swim is None or not self._running:
+            out["error"] = "gossip is not running"
+            return out
+        target = swim.pushpull_target()
+        if target is None:
+            out["error"] = "no peer to exchange with"
+            return out
+        peer = next((m.name for m in self.members() if m.address == target), None)
+        out["peer"] = f"{peer}@{_fmt(target)}" if peer else _fmt(target)
+        try:
+            applied, remote_applied = await self._pushpull(target, join=False)
+        except (TransportError, ProtocolError) as exc:
+            out["error"] = f"push/pull with {out['peer']} failed: {exc}"
+            return out
+        out.update(
+            merged_here=applied,
+            merged_there=remote_applied,
+            agreed=applied == 0 and remote_applied == 0,
+        )
+        log.info("gossip_sync", node=self.name, **out)
+        return out
+
     def health(self) -> dict[str, Any]:
         counts = self._status_counts()
         local = self._swim.local if self._swim is not None else None
@@ -557,7 +592,8 @@ class MembershipService:
 
     # -- push/pull
 
-    async def _pushpull(self, address: Address, *, join: bool) -> None:
+    async def _pushpull(self, address: Address, *, join: bool) -> tuple[int, int]:
+        """One exchange; (updates applied here, updates the peer applied)."""
         swim = self._swim
         assert swim is not None
         try:
@@ -574,6 +610,7 @@ class MembershipService:
         self._updates_merged += applied
         self._drain_core()
         self._note_agreement(remote_applied == 0 and applied == 0)
+        return applied, int(remote_applied)
 
     def _serve_pushpull(self, request: bytes, peer: Address) -> bytes | None:
         swim = self._swim

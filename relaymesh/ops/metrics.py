@@ -161,6 +161,48 @@ class Metrics:
             registry=r,
         )
 
+        # -- dispatch statistics (work/dispatch.py) and the mesh as the store has it
+        self.dispatch = Counter(
+            f"{p}dispatch",
+            "Claim decisions and step outcomes, by result (success, failed) and reason",
+            ["result", "reason"],
+            registry=r,
+        )
+        self.dispatch_success_rate = Gauge(
+            f"{p}dispatch_success_rate",
+            "This node's success rate over the last hour (NaN without samples)",
+            registry=r,
+        )
+        self.dispatch_agent_success_rate = Gauge(
+            f"{p}dispatch_agent_success_rate",
+            "An agent's success rate on this node over the last hour (NaN without samples)",
+            ["agent"],
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            f"{p}breaker_transitions",
+            "Circuit breaker transitions, by agent, new state and why it opened",
+            ["agent", "to", "reason"],
+            registry=r,
+        )
+        self.mesh_nodes_total = Gauge(
+            f"{p}mesh_nodes_total",
+            "Members in the store's mesh table (what every node reported), by status",
+            ["status"],
+            registry=r,
+        )
+        self.running_steps_by_owner_status = Gauge(
+            f"{p}running_steps_by_owner_status",
+            "RUNNING steps in the store by their owner's member status (UNKNOWN: pruned)",
+            ["status"],
+            registry=r,
+        )
+        self.oldest_dead_node_age_ms = Gauge(
+            f"{p}oldest_dead_node_age_ms",
+            "How long the longest-DEAD member in the store has been DEAD (0: none)",
+            registry=r,
+        )
+
     def render(self) -> bytes:
         """The Prometheus text exposition of this registry."""
         return bytes(generate_latest(self.registry))

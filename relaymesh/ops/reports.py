@@ -35,7 +35,7 @@ from typing import Any
 
 from relaymesh.membership.suspicion import suspicion_timeout_ms
 from relaymesh.model import AuditRecord, MemberStatus, MeshNode, StepRecord, StepStatus
-from relaymesh.ops.services import members_by_status
+from relaymesh.ops.services import dispatch_summary, members_by_status
 from relaymesh.settings import Settings
 from relaymesh.store.base import Store
 
@@ -71,6 +71,8 @@ class MeshSummary:
     running_by_owner_status: dict[str, int]
     health: Health
     reasons: tuple[str, ...] = field(default=())
+    dispatch: dict[str, Any] = field(default_factory=dict)
+    """The mesh's one-hour dispatch window (``services.dispatch_summary``)."""
 
     @property
     def healthy(self) -> bool:
@@ -81,6 +83,7 @@ class MeshSummary:
             "local": self.local,
             "members": self.members,
             "running_by_owner_status": self.running_by_owner_status,
+            "dispatch": self.dispatch,
             "healthy": self.healthy,
             "status": self.health.name.lower(),
             "reasons": list(self.reasons),
@@ -209,4 +212,5 @@ async def mesh_summary(
         running_by_owner_status=dict(sorted(by_owner.items())),
         health=health,
         reasons=tuple(reasons),
+        dispatch=await dispatch_summary(store),
     )

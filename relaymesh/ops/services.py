@@ -13,6 +13,11 @@ newer than the last one it saw (``pending_reload_requests``) and reloads its set
 as on SIGHUP; the changed field names land in ``settings_history``. This needs only
 the store, survives a node being down (it picks the request up if it was asked
 while it runs; a restarted node reads its settings anyway), and is audited.
+
+Gossip-sync requests ride the same mechanism: ``request_gossip_sync`` records a
+``gossip_sync_request`` row naming the node, the node runs one anti-entropy exchange
+and answers with a ``gossip_sync`` audit row carrying the request's id and the
+merges, which ``wait_gossip_sync`` polls for.
 """
 
 from __future__ import annotations
@@ -20,11 +25,11 @@ from __future__ import annotations
 import getpass
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from relaymesh.exceptions import InvalidStateError
+from relaymesh.exceptions import InvalidStateError, NotFoundError
 from relaymesh.model import (
     Actor,
     AuditRecord,
@@ -44,6 +49,8 @@ from relaymesh.settings import Settings
 from relaymesh.store.base import ConflictReport, Store
 
 __all__ = [
+    "GOSSIP_SYNC_ACTION",
+    "GOSSIP_SYNC_REQUEST_ACTION",
     "RELOAD_ALL",
     "RELOAD_REQUEST_ACTION",
     "ReloadRequest",
@@ -51,6 +58,7 @@ __all__ = [
     "cancel_workflow",
     "cli_actor",
     "conflict_report",
+    "dispatch_summary",
     "known_agents",
     "latest_audit_id",
     "list_conflicts",
@@ -63,16 +71,20 @@ __all__ = [
     "mesh_recover",
     "node_actor",
     "parse_time_ms",
+    "pending_gossip_syncs",
     "pending_reload_requests",
     "query_audit",
+    "record_gossip_sync",
     "record_settings_change",
     "replay_batch",
     "replay_step",
+    "request_gossip_sync",
     "request_reload",
     "run_maintenance_pass",
     "settings_history",
     "stats",
     "submit_workflow",
+    "wait_gossip_sync",
     "web_actor",
     "workflow_status",
 ]
@@ -81,6 +93,9 @@ MAX_TIME_MS = 253_402_300_799_999
 """9999-12-31T23:59:59.999Z: the latest time an operator may name."""
 RELOAD_REQUEST_ACTION = "reload_request"
 RELOAD_ALL = "*"
+GOSSIP_SYNC_REQUEST_ACTION = "gossip_sync_request"
+GOSSIP_SYNC_ACTION = "gossip_sync"
+GOSSIP_SYNC_POLL_S = 0.2
 CANCEL_MODES = ("hard", "soft")
 
 
@@ -226,6 +241,7 @@ class Stats:
     members: dict[str, int]
     running_by_owner_status: dict[str, int]
     at_ms: int
+    dispatch: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -233,12 +249,14 @@ class Stats:
             "queue_lag_ms": self.queue_lag_ms,
             "members": self.members,
             "running_by_owner_status": self.running_by_owner_status,
+            "dispatch": self.dispatch,
             "at": self.at_ms,
         }
 
 
 async def stats(store: Store) -> Stats:
-    """Step counts by status, queue lag, members by status: the console's cards."""
+    """Step counts by status, queue lag, members by status, the mesh's dispatch window:
+    the console's cards."""
     counts = await store.step_counts()
     nodes = await store.list_mesh_nodes()
     return Stats(
@@ -247,7 +265,17 @@ async def stats(store: Store) -> Stats:
         members=members_by_status(nodes),
         running_by_owner_status=await store.running_by_owner_status(),
         at_ms=await store.now_ms(),
+        dispatch=await dispatch_summary(store),
     )
+
+
+async def dispatch_summary(store: Store) -> dict[str, Any]:
+    """The mesh's one-hour dispatch window as the nodes last wrote it
+    (``{"window_s", "total", "success", "failed", "rate", "failure_reasons", "nodes",
+    "agents"}``, INTERFACE.md)."""
+    from relaymesh.work.dispatch import WINDOW_MS, summarize_rows
+
+    return summarize_rows(await store.dispatch_totals(WINDOW_MS))
 
 
 def members_by_status(nodes: Sequence[MeshNode]) -> dict[str, int]:
@@ -341,11 +369,73 @@ async def pending_reload_requests(
     return sorted(out, key=lambda r: r.id)
 
 
-async def latest_audit_id(store: Store) -> int:
-    """The id of the newest audit row (0 when none): where a starting node's reload cursor
-    begins, so old requests are not replayed at start."""
-    rows = await store.query_audit(action=RELOAD_REQUEST_ACTION, limit=1)
+async def latest_audit_id(store: Store, action: str = RELOAD_REQUEST_ACTION) -> int:
+    """The id of the newest ``action`` audit row (0 when none): where a starting node's
+    request cursor begins, so old requests are not replayed at start."""
+    rows = await store.query_audit(action=action, limit=1)
     return rows[0].id if rows else 0
+
+
+# -- gossip-sync requests ------------------------------------------------------------------
+
+
+async def request_gossip_sync(store: Store, *, node: str, actor: str) -> ReloadRequest:
+    """Ask ``node`` to run one anti-entropy exchange now (see the module docstring).
+    ``NotFoundError`` when the mesh does not know ``node``; ``InvalidStateError`` when it
+    is DEAD or LEFT (nobody would answer)."""
+    member = next((n for n in await store.list_mesh_nodes() if n.name == node), None)
+    if member is None:
+        raise NotFoundError(f"no member named {node!r} in the mesh table")
+    if member.status in (MemberStatus.DEAD, MemberStatus.LEFT):
+        raise InvalidStateError(f"node {node!r} is {member.status.value}: it cannot sync")
+    await store.record_audit(actor, GOSSIP_SYNC_REQUEST_ACTION, node, {"node": node})
+    rows = await store.query_audit(action=GOSSIP_SYNC_REQUEST_ACTION, limit=20)
+    row = next((r for r in rows if r.actor == actor and r.target == node), None)
+    if row is None:
+        raise InvalidStateError("the gossip-sync request was not recorded")
+    return ReloadRequest(id=row.id, at_ms=row.at_ms, actor=actor, target=node)
+
+
+async def pending_gossip_syncs(
+    store: Store, *, node: str, after_id: int, since_ms: int, limit: int = 50
+) -> list[ReloadRequest]:
+    """Gossip-sync requests for ``node`` with an id above ``after_id``, oldest first."""
+    rows = await store.query_audit(action=GOSSIP_SYNC_REQUEST_ACTION, from_ms=since_ms, limit=limit)
+    out = [
+        ReloadRequest(id=r.id, at_ms=r.at_ms, actor=r.actor, target=node)
+        for r in rows
+        if r.id > after_id and r.target == node
+    ]
+    return sorted(out, key=lambda r: r.id)
+
+
+async def record_gossip_sync(
+    store: Store, *, node: str, request_id: int | None, result: dict[str, Any]
+) -> None:
+    """A node ran a requested exchange: its answer, audited as the node."""
+    details = {**result, "node": node, "request_id": request_id}
+    await store.record_audit(node_actor(node), GOSSIP_SYNC_ACTION, node, details)
+
+
+async def wait_gossip_sync(
+    store: Store, request: ReloadRequest, *, timeout_ms: int
+) -> dict[str, Any]:
+    """Poll the audit trail for the node's answer to ``request``; ``InvalidStateError``
+    when none came within ``timeout_ms`` (store clock)."""
+    import asyncio
+
+    deadline_ms = await store.now_ms() + timeout_ms
+    while True:
+        rows = await store.query_audit(action=GOSSIP_SYNC_ACTION, from_ms=request.at_ms, limit=100)
+        for row in rows:
+            if row.details.get("request_id") == request.id:
+                return dict(row.details)
+        if await store.now_ms() >= deadline_ms:
+            raise InvalidStateError(
+                f"node {request.target!r} did not answer within {timeout_ms / 1000:g} s"
+                " (is it running with a store connection?)"
+            )
+        await asyncio.sleep(GOSSIP_SYNC_POLL_S)
 
 
 async def record_settings_change(store: Store, *, node: str, fields: Sequence[str]) -> None:

@@ -284,6 +284,19 @@ class Store(Protocol):
         ``UNKNOWN`` for an owner the mesh table does not know)."""
         ...
 
+    async def write_dispatch_stats(
+        self, rows: Sequence[tuple[str, str, int, str, int]], *, keep_ms: int
+    ) -> None:
+        """Upsert ``(node, agent, bucket_ms, reason, count)`` rows of the dispatch window
+        (absolute counts: writing a row twice is harmless) and delete every row, any
+        node's, whose bucket is older than ``keep_ms`` (store clock). One transaction."""
+        ...
+
+    async def dispatch_totals(self, window_ms: int) -> list[tuple[str, str, str, int]]:
+        """``(node, agent, reason, count)`` summed over the buckets of the last
+        ``window_ms`` (store clock), ordered by node, agent, reason."""
+        ...
+
     # -- operations -------------------------------------------------------------------
 
     async def step_counts(self) -> dict[StepStatus, int]: ...

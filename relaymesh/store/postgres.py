@@ -71,7 +71,13 @@ from relaymesh.model import (
 from relaymesh.store import rows
 from relaymesh.store.base import ConflictReport, LeaderLease
 from relaymesh.store.queries import load_migrations, load_queries
-from relaymesh.store.retention import AGE_COLUMNS, ROW_TABLES, TABLES, WORKFLOW_TABLES, TableStats
+from relaymesh.store.retention import (
+    AGE_COLUMNS,
+    TABLES,
+    WORKFLOW_TABLES,
+    TableStats,
+    row_queries,
+)
 from relaymesh.store.url import per_host_urls, redact_url
 
 __all__ = ["PostgresStore"]
@@ -1154,6 +1160,26 @@ class PostgresStore:
 
         return await self._run(count, tx=False)
 
+    async def write_dispatch_stats(
+        self, rows: Sequence[tuple[str, str, int, str, int]], *, keep_ms: int
+    ) -> None:
+        # Sorted: two nodes pruning and upserting at once take row locks in one order.
+        ordered = sorted(rows)
+
+        async def write(conn: Conn) -> None:
+            if ordered:
+                await conn.executemany(Q["dispatch_upsert"], ordered)
+            await conn.execute(Q["dispatch_prune"], keep_ms)
+
+        await self._run(write)
+
+    async def dispatch_totals(self, window_ms: int) -> list[tuple[str, str, str, int]]:
+        async def totals(conn: Conn) -> list[tuple[str, str, str, int]]:
+            found = await conn.fetch(Q["dispatch_totals"], window_ms)
+            return [(str(n), str(a), str(r), int(c)) for n, a, r, c in found]
+
+        return await self._run(totals, tx=False)
+
     # -- operations -------------------------------------------------------------------------
 
     async def step_counts(self) -> dict[StepStatus, int]:
@@ -1276,7 +1302,7 @@ class PostgresStore:
         return await self._run(delete)
 
     async def retention_delete_rows(self, table: str, *, older_than_ms: int, limit: int) -> int:
-        query = Q[f"retention_delete_{_row_table(table)}"]
+        query = Q[row_queries(table)[0]]
 
         async def delete(conn: Conn) -> int:
             return _rowcount(await conn.execute(query, older_than_ms, limit))
@@ -1292,7 +1318,7 @@ class PostgresStore:
         return await self._run(count, tx=False)
 
     async def retention_count_rows(self, table: str, *, older_than_ms: int) -> int:
-        query = Q[f"retention_count_{_row_table(table)}"]
+        query = Q[row_queries(table)[1]]
 
         async def count(conn: Conn) -> int:
             return int(await conn.fetchval(query, older_than_ms))
@@ -1371,11 +1397,3 @@ _EVENT_MARGIN_MS = 60_000
 def _rowcount(status: str) -> int:
     """Rows touched, from asyncpg's command status (``DELETE 3``)."""
     return int(status.rsplit(" ", 1)[-1])
-
-
-def _row_table(table: str) -> str:
-    """The query suffix for a table retention trims by age; anything else is a bug."""
-    names = {"lease_conflicts": "conflicts", "audit_log": "audit"}
-    if table not in ROW_TABLES:
-        raise StoreError(f"retention does not trim table {table!r}")
-    return names.get(table, table)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from relaymesh.exceptions import StoreError
+
 __all__ = [
     "AGE_COLUMNS",
     "ROW_TABLES",
@@ -25,6 +27,7 @@ TABLES = (
     "settings_history",
     "leader_lease",
     "schema_version",
+    "dispatch_stats",
 )
 """Every table of the schema (ARCHITECTURE.md), in the order stats shows them."""
 
@@ -36,6 +39,7 @@ AGE_COLUMNS: dict[str, str] = {
     "audit_log": "at_ms",
     "mesh_nodes": "status_changed_at_ms",
     "settings_history": "at_ms",
+    "dispatch_stats": "bucket_ms",
 }
 """The column that dates a row, for "oldest"; tables without one show None."""
 
@@ -44,6 +48,22 @@ WORKFLOW_TABLES = ("workflows", "steps", "step_deps", "step_locks", "ownership_e
 
 ROW_TABLES = ("lease_conflicts", "audit_log", "settings_history")
 """Tables retention trims row by row by age (``at_ms``)."""
+
+ROW_QUERIES: dict[str, tuple[str, str]] = {
+    "lease_conflicts": ("retention_delete_conflicts", "retention_count_conflicts"),
+    "audit_log": ("retention_delete_audit", "retention_count_audit"),
+    "settings_history": ("retention_delete_settings_history", "retention_count_settings_history"),
+}
+"""Per table of ``ROW_TABLES``: the names of its delete and count queries (both stores)."""
+
+
+def row_queries(table: str) -> tuple[str, str]:
+    """The delete and count query names for a table retention trims by age; anything
+    else is a bug in the caller."""
+    try:
+        return ROW_QUERIES[table]
+    except KeyError:
+        raise StoreError(f"retention does not trim table {table!r}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,7 +73,13 @@ from relaymesh.model import (
 from relaymesh.store import rows
 from relaymesh.store.base import ConflictReport, LeaderLease
 from relaymesh.store.queries import load_migrations, load_queries
-from relaymesh.store.retention import AGE_COLUMNS, ROW_TABLES, TABLES, WORKFLOW_TABLES, TableStats
+from relaymesh.store.retention import (
+    AGE_COLUMNS,
+    TABLES,
+    WORKFLOW_TABLES,
+    TableStats,
+    row_queries,
+)
 
 __all__ = ["SqliteStore"]
 
@@ -256,7 +262,14 @@ class SqliteStore:
         except (sqlite3.Error, OSError) as exc:
             raise _translate(exc) from exc
         self._db = db
-        await self._in_thread(self._setup)
+        try:
+            await self._in_thread(self._setup)
+        except BaseException:
+            # A connection left open keeps its (non-daemon) thread alive and the process
+            # would hang at exit: a CLI command on a full disk printed its error, then hung.
+            await self.close()
+            self._closed = False
+            raise
         if self.path != ":memory:" and not self.path.startswith("file:"):
             self._identity = _file_identity(self.path)
 
@@ -1264,6 +1277,29 @@ class SqliteStore:
             }
         )
 
+    async def write_dispatch_stats(
+        self, rows: Sequence[tuple[str, str, int, str, int]], *, keep_ms: int
+    ) -> None:
+        def write(conn: Conn, now: int) -> None:
+            conn.executemany(
+                Q["dispatch_upsert"],
+                [
+                    {"node": n, "agent": a, "bucket_ms": b, "reason": r, "count": c}
+                    for n, a, b, r, c in rows
+                ],
+            )
+            conn.execute(Q["dispatch_prune"], {"cutoff": now - keep_ms})
+
+        await self._write(write)
+
+    async def dispatch_totals(self, window_ms: int) -> list[tuple[str, str, str, int]]:
+        return await self._read(
+            lambda conn, now: [
+                (str(n), str(a), str(r), int(c))
+                for n, a, r, c in conn.execute(Q["dispatch_totals"], {"since": now - window_ms})
+            ]
+        )
+
     # -- operations -------------------------------------------------------------------------
 
     async def step_counts(self) -> dict[StepStatus, int]:
@@ -1431,7 +1467,7 @@ class SqliteStore:
         return await self._write(delete)
 
     async def retention_delete_rows(self, table: str, *, older_than_ms: int, limit: int) -> int:
-        query = Q[f"retention_delete_{_row_table(table)}"]
+        query = Q[row_queries(table)[0]]
         count = await self._write(
             lambda conn, now: (
                 conn.execute(query, {"cutoff": now - older_than_ms, "limit": limit}).rowcount
@@ -1447,7 +1483,7 @@ class SqliteStore:
         return await self._read(count)
 
     async def retention_count_rows(self, table: str, *, older_than_ms: int) -> int:
-        query = Q[f"retention_count_{_row_table(table)}"]
+        query = Q[row_queries(table)[1]]
         return await self._read(
             lambda conn, now: int(
                 conn.execute(query, {"cutoff": now - older_than_ms}).fetchone()[0]
@@ -1505,11 +1541,3 @@ class SqliteStore:
 
 _EVENT_MARGIN_MS = 60_000
 _AUTO_VACUUM_INCREMENTAL = 2
-
-
-def _row_table(table: str) -> str:
-    """The query suffix for a table retention trims by age; anything else is a bug."""
-    names = {"lease_conflicts": "conflicts", "audit_log": "audit"}
-    if table not in ROW_TABLES:
-        raise StoreError(f"retention does not trim table {table!r}")
-    return names.get(table, table)

@@ -75,6 +75,8 @@ COOKIE_NAME = "relaymesh_session"
 MAX_TOKEN_CHARS = 4096
 SSE_INTERVAL_S = 2.0
 """How often an event stream polls the store and re-checks the caller's token."""
+GOSSIP_SYNC_TIMEOUT_MS = 10_000
+"""How long POST /api/gossip-sync waits for another node's answer (it polls every 2 s)."""
 _CONSOLE_HTML = (Path(__file__).parent / "static" / "console.html").read_text(encoding="utf-8")
 
 
@@ -110,9 +112,14 @@ class Api:
         settings: Callable[[], Settings],
         *,
         sse_interval_s: float = SSE_INTERVAL_S,
+        local_node: str | None = None,
+        gossip_sync: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self._store_or_none = store
         self._settings = settings
+        self._local_node = local_node
+        self._gossip_sync = gossip_sync
+        """The serving node's own exchange: a gossip-sync for it runs here, directly."""
         self._sse_interval_s = sse_interval_s
         self.streams = StreamSlots(
             lambda: (settings().web.max_streams, settings().web.max_streams_per_token)
@@ -149,6 +156,7 @@ class Api:
             web.post("/api/replay", w(self.replay)),
             web.post("/api/replay-batch", w(self.replay_batch)),
             web.post("/api/reload-settings", w(self.reload_settings)),
+            web.post("/api/gossip-sync", w(self.gossip_sync)),
             *self._workflow_routes(),
         ]
 
@@ -407,6 +415,18 @@ class Api:
         req = await services.request_reload(self._store, node=node, actor=who.actor)
         return {"request_id": req.id, "node": req.target, "at": req.at_ms}
 
+    async def gossip_sync(self, request: web.Request, who: Principal) -> Any:
+        """One anti-entropy exchange on ``node`` now; its merges. Run here when ``node``
+        is the serving node, else asked through the store (``services``)."""
+        body = params.only_fields(await params.json_body(request), ("node",))
+        node = params.text(body.get("node"), "node")
+        if node is None:
+            raise ValueError("node is required")
+        if node == self._local_node and self._gossip_sync is not None:
+            return await self._gossip_sync()
+        req = await services.request_gossip_sync(self._store, node=node, actor=who.actor)
+        return await services.wait_gossip_sync(self._store, req, timeout_ms=GOSSIP_SYNC_TIMEOUT_MS)
+
     # -- submit over HTTP and the workflow listing -----------------------------------------
 
     def _workflow_routes(self) -> list[web.RouteDef]:
@@ -624,7 +644,9 @@ OPENAPI: dict[str, Any] = {
             }
         },
         "/api/members": {"get": _op("Members as the mesh last reported them")},
-        "/api/stats": {"get": _op("Step counts, queue lag, members by status")},
+        "/api/stats": {
+            "get": _op("Step counts, queue lag, members by status, the dispatch window")
+        },
         "/api/tasks": {
             "get": _op(
                 "List steps",
@@ -675,6 +697,13 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/reload-settings": {
             "post": _op("Ask node(s) to reload", write=True, body={"node": _TEXT})
+        },
+        "/api/gossip-sync": {
+            "post": _op(
+                "Ask a node to run one anti-entropy exchange now; its merges",
+                write=True,
+                body={"node": _TEXT},
+            )
         },
         "/api/schedules": {
             "get": _op("Configured schedules: expression, next fire, last fire and its workflow")

@@ -25,6 +25,11 @@ Fencing is the store's: every write carries the lease. A write the store rejects
 means another worker owns the step now; the result is dropped, never retried.
 The store being unavailable is never fatal: each loop backs off with jitter and
 keeps its pending work, so nothing is lost.
+
+Dispatch statistics (``work/dispatch.py``): every held step ends with one outcome
+(``_Held.outcome``: ``ok``, ``agent_error``, ``lost_lease``, ...), recorded in
+``self.dispatch`` when the step is forgotten; a pause and a breaker opening are
+recorded when they begin.
 """
 
 from __future__ import annotations
@@ -42,7 +47,13 @@ from relaymesh.exceptions import LeaseLostError, StoreError, StoreUnavailableErr
 from relaymesh.logging import get_logger
 from relaymesh.model import Claim, Priority, StepStatus
 from relaymesh.ops.metrics import Metrics
-from relaymesh.settings import AgentSettings, BreakerSettings, Settings, WorkerSettings
+from relaymesh.settings import (
+    AgentSettings,
+    BreakerSettings,
+    DispatchSettings,
+    Settings,
+    WorkerSettings,
+)
 from relaymesh.store.base import Store
 from relaymesh.work.agents import (
     DEFAULT_TERM_GRACE_S,
@@ -52,6 +63,7 @@ from relaymesh.work.agents import (
     AgentRequest,
 )
 from relaymesh.work.breaker import BreakerState, CircuitBreaker
+from relaymesh.work.dispatch import OK, DispatchStats, outcome_reason
 from relaymesh.work.guard import ResourceGuard
 from relaymesh.work.retry import ErrorKind, backoff_ms, next_action
 
@@ -68,6 +80,8 @@ leaves at most this many batches to expire."""
 STORE_BACKOFF_BASE_MS = 50
 STORE_BACKOFF_MAX_MS = 5000
 RELEASE_TRIES = 3
+_RELEASE_OUTCOMES = {"unknown_agent": "unknown_agent"}
+"""A released step's dispatch outcome by release reason; any other is ``draining``."""
 
 
 @dataclass(eq=False, slots=True)
@@ -80,6 +94,8 @@ class _Held:
     started_ms: int = 0
     inline: bool = False
     """Claimed for an inline agent: counted against the inline backlog, not a slot."""
+    outcome: str | None = None
+    """Its dispatch outcome (``ok`` or a failure reason), recorded when it is forgotten."""
 
 
 class _Backoff:
@@ -160,6 +176,13 @@ class Worker:
         self._closing = False
         self._drain_cut = False
         self._latency: dict[str, Any] = {}
+        self.dispatch = DispatchStats(
+            node, clock.monotonic_ms, wall_offset_ms=clock.wall_ms() - clock.monotonic_ms()
+        )
+        """The one-hour dispatch window (``work/dispatch.py``): every claimed step's
+        outcome and every refusing claim decision."""
+        self._dispatch_counters: dict[str, Any] = {}
+        self._dispatch_settings: DispatchSettings | None = None
 
     # -- public API ---------------------------------------------------------------------
 
@@ -294,6 +317,7 @@ class Worker:
                     await self._wait_for_work(settings.worker.poll_ms)
             except StoreError as exc:
                 self.metrics.store_errors.labels("claim").inc()
+                self._record_dispatch(None, "store_error")
                 if isinstance(exc, StoreUnavailableError):
                     # The claim may have landed with its answer lost: look before the next.
                     self._claim_unsure = True
@@ -320,6 +344,9 @@ class Worker:
             self.metrics.worker_paused.labels(reason).inc()
             if reason != self._paused:
                 log.warning("worker_paused", node=self.node, reason=reason, detail=detail)
+                if reason != "disabled":  # an operator's choice, not a refusal
+                    refusal = "local_not_alive" if reason == "local_not_alive" else "guard_refused"
+                    self._record_dispatch(None, refusal)
         elif self._paused is not None:
             log.info("worker_resumed", node=self.node, was=self._paused)
         self._paused = reason
@@ -567,7 +594,18 @@ class Worker:
             del self._held[held.claim.step_id]
             if held.inline:
                 self._inline_held -= 1
+            if held.outcome is not None:
+                self._record_dispatch(held.claim.agent, held.outcome)
         self._changed.set()
+
+    def _record_dispatch(self, agent: str | None, reason: str) -> None:
+        """The dispatch hook: one sample into the window and ``dispatch_total``."""
+        self.dispatch.record(agent, reason)
+        counter = self._dispatch_counters.get(reason)
+        if counter is None:
+            result = "success" if reason == OK else "failed"
+            counter = self._dispatch_counters[reason] = self.metrics.dispatch.labels(result, reason)
+        counter.inc()
 
     def _running_now(self) -> bool:
         return any(h.state == "running" for h in self._held.values())
@@ -577,6 +615,8 @@ class Worker:
         if held.lost:
             return
         held.lost = True
+        if held.outcome is None:
+            held.outcome = "lost_lease"
         log.warning(
             "lease_lost",
             step_id=held.claim.step_id,
@@ -651,7 +691,9 @@ class Worker:
             if held.lost:
                 self._forget(held)
         for (held, _), ok in zip(live, oks, strict=True):
-            if not ok:
+            if ok:
+                held.outcome = OK
+            else:
                 self._lose(held, "commit_success", conflict=True)
             self._forget(held)
         return True
@@ -684,7 +726,9 @@ class Worker:
                         )
                     )
                     continue
-                if not ok:
+                if ok:
+                    held.outcome = OK
+                else:
                     self._lose(held, "commit_success", conflict=True)
             self._successes.pop(0)
             self._forget(held)
@@ -732,7 +776,9 @@ class Worker:
             # puts the step back, so it is retried, never lost.
             self.metrics.store_errors.labels("commit_failure").inc()
             log.error("failure_not_storable", step_id=claim.step_id, error=str(exc))
+            held.outcome = "store_error"
             return True
+        held.outcome = outcome_reason(error)
         if status == StepStatus.DEAD_LETTER:
             self.metrics.dead_letter.inc()
             log.warning(
@@ -776,6 +822,8 @@ class Worker:
                     released += 1
                     log.info("lease_released", step_id=held.claim.step_id, reason=reason)
                 break
+            if held.outcome is None:
+                held.outcome = _RELEASE_OUTCOMES.get(reason, "draining")
             self._forget(held)
         return released
 
@@ -838,40 +886,70 @@ class Worker:
             if self._agent_specs is not None:
                 log.info("agents_reloaded", agents=sorted(self._registry.names()))
         self._agent_specs = settings.agents
-        if settings.breaker is not self._breaker_settings:
+        if (
+            settings.breaker is not self._breaker_settings
+            or settings.dispatch is not self._dispatch_settings
+        ):
             for breaker in self._breakers.values():
                 breaker.configure(
                     failure_threshold=settings.breaker.failure_threshold,
                     open_ms=settings.breaker.open_ms,
+                    min_success_rate=settings.dispatch.min_success_rate,
+                    min_samples=settings.dispatch.min_samples,
                 )
             self._breaker_settings = settings.breaker
+            self._dispatch_settings = settings.dispatch
 
     def _breaker(self, agent: str) -> CircuitBreaker:
         breaker = self._breakers.get(agent)
         if breaker is None:
-            cfg = self._settings().breaker
+            settings = self._settings()
+            cfg = settings.breaker
             breaker = CircuitBreaker(
                 agent,
                 failure_threshold=cfg.failure_threshold,
                 open_ms=cfg.open_ms,
                 clock=self.clock,
                 on_transition=self._on_breaker_transition,
+                min_success_rate=settings.dispatch.min_success_rate,
+                min_samples=settings.dispatch.min_samples,
             )
             self._breakers[agent] = breaker
         return breaker
 
     def _on_breaker_transition(self, agent: str, old: BreakerState, new: BreakerState) -> None:
-        log.warning("breaker_transition", agent=agent, old=old.name, new=new.name, node=self.node)
+        reason: str | None = None
+        details: dict[str, Any] = {}
+        breaker = self._breakers.get(agent)
+        if new is BreakerState.OPEN and breaker is not None:
+            reason = breaker.open_reason
+            rate, runs = breaker.success_rate()
+            details = {"reason": reason, "runs": runs}
+            if rate is not None:
+                details["success_rate"] = round(rate, 4)
+        log.warning(
+            "breaker_transition",
+            agent=agent,
+            old=old.name,
+            new=new.name,
+            node=self.node,
+            **details,
+        )
         self.metrics.breaker_state.labels(agent).set(int(new))
-        self._spawn(self._audit_breaker(agent, old, new))
+        self.metrics.breaker_transitions.labels(agent, new.name, reason or "none").inc()
+        if reason is not None:
+            self._record_dispatch(agent, reason)
+        self._spawn(self._audit_breaker(agent, old, new, details))
 
-    async def _audit_breaker(self, agent: str, old: BreakerState, new: BreakerState) -> None:
+    async def _audit_breaker(
+        self, agent: str, old: BreakerState, new: BreakerState, details: dict[str, Any]
+    ) -> None:
         try:
             await self.store.record_audit(
                 self._actor,
                 "breaker_transition",
                 agent,
-                {"agent": agent, "from": old.name, "to": new.name, "node": self.node},
+                {"agent": agent, "from": old.name, "to": new.name, "node": self.node, **details},
             )
         except StoreError as exc:
             self.metrics.store_errors.labels("record_audit").inc()

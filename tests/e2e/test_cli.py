@@ -101,6 +101,7 @@ def test_operator_commands(make_cluster: ClusterFactory) -> None:
         "local",
         "members",
         "running_by_owner_status",
+        "dispatch",
         "healthy",
         "status",
         "reasons",

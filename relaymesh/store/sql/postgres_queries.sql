@@ -627,6 +627,7 @@ SELECT count(*) FROM settings_history WHERE at_ms < rm_now_ms() - $1;
 SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class AS c
 JOIN pg_namespace AS n ON n.oid = c.relnamespace
 WHERE n.nspname = current_schema() AND c.relkind = 'r';
+
 -- Idempotency keys, workflow listing and schedule fires (migration 0005).
 
 -- name: workflow_key_claim
@@ -654,3 +655,19 @@ GROUP BY workflow_id, status;
 -- name: schedule_last_fire
 SELECT fire_at_ms, workflow_id FROM workflow_keys
 WHERE schedule = $1 ORDER BY fire_at_ms DESC LIMIT 1;
+
+-- == dispatch statistics (migration 0006; work/dispatch.py) =====================
+
+-- name: dispatch_upsert
+INSERT INTO dispatch_stats (node, agent, bucket_ms, reason, count)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (node, agent, bucket_ms, reason) DO UPDATE SET count = excluded.count;
+
+-- name: dispatch_prune
+DELETE FROM dispatch_stats WHERE bucket_ms < rm_now_ms() - $1;
+
+-- name: dispatch_totals
+SELECT node, agent, reason, SUM(count)::BIGINT FROM dispatch_stats
+WHERE bucket_ms >= rm_now_ms() - $1
+GROUP BY node, agent, reason
+ORDER BY node, agent, reason;

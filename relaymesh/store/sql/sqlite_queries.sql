@@ -412,9 +412,6 @@ WHERE w.status = :status AND w.updated_at_ms < :cutoff
   AND NOT EXISTS (SELECT 1 FROM steps AS s WHERE s.workflow_id = w.id
                   AND s.status IN ('READY', 'RUNNING', 'RETRY_WAIT'));
 
--- name: retention_count_steps
-SELECT count(*) FROM steps WHERE workflow_id IN (SELECT value FROM json_each(:ids));
-
 -- name: retention_delete_locks
 DELETE FROM step_locks WHERE step_id IN (
     SELECT id FROM steps WHERE workflow_id IN (SELECT value FROM json_each(:ids)));
@@ -461,14 +458,12 @@ SELECT count(*) FROM settings_history WHERE at_ms < :cutoff;
 SELECT coalesce(m.tbl_name, d.name), sum(d.pgsize) FROM dbstat AS d
 LEFT JOIN sqlite_schema AS m ON m.name = d.name GROUP BY 1;
 
--- name: stats_page_size
-PRAGMA page_size;
-
 -- name: stats_freelist_count
 PRAGMA freelist_count;
 
 -- name: stats_auto_vacuum
 PRAGMA auto_vacuum;
+
 -- Idempotency keys, workflow listing and schedule fires (migration 0005).
 
 -- name: workflow_key_claim
@@ -497,3 +492,19 @@ GROUP BY workflow_id, status;
 -- name: schedule_last_fire
 SELECT fire_at_ms, workflow_id FROM workflow_keys
 WHERE schedule = :schedule ORDER BY fire_at_ms DESC LIMIT 1;
+
+-- == dispatch statistics (migration 0006; work/dispatch.py) =====================
+
+-- name: dispatch_upsert
+INSERT INTO dispatch_stats (node, agent, bucket_ms, reason, count)
+VALUES (:node, :agent, :bucket_ms, :reason, :count)
+ON CONFLICT (node, agent, bucket_ms, reason) DO UPDATE SET count = excluded.count;
+
+-- name: dispatch_prune
+DELETE FROM dispatch_stats WHERE bucket_ms < :cutoff;
+
+-- name: dispatch_totals
+SELECT node, agent, reason, SUM(count) FROM dispatch_stats
+WHERE bucket_ms >= :since
+GROUP BY node, agent, reason
+ORDER BY node, agent, reason;

@@ -62,11 +62,14 @@ async def test_list_workflows_filters_and_keyset_pages(store: Store) -> None:
         idempotency_key="kk",
     )
     everything = await store.list_workflows(limit=100)
-    assert everything[0].id == keyed.workflow_id
-    assert everything[0].idempotency_key == "kk"
-    assert everything[0].steps == {"READY": 1, "PENDING": 1}
-    assert everything[0].finished_at_ms is None
-    assert {w.id for w in everything[1:]} == set(ids)
+    # Submitted last, so no older than any other; one made in the same millisecond may
+    # sort before it (ties go by id).
+    (mine,) = [w for w in everything if w.id == keyed.workflow_id]
+    assert mine.created_at_ms == everything[0].created_at_ms
+    assert mine.idempotency_key == "kk"
+    assert mine.steps == {"READY": 1, "PENDING": 1}
+    assert mine.finished_at_ms is None
+    assert {w.id for w in everything} == {*ids, keyed.workflow_id}
     order = [(w.created_at_ms, w.id) for w in everything]
     assert order == sorted(order, reverse=True)
     pages: list[str] = []

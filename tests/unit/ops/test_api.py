@@ -178,3 +178,35 @@ async def test_events_stream_pushes_stats_members_and_conflicts(store: Store) ->
         resp.close()
     finally:
         await client.close()
+
+
+async def test_gossip_sync_is_an_admin_write(store: Store) -> None:
+    """Direct on the serving node; readonly refused; no node, or an unknown one, is one line."""
+    calls: list[int] = []
+
+    async def sync_here() -> dict[str, object]:
+        calls.append(1)
+        return {"node": "n1", "peer": "n2@127.0.0.1:7947", "merged_here": 1, "merged_there": 0}
+
+    settings = settings_with_tokens()
+    app = web.Application()
+    app.add_routes(Api(store, lambda: settings, local_node="n1", gossip_sync=sync_here).routes())
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        body = {"node": "n1"}
+        refused = await client.post("/api/gossip-sync", json=body, headers=bearer(READER))
+        assert refused.status == 403 and calls == []
+        ok = await client.post("/api/gossip-sync", json=body, headers=bearer(ADMIN_NEW))
+        assert ok.status == 200 and (await ok.json())["merged_here"] == 1 and calls == [1]
+        missing = await client.post("/api/gossip-sync", json={}, headers=bearer(ADMIN_NEW))
+        assert missing.status == 400 and (await missing.json()) == {"error": "node is required"}
+        unknown = await client.post(
+            "/api/gossip-sync", json={"node": "zz"}, headers=bearer(ADMIN_NEW)
+        )
+        assert unknown.status == 404
+        assert (await unknown.json())["error"] == "no member named 'zz' in the mesh table"
+        stats = await (await client.get("/api/stats", headers=bearer(READER))).json()
+        assert stats["dispatch"]["rate"] is None and stats["dispatch"]["total"] == 0
+    finally:
+        await client.close()

@@ -128,3 +128,56 @@ async def test_dead_verdict_reaches_maintenance_at_once(tmp_path: Path) -> None:
     await async_wait_until(forwarded, 5, what="DEAD/LEFT forwarded")
     for task in node._tasks:
         task.cancel()
+
+
+async def test_dispatch_window_reaches_the_store_after_a_failed_write(tmp_path: Path) -> None:
+    from relaymesh.exceptions import StoreUnavailableError
+    from relaymesh.work.workflow import parse_workflow
+
+    settings = load_settings(
+        None,
+        {
+            **{k: v for k, v in make_settings(tmp_path).model_dump().items() if k == "node"},
+            "worker": {"poll_ms": 50},
+            # Written by hand below, and at shutdown; never by the timer during the test.
+            "dispatch": {"summary_interval_ms": 3_600_000},
+        },
+    )
+    node = Node(settings)
+    await node.startup()
+    try:
+        await async_wait_until(lambda: _ready(node), 10, what="store ready")
+        store = node.store
+        assert store is not None
+        spec = parse_workflow(
+            '{"name": "w", "steps": [{"name": "a", "agent": "echo"},'
+            ' {"name": "b", "agent": "echo"}]}',
+            known_agents=services.known_agents(settings),
+            settings=settings,
+        )
+        await services.submit_workflow(store, spec, "cli:test")
+
+        async def counted() -> bool:
+            return bool(node.worker.dispatch.node_stats().success == 2)
+
+        await async_wait_until(counted, 10, what="2 outcomes in the window")
+        real = store.write_dispatch_stats
+        failures = []
+
+        async def failing(*args: object, **kwargs: object) -> None:
+            failures.append(1)
+            raise StoreUnavailableError("injected")
+
+        store.write_dispatch_stats = failing  # type: ignore[method-assign]
+        await node._write_dispatch()
+        assert failures == [1]
+        assert node.metrics.store_errors.labels(op="dispatch_stats")._value.get() == 1
+        store.write_dispatch_stats = real  # type: ignore[method-assign]
+        await node._write_dispatch()  # the rows the failed write lost are sent again
+        doc = await services.dispatch_summary(store)
+        assert (doc["total"], doc["success"]) == (2, 2)
+        assert doc["nodes"]["unit-node"]["rate"] == 1.0
+        assert doc["agents"]["echo"]["success"] == 2
+    finally:
+        node.request_stop()
+        await node.shutdown()

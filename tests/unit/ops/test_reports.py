@@ -218,6 +218,7 @@ def test_summary_json_has_exactly_the_promised_keys() -> None:
         "local",
         "members",
         "running_by_owner_status",
+        "dispatch",
         "healthy",
         "status",
         "reasons",
