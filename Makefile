@@ -26,7 +26,7 @@ $(BENCH_STAMP): $(STAMP)
 
 # matplotlib (the soak's PNG) is only for `make soak`: not part of the default install.
 setup-chaos: setup
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,lint,bench,chaos]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,lint,chaos]'
 
 run: setup
 	$(BIN)/relaymesh demo
@@ -41,6 +41,7 @@ lint: setup
 	$(BIN)/ruff check relaymesh tests bench tools
 	$(BIN)/ruff format --check relaymesh
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: setup-bench
 	$(BIN)/python -m bench.run_all

@@ -14,13 +14,19 @@ or ``python -m bench.work_throughput [--quick] [--only relaymesh|peers|raw]``):
   50 steps/s; submit-to-start is ``started_at - ready_at`` of each step (store clock).
 * **Peers**, same workload and machine: huey (SqliteHuey, process workers = cores)
   and procrastinate (PostgreSQL, one worker process per core), ``bench/peers/``.
-* **Ceiling**: the store's raw single-row claim transactions/s (``bench/raw_claims``).
+* **Ceilings** (``bench/raw_claims``): the store's raw single-row claims/s, and the
+  batched ceiling (claim 64 + fenced commit 64 per transaction pair, stock driver)
+  that the RelayMesh rows are compared with (ratio) in the same run.
+* **Idle**: 3 idle nodes on one SQLite store: READY=1 (sd_notify) time, CPU and RSS
+  per node; the read commands' wall time; a 10,000-step submit through the CLI.
 
 Every figure is the median of several runs (``--quick``: fewer, smaller). Nodes run
-with the default settings except ``worker.slots`` (``--slots``; the claim batch is
-bounded by free slots) and ``guard.max_load`` (raised so other work on the machine
-cannot pause the workers mid-run). Every process started here is killed and every
-database created is dropped, whatever happens.
+with the shipped settings (``defaults``) and, on the target node counts, ``tuned``
+(``CONFIGS``); ``guard.max_load`` is raised in both so other work on the machine
+cannot pause the workers mid-run. Node CPU per step leaves out start-up (each node's
+CPU is taken when its worker starts). Every process started here is killed and every
+database created is dropped, whatever happens. The PNG plots of docs/benchmarks.md
+are drawn at the end (``bench/plots.py``).
 """
 
 from __future__ import annotations

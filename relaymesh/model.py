@@ -7,9 +7,12 @@ INTERFACE.md promises to operators' scripts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
+
+from relaymesh.exceptions import WorkflowError
 
 __all__ = [
     "TERMINAL_STEP_STATUSES",
@@ -35,6 +38,8 @@ __all__ = [
     "WorkflowStatus",
     "WorkflowSummary",
     "actor_details",
+    "check_graph",
+    "find_cycle",
 ]
 
 JSON = Any
@@ -133,6 +138,53 @@ class WorkflowSpec:
 
     name: str
     steps: tuple[StepSpec, ...]
+
+
+def check_graph(steps: Sequence[StepSpec]) -> None:
+    """What makes steps a workflow: unique names, dependencies naming steps of the same
+    workflow, no cycle. Raises ``WorkflowError``; ``work/workflow.py`` (a file being
+    parsed) and every store's submit (a spec from anywhere) apply this one rule."""
+    seen: set[str] = set()
+    for step in steps:
+        if step.name in seen:
+            raise WorkflowError(f"duplicate step name '{step.name}'")
+        seen.add(step.name)
+    for step in steps:
+        for dep in step.depends_on:
+            if dep not in seen:
+                raise WorkflowError(
+                    f"step '{step.name}': field 'depends_on' names unknown step '{dep}'"
+                )
+    cycle = find_cycle(steps)
+    if cycle:
+        raise WorkflowError("dependency cycle: " + " -> ".join(cycle))
+
+
+def find_cycle(steps: Sequence[StepSpec]) -> list[str]:
+    """One dependency cycle as ``[a, b, ..., a]``, or ``[]`` when the graph is a DAG."""
+    deps = {s.name: s.depends_on for s in steps}
+    white, grey, black = 0, 1, 2
+    color = dict.fromkeys(deps, white)
+    for root, root_deps in deps.items():
+        if color[root] != white:
+            continue
+        # Iterative DFS: recursion would overflow on a 10,000-step chain.
+        path: list[str] = [root]
+        iters = [iter(root_deps)]
+        color[root] = grey
+        while iters:
+            nxt = next(iters[-1], None)
+            if nxt is None:
+                color[path.pop()] = black
+                iters.pop()
+                continue
+            if color[nxt] == grey:
+                return [*path[path.index(nxt) :], nxt]
+            if color[nxt] == white:
+                color[nxt] = grey
+                path.append(nxt)
+                iters.append(iter(deps[nxt]))
+    return []
 
 
 @dataclass(frozen=True, slots=True)

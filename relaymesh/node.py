@@ -43,12 +43,11 @@ import os
 import random
 import signal
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from relaymesh.clock import SystemClock
+from relaymesh.clock import Clock, SystemClock
 from relaymesh.exceptions import (
     ConfigError,
     RelayMeshError,
@@ -102,7 +101,14 @@ class Node:
     """One RelayMesh daemon. Build it, ``await startup()``, ``await run()``,
     ``await shutdown()`` (or ``await serve()`` for all three with signals)."""
 
-    def __init__(self, settings: Settings, *, reload: SettingsLoader | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        reload: SettingsLoader | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         node = settings.node
         if node.name is None:
             settings = settings.model_copy(
@@ -132,8 +138,8 @@ class Node:
         self._maintenance_task: asyncio.Task[None] | None = None
         self.fatal: RelayMeshError | None = None
         """Why the node stopped on its own (store unusable, worker crashed); ``serve`` raises it."""
-        self._clock = SystemClock()
-        self._rng = random.Random()
+        self._clock: Clock = clock or SystemClock()
+        self._rng = rng or random.Random()
         self._scrape_lock = asyncio.Lock()
         self._store_figures_at_s = -METRICS_STORE_TTL_S
         self.metrics_store_refreshes = 0
@@ -426,7 +432,7 @@ class Node:
         store = self.store
         if store is None or self.membership is None:
             return
-        now_wall = time.time_ns() // 1_000_000
+        now_wall = self._clock.wall_ms()
         # A member gone for longer than the prune age is not reported again: the
         # leader's prune (or an operator's) would otherwise be undone within seconds,
         # and mesh-summary would stay degraded for a node long replaced.
@@ -671,7 +677,7 @@ class Node:
         if store is None:
             return
         async with self._scrape_lock:
-            now_s = time.monotonic()
+            now_s = self._clock.monotonic_ms() / 1000
             if now_s - self._store_figures_at_s < METRICS_STORE_TTL_S:
                 return
             self._store_figures_at_s = now_s
@@ -744,7 +750,7 @@ async def serve_web(
     config_path: str | None, settings: Settings, bind: str, log_level: str = "info"
 ) -> None:
     """``relaymesh serve-web``: console and API over the store, no worker, no gossip."""
-    from relaymesh.cli.render import store_session
+    from relaymesh.store import store_session
     from relaymesh.web.api import Api
     from relaymesh.web.server import HttpServer
 

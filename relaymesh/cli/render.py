@@ -6,8 +6,7 @@ milliseconds; ``store_session`` opens the store named by the global options.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +15,7 @@ import click
 from relaymesh.cli.common import echo_json, echo_table
 from relaymesh.model import StepRecord
 from relaymesh.ops.services import parse_time_ms
-from relaymesh.store.base import Store
+from relaymesh.store import store_session
 
 __all__ = [
     "TIME",
@@ -49,18 +48,6 @@ def format_ms(ms: int | None) -> str | None:
     if ms is None:
         return None
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-@asynccontextmanager
-async def store_session(url: str) -> AsyncIterator[Store]:
-    """The store at ``url``, migrated, closed on the way out."""
-    from relaymesh.store import open_store
-
-    store = await open_store(url)
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 def render_steps(steps: Sequence[StepRecord], as_json: bool) -> None:

@@ -54,8 +54,8 @@ from relaymesh.membership.transport import (
     pushpull_request,
 )
 from relaymesh.model import MemberStatus
-from relaymesh.ops.metrics import Metrics
 from relaymesh.settings import GossipSettings
+from relaymesh.telemetry import MembershipMetrics
 
 __all__ = ["MembershipService", "parse_address", "swim_config"]
 
@@ -123,7 +123,7 @@ class MembershipService:
         advertise: str | None,
         seeds: list[str],
         settings: GossipSettings,
-        metrics: Metrics,
+        metrics: MembershipMetrics,
         clock: Clock | None = None,
         rng: random.Random | None = None,
         state_dir: Path | None = None,
@@ -353,7 +353,7 @@ class MembershipService:
         ]
 
     def update_metrics(self) -> None:
-        """Copy the core's counters and the view into ``Metrics`` (call before a scrape)."""
+        """Copy the core's counters and the view into the metrics (call before a scrape)."""
         swim = self._swim
         if swim is None:
             return

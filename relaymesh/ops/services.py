@@ -46,6 +46,7 @@ from relaymesh.model import (
     WorkflowSpec,
 )
 from relaymesh.settings import Settings
+from relaymesh.store import rules
 from relaymesh.store.base import ConflictReport, Store
 
 __all__ = [
@@ -96,7 +97,6 @@ RELOAD_ALL = "*"
 GOSSIP_SYNC_REQUEST_ACTION = "gossip_sync_request"
 GOSSIP_SYNC_ACTION = "gossip_sync"
 GOSSIP_SYNC_POLL_S = 0.2
-CANCEL_MODES = ("hard", "soft")
 
 
 # -- actors ---------------------------------------------------------------------------
@@ -171,8 +171,7 @@ async def list_dead(store: Store, *, limit: int = 100) -> list[StepRecord]:
 async def cancel_workflow(store: Store, workflow_id: str, mode: str, actor: str) -> CancelResult:
     """``soft``: steps not started; ``hard``: every unfinished step, running ones fenced
     (their owners see the lost lease and kill the agent). Audited (``cancel``)."""
-    if mode not in CANCEL_MODES:
-        raise InvalidStateError(f"unknown cancel mode {mode!r} (expected hard or soft)")
+    rules.check_cancel_mode(mode)
     return await store.cancel_workflow(workflow_id, mode, actor)
 
 
@@ -191,10 +190,7 @@ async def replay_batch(
     workflow_id: str | None = None,
 ) -> int:
     """Replay up to ``limit`` steps in ``status``; idempotent. Audited (``replay_batch``)."""
-    if status not in (StepStatus.DEAD_LETTER, StepStatus.CANCELLED):
-        raise InvalidStateError(
-            f"only DEAD_LETTER or CANCELLED steps can be replayed, not {status.value}"
-        )
+    status = rules.check_replayable(status)
     return await store.replay_batch(
         status=status,
         limit=_positive(limit, "limit"),

@@ -9,6 +9,7 @@ from relaymesh.exceptions import WorkflowError
 from relaymesh.model import SubmitOutcome, WorkflowSpec, WorkflowStatus, WorkflowSummary
 from relaymesh.settings import Settings
 from relaymesh.store.base import Store
+from relaymesh.store.rules import IDEMPOTENCY_KEY_MAX_CHARS, check_idempotency_key
 
 __all__ = [
     "IDEMPOTENCY_KEY_MAX_CHARS",
@@ -18,16 +19,6 @@ __all__ = [
     "parse_workflow_cursor",
     "submit_workflow_once",
 ]
-
-IDEMPOTENCY_KEY_MAX_CHARS = 200
-
-
-def check_idempotency_key(key: str) -> None:
-    """1..200 printable characters, else ``WorkflowError``."""
-    if not key or len(key) > IDEMPOTENCY_KEY_MAX_CHARS or not key.isprintable():
-        raise WorkflowError(
-            f"idempotency key must be 1..{IDEMPOTENCY_KEY_MAX_CHARS} printable characters"
-        )
 
 
 async def submit_workflow_once(

@@ -39,13 +39,12 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from relaymesh.clock import Clock, SystemClock
 from relaymesh.exceptions import (
-    InvalidStateError,
     NotFoundError,
     RelayMeshError,
     StoreError,
     StoreUnavailableError,
-    WorkflowError,
 )
 from relaymesh.model import (
     AuditRecord,
@@ -56,7 +55,6 @@ from relaymesh.model import (
     LeaseRef,
     MeshNode,
     OwnershipEvent,
-    Priority,
     ScheduleFire,
     SettingsChange,
     StepRecord,
@@ -68,7 +66,7 @@ from relaymesh.model import (
     WorkflowSummary,
     actor_details,
 )
-from relaymesh.store import rows
+from relaymesh.store import rows, rules
 from relaymesh.store.base import ConflictReport, LeaderLease
 from relaymesh.store.queries import load_migrations, load_queries
 from relaymesh.store.retention import (
@@ -179,6 +177,7 @@ class PostgresStore:
         pool_max: int = _DEFAULT_POOL_MAX,
         call_deadline_s: float = CALL_DEADLINE_S,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        clock: Clock | None = None,
     ):
         self._dsn = dsn
         self._connect = functools.partial(_connect_each_host, connect_timeout_s=connect_timeout_s)
@@ -190,6 +189,8 @@ class PostgresStore:
         self._listener_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._closed = False
+        # Row ids only: every time a row keeps is the server's (rm_now_ms()).
+        self._new_id = rows.IdMaker(clock or SystemClock())
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -406,7 +407,7 @@ class PostgresStore:
             return []
         recheck: list[str] = []
         for r in await conn.fetch(Q["workflow_shapes"], sorted(workflow_ids)):
-            status = rows.workflow_status(
+            status = rules.workflow_status(
                 active=r[2], pending=r[3], dead=r[4], cancelled=r[5]
             ).value
             if status != r[1]:
@@ -462,18 +463,7 @@ class PostgresStore:
                 Q["fence_success_landed"], ids, tokens, epochs, [rows.dumps(r) for _, r in missed]
             )
             landed = {r[0] for r in found}
-        out: list[bool] = []
-        rejected: list[LeaseRef] = []
-        for lease in leases:
-            if lease.step_id in committed:
-                committed.discard(lease.step_id)  # a duplicate item commits once
-                out.append(True)
-            elif lease.step_id in landed:
-                landed.discard(lease.step_id)  # committed by our own earlier try
-                out.append(True)
-            else:
-                out.append(False)
-                rejected.append(lease)
+        out, rejected = rules.split_commits(leases, committed, landed)
         conflicts = await self._conflicts(conn, rejected, node, "commit_success")
         with_locks = [r[0] for r in done if r[2]]
         if with_locks:
@@ -502,18 +492,8 @@ class PostgresStore:
         fire_at_ms: int | None = None,
         audit_details: dict[str, Any] | None = None,
     ) -> SubmitOutcome:
-        workflow_id = rows.new_id()
-        ids = {step.name: rows.new_id() for step in spec.steps}
-        dependents: dict[str, int] = dict.fromkeys(ids, 0)
-        for step in spec.steps:
-            for dep in step.depends_on:
-                if dep not in ids:
-                    raise WorkflowError(f"step {step.name!r} depends on unknown step {dep!r}")
-                dependents[dep] += 1
-        if len(ids) != len(spec.steps):
-            raise WorkflowError("step names must be unique within a workflow")
-        steps = spec.steps
-        deps = [(ids[s.name], ids[d]) for s in steps for d in dict.fromkeys(s.depends_on)]
+        plan = rules.plan_submit(spec, self._new_id)
+        workflow_id, ids, steps = plan.workflow_id, plan.step_ids, spec.steps
 
         async def submit(conn: Conn) -> SubmitOutcome:
             now = await conn.fetchval(Q["now_ms"])
@@ -527,8 +507,7 @@ class PostgresStore:
                 if claimed.endswith(" 0"):
                     first = await conn.fetchval(Q["workflow_key_get"], idempotency_key)
                     return SubmitOutcome(first, created=False)
-            status = WorkflowStatus.RUNNING if steps else WorkflowStatus.SUCCEEDED
-            await conn.execute(Q["workflow_insert"], workflow_id, spec.name, status.value, now)
+            await conn.execute(Q["workflow_insert"], workflow_id, spec.name, plan.status.value, now)
             if steps:
                 await conn.execute(
                     Q["steps_insert"],
@@ -537,34 +516,26 @@ class PostgresStore:
                     [ids[s.name] for s in steps],
                     [s.name for s in steps],
                     [s.agent for s in steps],
-                    [
-                        (StepStatus.PENDING if s.depends_on else StepStatus.READY).value
-                        for s in steps
-                    ],
+                    [plan.step_status[s.name].value for s in steps],
                     [int(s.priority) for s in steps],
                     [s.max_attempts for s in steps],
                     [s.base_backoff_ms for s in steps],
                     [s.max_backoff_ms for s in steps],
                     [json.dumps(list(s.depends_on)) for s in steps],
-                    [json.dumps(sorted(set(s.locks))) for s in steps],
-                    [dependents[s.name] for s in steps],
+                    [json.dumps(list(plan.locks[s.name])) for s in steps],
+                    [plan.dependents[s.name] for s in steps],
                     [rows.dumps(s.input) for s in steps],
                 )
-            if deps:
+            if plan.deps:
                 await conn.execute(
-                    Q["step_deps_insert"], [d[0] for d in deps], [d[1] for d in deps]
+                    Q["step_deps_insert"], [d[0] for d in plan.deps], [d[1] for d in plan.deps]
                 )
             await self._audit(
                 conn,
                 actor,
                 "submit",
                 target=workflow_id,
-                details={
-                    "workflow_id": workflow_id,
-                    "name": spec.name,
-                    "steps": len(steps),
-                    **rows.key_details(idempotency_key, audit_details),
-                },
+                details=rules.submit_details(plan, spec, idempotency_key, audit_details),
             )
             await conn.execute(Q["notify_work"])
             return SubmitOutcome(workflow_id, created=True)
@@ -642,8 +613,7 @@ class PostgresStore:
         return await self._run(last, tx=False)
 
     async def cancel_workflow(self, workflow_id: str, mode: str, actor: str) -> CancelResult:
-        if mode not in ("soft", "hard"):
-            raise InvalidStateError(f"unknown cancel mode {mode!r}: use soft or hard")
+        rules.check_cancel_mode(mode)
 
         async def cancel(conn: Conn) -> CancelResult:
             if not await conn.fetch(Q["workflows_lock"], [workflow_id]):
@@ -673,12 +643,7 @@ class PostgresStore:
                 actor,
                 "cancel",
                 target=workflow_id,
-                details={
-                    "workflow_id": workflow_id,
-                    "mode": mode,
-                    "cancelled": result.cancelled,
-                    "fenced_running": fenced,
-                },
+                details=rules.cancel_details(workflow_id, mode, result),
             )
             return result
 
@@ -689,7 +654,7 @@ class PostgresStore:
         """Back to READY (PENDING when a dependency has not succeeded); the workflow id,
         or None when the step is not replayable. The caller holds the workflow lock."""
         ready = await conn.fetchval(Q["deps_all_succeeded"], step_id)
-        new_status = StepStatus.READY if ready else StepStatus.PENDING
+        new_status = rules.replay_status(bool(ready))
         row = await conn.fetchrow(Q["replay_update"], step_id, new_status.value)
         if row is None:
             return None
@@ -705,21 +670,14 @@ class PostgresStore:
             before = rows.step_record(row)
             workflow_id = await self._replay_one(conn, step_id, actor)
             if workflow_id is None:
-                raise InvalidStateError(
-                    f"step {step_id} is {before.status.value}: only DEAD_LETTER or CANCELLED "
-                    "steps can be replayed"
-                )
+                raise rules.not_replayable(before.status, step_id)
             await self._refresh_workflows(conn, [workflow_id])
             await self._audit(
                 conn,
                 actor,
                 "replay",
                 target=step_id,
-                details={
-                    "step_id": step_id,
-                    "workflow_id": workflow_id,
-                    "from": before.status.value,
-                },
+                details=rules.replay_details(step_id, workflow_id, before.status),
             )
             await conn.execute(Q["notify_work"])
             return rows.step_record(await conn.fetchrow(Q["step_get"], step_id))
@@ -735,11 +693,7 @@ class PostgresStore:
         agent: str | None = None,
         workflow_id: str | None = None,
     ) -> int:
-        status = StepStatus(status)
-        if status not in (StepStatus.DEAD_LETTER, StepStatus.CANCELLED):
-            raise InvalidStateError(
-                f"cannot replay {status.value} steps: only DEAD_LETTER or CANCELLED"
-            )
+        status = rules.check_replayable(status)
 
         async def replay(conn: Conn) -> int:
             found = await conn.fetch(
@@ -760,14 +714,13 @@ class PostgresStore:
                 actor,
                 "replay-batch",
                 target=workflow_id,
-                details={
-                    "status": status.value,
-                    "agent": agent,
-                    "workflow_id": workflow_id,
-                    "limit": limit,
-                    "count": len(replayed),
-                    "step_ids": replayed,
-                },
+                details=rules.replay_batch_details(
+                    status=status,
+                    agent=agent,
+                    workflow_id=workflow_id,
+                    limit=limit,
+                    replayed=replayed,
+                ),
             )
             if replayed:
                 await conn.execute(Q["notify_work"])
@@ -831,7 +784,7 @@ class PostgresStore:
                     upstream.setdefault(step_id, {})[name] = rows.loads(result)
             order = {step_id: i for i, step_id in enumerate(picked)}
             return [
-                _claim(r, upstream.get(r[0], {}))
+                rows.claim_record(r, upstream.get(r[0], {}))
                 for r in sorted(claimed, key=lambda r: order[r[0]])
             ]
 
@@ -842,7 +795,7 @@ class PostgresStore:
             if found[0][0] is None:
                 return None if found[0][18] else []
             return [
-                _claim(r, rows.loads(r[17]) or {})
+                rows.claim_record(r, rows.loads(r[17]) or {})
                 for r in sorted(found, key=lambda r: (r[19], r[9], r[13] or 0))
             ]
 
@@ -864,7 +817,7 @@ class PostgresStore:
 
         expires, actual = await self._run(beat)
         if expires is None:
-            raise rows.lease_lost(lease, "heartbeat", *actual)
+            raise rules.lease_lost(lease, "heartbeat", *actual)
         return expires
 
     async def heartbeat_many(
@@ -889,7 +842,7 @@ class PostgresStore:
         )
         await self._recheck_workflows(recheck)
         if not out[0]:
-            raise rows.lease_lost(
+            raise rules.lease_lost(
                 lease, "commit_success", *conflicts.get(lease.step_id, (None, None))
             )
 
@@ -932,7 +885,7 @@ class PostgresStore:
 
         status, actual = await self._run(fail)
         if status is None:
-            raise rows.lease_lost(lease, "commit_failure", *actual)
+            raise rules.lease_lost(lease, "commit_failure", *actual)
         return status
 
     async def release(self, lease: LeaseRef, node: str, reason: str) -> None:
@@ -958,7 +911,7 @@ class PostgresStore:
 
         ok, actual = await self._run(give_back)
         if not ok:
-            raise rows.lease_lost(lease, "release", *actual)
+            raise rules.lease_lost(lease, "release", *actual)
 
     async def lost_leases(self, leases: Sequence[LeaseRef]) -> list[str]:
         if not leases:
@@ -967,12 +920,7 @@ class PostgresStore:
         async def check(conn: Conn) -> list[str]:
             found = await conn.fetch(Q["lease_states"], [lease.step_id for lease in leases])
             state = {r[0]: (r[1], r[2], r[3]) for r in found}
-            return [
-                lease.step_id
-                for lease in leases
-                if state.get(lease.step_id)
-                != (lease.lease_token, lease.lease_epoch, StepStatus.RUNNING.value)
-            ]
+            return rules.lost_lease_ids(leases, state)
 
         return await self._run(check, tx=False)
 
@@ -1010,14 +958,14 @@ class PostgresStore:
         )
         if not found:
             return []
-        dead = [r for r in found if r[3] >= r[4]]
-        back = [r[0] for r in found if r[3] < r[4]]
+        dead = [r for r in found if rules.reclaim_to_dead_letter(r[3], r[4])]
+        back = [r[0] for r in found if not rules.reclaim_to_dead_letter(r[3], r[4])]
         epochs: dict[str, int] = {}
         if back:
             for step_id, epoch in await conn.fetch(Q["reclaim_ready"], back):
                 epochs[step_id] = epoch
         if dead:
-            errors = [rows.dumps(rows.lost_error(r[3], why)) for r in dead]
+            errors = [rows.dumps(rules.lost_error(r[3], why)) for r in dead]
             for step_id, epoch in await conn.fetch(
                 Q["reclaim_dead_letter"], [r[0] for r in dead], errors
             ):
@@ -1080,11 +1028,7 @@ class PostgresStore:
                     actor,
                     "recover",
                     target=None,
-                    details={
-                        "step_ids": list(reclaimed),
-                        "owners": sorted({owner for _, owner in done if owner is not None}),
-                        "count": len(reclaimed),
-                    },
+                    details=rules.recover_details(reclaimed, (owner for _, owner in done)),
                 )
             return DeadOwnerReclaim(reclaimed, int(fresh))
 
@@ -1099,11 +1043,10 @@ class PostgresStore:
 
     async def acquire_leader(self, node: str, lease_ms: int) -> LeaderLease | None:
         async def acquire(conn: Conn) -> LeaderLease | None:
-            holder, epoch, holder_expires, now = await conn.fetchrow(Q["leader_get"])
-            if holder_expires > now and holder != node:
+            holder, epoch, expires_at, now = await conn.fetchrow(Q["leader_get"])
+            epoch = rules.leader_epoch(holder, epoch, expires_at, node=node, now_ms=now)
+            if epoch is None:
                 return None
-            if not (holder == node and holder_expires > now):
-                epoch += 1
             expires = await conn.fetchval(Q["leader_set"], node, epoch, lease_ms)
             return LeaderLease(node, int(epoch), int(expires))
 
@@ -1147,7 +1090,7 @@ class PostgresStore:
                 actor,
                 "prune",
                 target=None,
-                details={"names": names, "count": len(names), "older_than_ms": older_than_ms},
+                details=rules.prune_details(names, older_than_ms),
             )
             return len(names)
 
@@ -1255,7 +1198,7 @@ class PostgresStore:
         async def record(conn: Conn) -> None:
             await conn.execute(Q["settings_insert"], node, rows.dumps(list(fields)))
             await self._audit(
-                conn, f"node:{node}", "reload", target=node, details={"fields": list(fields)}
+                conn, f"node:{node}", "reload", target=node, details=rules.reload_details(fields)
             )
 
         await self._run(record)
@@ -1283,7 +1226,7 @@ class PostgresStore:
             if not ids:
                 return counts
             step_ids = [r[0] for r in await conn.fetch(Q["retention_step_ids"], ids)]
-            upto = max(int(r[1]) for r in found if r[0] in set(ids)) + _EVENT_MARGIN_MS
+            upto = max(int(r[1]) for r in found if r[0] in set(ids)) + rules.EVENT_MARGIN_MS
             counts["step_locks"] = _rowcount(
                 await conn.execute(Q["retention_delete_locks"], step_ids)
             )
@@ -1351,28 +1294,6 @@ class PostgresStore:
         return 0
 
 
-def _claim(r: Any, upstream: dict[str, Any]) -> Claim:
-    """From the RETURNING columns of ``claim_update`` / ``claim_fast``."""
-    return Claim(
-        step_id=r[0],
-        workflow_id=r[1],
-        name=r[2],
-        agent=r[3],
-        input=rows.loads(r[4]),
-        upstream=upstream,
-        attempt=r[5],
-        max_attempts=r[6],
-        base_backoff_ms=r[7],
-        max_backoff_ms=r[8],
-        priority=Priority(r[9]),
-        lease_token=r[10],
-        lease_epoch=r[11],
-        lease_expires_at_ms=r[12],
-        ready_at_ms=r[13],
-        locks=tuple(r[14]),
-    )
-
-
 async def _close_quietly(closing: Awaitable[Any], terminate: Callable[[], None]) -> None:
     """Await a graceful close for up to ``_CLOSE_TIMEOUT_S``; terminate on any failure,
     cancellation included, so no connection outlives ``close()``."""
@@ -1389,9 +1310,6 @@ def _write_json(path: str, document: dict[str, Any]) -> None:
     with open(partial, "w", encoding="utf-8") as out:
         json.dump(document, out, default=str, separators=(",", ":"))
     os.replace(partial, path)
-
-
-_EVENT_MARGIN_MS = 60_000
 
 
 def _rowcount(status: str) -> int:

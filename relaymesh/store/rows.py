@@ -1,22 +1,21 @@
-"""What both backends share that is not SQL: ids, JSON text, rows to records, and the
-pure rules (workflow status, mesh merge rank, picking a lock-compatible claim batch).
+"""What both SQL backends share that is not SQL: ids, JSON text, rows to records. The
+rules they share are in ``rules.py``.
 
-No I/O here: every function is plain and fast, so the rules are unit-tested alone.
+No I/O here: every function is plain and fast.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
-import time
-from collections.abc import Iterable, Sequence
+import random
+from collections.abc import Sequence
 from typing import Any
 
-from relaymesh.exceptions import LeaseLostError
+from relaymesh.clock import Clock
 from relaymesh.model import (
     AuditRecord,
+    Claim,
     LeaseConflict,
-    LeaseRef,
     MemberStatus,
     MeshNode,
     OwnershipEvent,
@@ -31,36 +30,49 @@ from relaymesh.model import (
 
 __all__ = [
     "ACTIVE_STATUSES",
-    "Candidate",
+    "IdMaker",
     "audit_record",
+    "claim_record",
     "conflict_record",
     "dumps",
     "event_record",
-    "key_details",
-    "lease_lost",
     "loads",
-    "lost_error",
     "mesh_node",
-    "new_id",
-    "pick_batch",
     "settings_change",
     "step_record",
     "workflow_record",
-    "workflow_status",
     "workflow_summaries",
     "zero_counts",
 ]
 
 ACTIVE_STATUSES = (StepStatus.READY, StepStatus.RUNNING, StepStatus.RETRY_WAIT)
 
-# A claim candidate: (step id, its lock keys).
-Candidate = tuple[str, tuple[str, ...]]
+
+class IdMaker:
+    """Makes row ids: 32 hex digits, 12 of wall-clock ms, then 20 random. Ids made later
+    sort later, so inserts land at the right edge of the id indexes instead of on random
+    pages; within one maker they strictly increase, even within one millisecond or when
+    the wall clock steps back (listings ordered by (created_at, id) then follow the
+    order of the submits). Clock and randomness are injected (tests make them
+    repeatable); the default randomness is the OS's, as ids must not collide between
+    processes."""
+
+    __slots__ = ("_clock", "_last", "_rng")
+
+    def __init__(self, clock: Clock, rng: random.Random | None = None) -> None:
+        self._clock = clock
+        self._rng = rng or random.SystemRandom()
+        self._last = 0
+
+    def __call__(self) -> str:
+        value = (self._clock.wall_ms() << _RANDOM_BITS) | self._rng.getrandbits(_RANDOM_BITS)
+        if value <= self._last:
+            value = self._last + 1 + self._rng.getrandbits(_RANDOM_BITS // 2)
+        self._last = value
+        return f"{value:032x}"
 
 
-def new_id() -> str:
-    """32 hex digits: 12 of wall-clock ms, then 20 random. Ids made later sort later, so
-    inserts land at the right edge of the id indexes instead of on random pages."""
-    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
+_RANDOM_BITS = 80
 
 
 def dumps(value: Any) -> str:
@@ -69,47 +81,6 @@ def dumps(value: Any) -> str:
 
 def loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
-
-
-def workflow_status(*, active: bool, pending: bool, dead: bool, cancelled: bool) -> WorkflowStatus:
-    """A workflow runs while any step can still make progress. A dead letter fails it
-    once nothing else is active (its dependents stay PENDING, so waiting on them would
-    never end); otherwise a cancelled step makes it CANCELLED, else it SUCCEEDED."""
-    if active:
-        return WorkflowStatus.RUNNING
-    if dead:
-        return WorkflowStatus.FAILED
-    if pending:
-        return WorkflowStatus.RUNNING
-    if cancelled:
-        return WorkflowStatus.CANCELLED
-    return WorkflowStatus.SUCCEEDED
-
-
-def pick_batch(
-    candidates: Iterable[Candidate],
-    *,
-    want: int,
-    picked: list[str],
-    held: set[str],
-) -> None:
-    """Append to ``picked`` (up to ``want`` in all) the candidates, in order, whose lock
-    keys are not in ``held``; the keys of each pick join ``held``. So no two steps of one
-    batch share a key (the SQL already skipped keys held by RUNNING steps)."""
-    already = set(picked)
-    for step_id, keys in candidates:
-        if len(picked) >= want:
-            return
-        if step_id in already or any(key in held for key in keys):
-            continue
-        picked.append(step_id)
-        already.add(step_id)
-        held.update(keys)
-
-
-def lost_error(attempt: int, why: str) -> dict[str, Any]:
-    """The error kept on a step whose last attempt was lost (expired or dead owner)."""
-    return {"kind": "lost", "message": f"attempt {attempt} lost: {why}"}
 
 
 def zero_counts() -> dict[StepStatus, int]:
@@ -149,6 +120,31 @@ def step_record(row: Sequence[Any]) -> StepRecord:
         ready_at_ms=row[19],
         started_at_ms=row[20],
         finished_at_ms=row[21],
+    )
+
+
+def claim_record(row: Sequence[Any], upstream: dict[str, Any]) -> Claim:
+    """From the RETURNING columns of ``claim_update`` (and ``claim_fast``) of either
+    backend: id, workflow_id, name, agent, input, attempt, max_attempts, base_backoff_ms,
+    max_backoff_ms, priority, lease_token, lease_epoch, lease_expires_at_ms, ready_at_ms,
+    locks (JSON text or an array)."""
+    return Claim(
+        step_id=row[0],
+        workflow_id=row[1],
+        name=row[2],
+        agent=row[3],
+        input=loads(row[4]),
+        upstream=upstream,
+        attempt=row[5],
+        max_attempts=row[6],
+        base_backoff_ms=row[7],
+        max_backoff_ms=row[8],
+        priority=Priority(row[9]),
+        lease_token=row[10],
+        lease_epoch=row[11],
+        lease_expires_at_ms=row[12],
+        ready_at_ms=row[13],
+        locks=_json_tuple(row[14]),
     )
 
 
@@ -207,26 +203,6 @@ def mesh_node(row: Sequence[Any]) -> MeshNode:
 
 def settings_change(row: Sequence[Any]) -> SettingsChange:
     return SettingsChange(id=row[0], at_ms=row[1], node=row[2], fields=_json_tuple(row[3]))
-
-
-def lease_lost(
-    lease: LeaseRef, event: str, actual_epoch: Any, actual_status: Any
-) -> LeaseLostError:
-    """The error a rejected fenced write raises, the same from both backends."""
-    return LeaseLostError(
-        f"{event} of step {lease.step_id} rejected: lease epoch {lease.lease_epoch} no longer "
-        f"holds (epoch now {actual_epoch}, status {actual_status})"
-    )
-
-
-# -- idempotent submits and workflow listing ----------------------------------------
-
-
-def key_details(key: str | None, extra: dict[str, Any] | None) -> dict[str, Any]:
-    """What an idempotent submit adds to its audit row's details."""
-    details: dict[str, Any] = {"idempotency_key": key} if key is not None else {}
-    details.update(extra or {})
-    return details
 
 
 def workflow_summaries(

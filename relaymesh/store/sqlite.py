@@ -41,13 +41,11 @@ import aiosqlite
 
 from relaymesh.clock import Clock, SystemClock
 from relaymesh.exceptions import (
-    InvalidStateError,
     NotFoundError,
     RelayMeshError,
     StoreError,
     StoreGoneError,
     StoreUnavailableError,
-    WorkflowError,
 )
 from relaymesh.model import (
     AuditRecord,
@@ -58,7 +56,6 @@ from relaymesh.model import (
     LeaseRef,
     MeshNode,
     OwnershipEvent,
-    Priority,
     ScheduleFire,
     SettingsChange,
     StepRecord,
@@ -70,7 +67,7 @@ from relaymesh.model import (
     WorkflowSummary,
     actor_details,
 )
-from relaymesh.store import rows
+from relaymesh.store import rows, rules
 from relaymesh.store.base import ConflictReport, LeaderLease
 from relaymesh.store.queries import load_migrations, load_queries
 from relaymesh.store.retention import (
@@ -207,6 +204,7 @@ class SqliteStore:
         poll_ms: int = _DEFAULT_POLL_MS,
         idle_poll_ms: int = _DEFAULT_IDLE_POLL_MS,
         clock: Clock | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.path = path
         self.url = url or f"sqlite:///{path}"
@@ -214,6 +212,9 @@ class SqliteStore:
         self.poll_ms = poll_ms
         self.idle_poll_ms = max(idle_poll_ms, poll_ms)
         self._clock: Clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        """Jitter of the busy retry (row ids draw from the OS: see ``rows.IdMaker``)."""
+        self._new_id = rows.IdMaker(self._clock)
         self._db: aiosqlite.Connection | None = None
         self._identity: FileIdentity | None = None
         """The opened file's identity, checked before every transaction."""
@@ -228,7 +229,7 @@ class SqliteStore:
         event loop's thread: the pragma costs ~2 us there, against ~0.3 ms of CPU for a
         hop to the connection thread, which is most of what an idle node spends."""
         self._interval_ms = poll_ms
-        self._hot_until = 0.0  # time.monotonic() until which to poll fast
+        self._hot_until_ms = 0  # monotonic ms until which to poll fast
         # Wakes a waiter at once on this process's own readying writes; set from the
         # connection thread too, hence through the waiter's loop.
         self._wake: asyncio.Event | None = None
@@ -286,14 +287,15 @@ class SqliteStore:
 
     def _retry_busy(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` (on the connection thread), retrying while the file is locked."""
-        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        deadline_ms = self._clock.monotonic_ms() + self.busy_timeout_ms
         while True:
             try:
                 return fn()
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() >= deadline:
+                if not _is_busy(exc) or self._clock.monotonic_ms() >= deadline_ms:
                     raise
-            time.sleep(random.uniform(0, _BUSY_SLEEP_MAX_S))
+            # A real sleep: this is the connection's own thread, not the event loop.
+            time.sleep(self._rng.uniform(0, _BUSY_SLEEP_MAX_S))
 
     async def _in_thread(self, fn: Callable[[Conn], T]) -> T:
         """Run ``fn(conn)`` on the connection's thread in one hop; translate errors.
@@ -413,7 +415,7 @@ class SqliteStore:
         if self._wake is None or self._wake_loop is not loop:
             self._wake, self._wake_loop = asyncio.Event(), loop
         wake = self._wake
-        deadline = time.monotonic() + max(timeout_ms, 0) / 1000
+        deadline_ms = self._clock.monotonic_ms() + max(timeout_ms, 0)
         while True:
             wake.clear()  # before the check: a signal after it sets the event again
             if self._local_signal != self._seen_local_signal:
@@ -429,19 +431,19 @@ class SqliteStore:
             elif version != self._seen_data_version:
                 self._seen_data_version = version
                 return
-            now = time.monotonic()
-            remaining = deadline - now
-            if remaining <= 0:
+            now_ms = self._clock.monotonic_ms()
+            remaining_ms = deadline_ms - now_ms
+            if remaining_ms <= 0:
                 return
             self._interval_ms = next_poll_ms(
                 self._interval_ms,
-                hot=now < self._hot_until,
+                hot=now_ms < self._hot_until_ms,
                 poll_ms=self.poll_ms,
                 idle_poll_ms=self.idle_poll_ms,
             )
             # asyncio.timeout, not wait_for: no task per check (what an idle node pays).
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(self._interval_ms / 1000, remaining)):
+                async with asyncio.timeout(min(self._interval_ms, remaining_ms) / 1000):
                     await wake.wait()
 
     def _watch_version(self) -> int | None:
@@ -481,7 +483,7 @@ class SqliteStore:
                 pass
 
     def _saw_work(self) -> None:
-        self._hot_until = time.monotonic() + _HOT_MS / 1000
+        self._hot_until_ms = self._clock.monotonic_ms() + _HOT_MS
         self._interval_ms = self.poll_ms
 
     # -- shared transaction pieces ------------------------------------------------------
@@ -502,35 +504,51 @@ class SqliteStore:
         )
 
     @staticmethod
-    def _refresh_workflow(conn: Conn, now: int, workflow_id: str) -> None:
-        row = conn.execute(Q["workflow_shape"], {"id": workflow_id}).fetchone()
-        if row is None:
+    def _refresh_workflows(conn: Conn, now: int, workflow_ids: Collection[str]) -> None:
+        if not workflow_ids:
             return
-        status = rows.workflow_status(
-            active=bool(row[1]), pending=bool(row[2]), dead=bool(row[3]), cancelled=bool(row[4])
-        )
-        if status != row[0]:
+        found = conn.execute(Q["workflow_shapes"], {"ids": json.dumps(sorted(workflow_ids))})
+        for r in found.fetchall():
+            status = rules.workflow_status(
+                active=bool(r[2]), pending=bool(r[3]), dead=bool(r[4]), cancelled=bool(r[5])
+            )
+            if status != r[1]:
+                conn.execute(
+                    Q["workflow_set_status"], {"id": r[0], "status": status.value, "now": now}
+                )
+
+    @staticmethod
+    def _conflicts(
+        conn: Conn, now: int, leases: Sequence[LeaseRef], node: str, event: str
+    ) -> dict[str, _Conflict]:
+        """Record one conflict per lease; step id to its actual epoch and status."""
+        if not leases:
+            return {}
+        items = json.dumps([[x.step_id, x.lease_token, x.lease_epoch] for x in leases])
+        found = conn.execute(
+            Q["conflicts_insert"], {"items": items, "node": node, "event": event, "now": now}
+        ).fetchall()
+        return {r[0]: _Conflict(r[1], r[2]) for r in found}
+
+    @staticmethod
+    def _events(
+        conn: Conn,
+        now: int,
+        items: Sequence[tuple[str, str | None, int]],
+        event: str,
+        detail: str | None,
+    ) -> None:
+        """One ownership event per (step id, node, lease epoch)."""
+        if items:
             conn.execute(
-                Q["workflow_set_status"], {"id": workflow_id, "status": status.value, "now": now}
+                Q["events_insert"],
+                {"items": json.dumps(items), "event": event, "detail": detail, "now": now},
             )
 
     @staticmethod
-    def _conflict(conn: Conn, now: int, lease: LeaseRef, node: str, event: str) -> _Conflict:
-        state = conn.execute(Q["step_fence_state"], {"step_id": lease.step_id}).fetchone()
-        conflict = _Conflict(state[0], state[1]) if state else _Conflict(None, None)
-        conn.execute(
-            Q["conflict_insert"],
-            {
-                "step_id": lease.step_id,
-                "node": node,
-                "event": event,
-                "expected_epoch": lease.lease_epoch,
-                "actual_epoch": conflict.actual_epoch,
-                "actual_status": conflict.actual_status,
-                "now": now,
-            },
-        )
-        return conflict
+    def _release_locks(conn: Conn, step_ids: Sequence[str]) -> None:
+        if step_ids:
+            conn.execute(Q["locks_release"], {"ids": json.dumps(list(step_ids))})
 
     @staticmethod
     def _fence_params(lease: LeaseRef) -> dict[str, Any]:
@@ -546,30 +564,18 @@ class SqliteStore:
                 for lease, result in items
             ]
         )
-        done = conn.execute(Q["fence_success_many"], {"items": payload, "now": now}).fetchall()
-        committed = {r[0] for r in done}
-        out: list[bool] = []
-        conflicts: dict[str, _Conflict] = {}
-        for lease, _ in items:
-            if lease.step_id in committed:
-                committed.discard(lease.step_id)  # a duplicate item commits once
-                out.append(True)
-            else:
-                out.append(False)
-                conflicts[lease.step_id] = self._conflict(conn, now, lease, node, "commit_success")
-        with_locks = [r[0] for r in done if r[2]]
-        if with_locks:
-            conn.execute(Q["locks_release_many"], {"ids": json.dumps(with_locks)})
-        readied = 0
-        for step_id, _, _, n_dependents in done:
-            if n_dependents:
-                readied += conn.execute(
-                    Q["ready_dependents"], {"step_id": step_id, "now": now}
-                ).rowcount
-        if readied:
-            self._signal()
-        for workflow_id in {r[1] for r in done}:
-            self._refresh_workflow(conn, now, workflow_id)
+        done = conn.execute(Q["fence_success"], {"items": payload, "now": now}).fetchall()
+        out, rejected = rules.split_commits([lease for lease, _ in items], {r[0] for r in done})
+        conflicts = self._conflicts(conn, now, rejected, node, "commit_success")
+        self._release_locks(conn, [r[0] for r in done if r[2]])
+        with_dependents = [r[0] for r in done if r[3]]
+        if with_dependents:
+            readied = conn.execute(
+                Q["ready_dependents"], {"ids": json.dumps(with_dependents), "now": now}
+            ).rowcount
+            if readied:
+                self._signal()
+        self._refresh_workflows(conn, now, {r[1] for r in done})
         return out, conflicts
 
     # -- workflows (operator) -------------------------------------------------------------
@@ -588,16 +594,8 @@ class SqliteStore:
         fire_at_ms: int | None = None,
         audit_details: dict[str, Any] | None = None,
     ) -> SubmitOutcome:
-        workflow_id = rows.new_id()
-        ids = {step.name: rows.new_id() for step in spec.steps}
-        dependents: dict[str, int] = dict.fromkeys(ids, 0)
-        for step in spec.steps:
-            for dep in step.depends_on:
-                if dep not in ids:
-                    raise WorkflowError(f"step {step.name!r} depends on unknown step {dep!r}")
-                dependents[dep] += 1
-        if len(ids) != len(spec.steps):
-            raise WorkflowError("step names must be unique within a workflow")
+        plan = rules.plan_submit(spec, self._new_id)
+        workflow_id, ids = plan.workflow_id, plan.step_ids
 
         def submit(conn: Conn, now: int) -> SubmitOutcome:
             if idempotency_key is not None:
@@ -615,28 +613,27 @@ class SqliteStore:
                 if not claimed:
                     first = conn.execute(Q["workflow_key_get"], {"key": idempotency_key})
                     return SubmitOutcome(first.fetchone()[0], created=False)
-            status = WorkflowStatus.RUNNING if spec.steps else WorkflowStatus.SUCCEEDED
             conn.execute(
                 Q["workflow_insert"],
-                {"id": workflow_id, "name": spec.name, "status": status.value, "now": now},
+                {"id": workflow_id, "name": spec.name, "status": plan.status.value, "now": now},
             )
             conn.executemany(
-                Q["step_insert"],
+                Q["steps_insert"],
                 [
                     {
                         "id": ids[step.name],
                         "workflow_id": workflow_id,
                         "name": step.name,
                         "agent": step.agent,
-                        "status": (StepStatus.PENDING if step.depends_on else StepStatus.READY),
+                        "status": plan.step_status[step.name],
                         "priority": int(step.priority),
                         "max_attempts": step.max_attempts,
                         "base_backoff_ms": step.base_backoff_ms,
                         "max_backoff_ms": step.max_backoff_ms,
                         "depends_on": rows.dumps(list(step.depends_on)),
-                        "locks": rows.dumps(sorted(set(step.locks))),
-                        "n_locks": len(set(step.locks)),
-                        "n_dependents": dependents[step.name],
+                        "locks": rows.dumps(list(plan.locks[step.name])),
+                        "n_locks": len(plan.locks[step.name]),
+                        "n_dependents": plan.dependents[step.name],
                         "input": rows.dumps(step.input),
                         "now": now,
                         "ready_at": None if step.depends_on else now,
@@ -645,12 +642,8 @@ class SqliteStore:
                 ],
             )
             conn.executemany(
-                Q["step_dep_insert"],
-                [
-                    {"step_id": ids[step.name], "depends_on_id": ids[dep]}
-                    for step in spec.steps
-                    for dep in dict.fromkeys(step.depends_on)
-                ],
+                Q["step_deps_insert"],
+                [{"step_id": sid, "depends_on_id": dep} for sid, dep in plan.deps],
             )
             self._audit(
                 conn,
@@ -658,12 +651,7 @@ class SqliteStore:
                 actor,
                 "submit",
                 target=workflow_id,
-                details={
-                    "workflow_id": workflow_id,
-                    "name": spec.name,
-                    "steps": len(spec.steps),
-                    **rows.key_details(idempotency_key, audit_details),
-                },
+                details=rules.submit_details(plan, spec, idempotency_key, audit_details),
             )
             return SubmitOutcome(workflow_id, created=True)
 
@@ -712,8 +700,7 @@ class SqliteStore:
         )
 
     async def cancel_workflow(self, workflow_id: str, mode: str, actor: str) -> CancelResult:
-        if mode not in ("soft", "hard"):
-            raise InvalidStateError(f"unknown cancel mode {mode!r}: use soft or hard")
+        rules.check_cancel_mode(mode)
 
         def cancel(conn: Conn, now: int) -> CancelResult:
             if conn.execute(Q["workflow_get"], {"id": workflow_id}).fetchone() is None:
@@ -722,24 +709,11 @@ class SqliteStore:
             cancelled = conn.execute(Q["cancel_waiting"], params).rowcount
             fenced: list[str] = []
             if mode == "hard":
-                for step_id, owner, epoch, n_locks in conn.execute(
-                    Q["cancel_running"], params
-                ).fetchall():
-                    fenced.append(step_id)
-                    if n_locks:
-                        conn.execute(Q["locks_release"], {"step_id": step_id})
-                    conn.execute(
-                        Q["event_insert"],
-                        {
-                            "step_id": step_id,
-                            "node": owner,
-                            "event": "cancelled",
-                            "lease_epoch": epoch,
-                            "detail": actor,
-                            "now": now,
-                        },
-                    )
-            self._refresh_workflow(conn, now, workflow_id)
+                running = conn.execute(Q["cancel_running"], params).fetchall()
+                fenced = [r[0] for r in running]
+                self._release_locks(conn, [r[0] for r in running if r[3]])
+                self._events(conn, now, [(r[0], r[1], r[2]) for r in running], "cancelled", actor)
+            self._refresh_workflows(conn, now, [workflow_id])
             result = CancelResult(cancelled=cancelled + len(fenced), fenced_running=tuple(fenced))
             self._audit(
                 conn,
@@ -747,12 +721,7 @@ class SqliteStore:
                 actor,
                 "cancel",
                 target=workflow_id,
-                details={
-                    "workflow_id": workflow_id,
-                    "mode": mode,
-                    "cancelled": result.cancelled,
-                    "fenced_running": fenced,
-                },
+                details=rules.cancel_details(workflow_id, mode, result),
             )
             return result
 
@@ -762,24 +731,14 @@ class SqliteStore:
         """Back to READY (PENDING when a dependency has not succeeded); the workflow id,
         or None when the step is not replayable."""
         ready = bool(conn.execute(Q["deps_all_succeeded"], {"step_id": step_id}).fetchone()[0])
-        new_status = StepStatus.READY if ready else StepStatus.PENDING
+        new_status = rules.replay_status(ready)
         row = conn.execute(
             Q["replay_update"], {"step_id": step_id, "new_status": new_status.value, "now": now}
         ).fetchone()
         if row is None:
             return None
         workflow_id, epoch = row
-        conn.execute(
-            Q["event_insert"],
-            {
-                "step_id": step_id,
-                "node": None,
-                "event": "replayed",
-                "lease_epoch": epoch,
-                "detail": actor,
-                "now": now,
-            },
-        )
+        self._events(conn, now, [(step_id, None, epoch)], "replayed", actor)
         return str(workflow_id)
 
     async def replay_step(self, step_id: str, actor: str) -> StepRecord:
@@ -790,22 +749,15 @@ class SqliteStore:
             before = rows.step_record(row)
             workflow_id = self._replay_one(conn, now, step_id, actor)
             if workflow_id is None:
-                raise InvalidStateError(
-                    f"step {step_id} is {before.status.value}: only DEAD_LETTER or CANCELLED "
-                    "steps can be replayed"
-                )
-            self._refresh_workflow(conn, now, workflow_id)
+                raise rules.not_replayable(before.status, step_id)
+            self._refresh_workflows(conn, now, [workflow_id])
             self._audit(
                 conn,
                 now,
                 actor,
                 "replay",
                 target=step_id,
-                details={
-                    "step_id": step_id,
-                    "workflow_id": workflow_id,
-                    "from": before.status.value,
-                },
+                details=rules.replay_details(step_id, workflow_id, before.status),
             )
             return rows.step_record(conn.execute(Q["step_get"], {"id": step_id}).fetchone())
 
@@ -822,11 +774,7 @@ class SqliteStore:
         agent: str | None = None,
         workflow_id: str | None = None,
     ) -> int:
-        status = StepStatus(status)
-        if status not in (StepStatus.DEAD_LETTER, StepStatus.CANCELLED):
-            raise InvalidStateError(
-                f"cannot replay {status.value} steps: only DEAD_LETTER or CANCELLED"
-            )
+        status = rules.check_replayable(status)
 
         def replay(conn: Conn, now: int) -> int:
             ids = [
@@ -848,22 +796,20 @@ class SqliteStore:
                 if wf is not None:
                     touched.add(wf)
                     replayed.append(step_id)
-            for wf in touched:
-                self._refresh_workflow(conn, now, wf)
+            self._refresh_workflows(conn, now, touched)
             self._audit(
                 conn,
                 now,
                 actor,
                 "replay-batch",
                 target=workflow_id,
-                details={
-                    "status": status.value,
-                    "agent": agent,
-                    "workflow_id": workflow_id,
-                    "limit": limit,
-                    "count": len(replayed),
-                    "step_ids": replayed,
-                },
+                details=rules.replay_batch_details(
+                    status=status,
+                    agent=agent,
+                    workflow_id=workflow_id,
+                    limit=limit,
+                    replayed=replayed,
+                ),
             )
             return len(replayed)
 
@@ -896,7 +842,7 @@ class SqliteStore:
             offset = 0
             while len(picked) < want:
                 found = conn.execute(query, {**base, "limit": page, "offset": offset}).fetchall()
-                rows.pick_batch(
+                rules.pick_batch(
                     ((r[0], _keys(r[1]) if r[2] else ()) for r in found),
                     want=want,
                     picked=picked,
@@ -918,13 +864,13 @@ class SqliteStore:
             ids = json.dumps(picked)
             claimed = conn.execute(
                 Q["claim_update"],
-                {"ids": ids, "node": node, "now": now, "expires_at": now + lease_ms},
+                {"ids": ids, "node": node, "now": now, "lease_ms": lease_ms},
             ).fetchall()
             conn.execute(Q["claim_events"], {"ids": ids, "node": node, "now": now})
             keys = {r[0]: _keys(r[14]) for r in claimed}
-            locks = [{"lock_key": key, "step_id": sid} for sid, ks in keys.items() for key in ks]
+            locks = [[key, sid] for sid, ks in keys.items() for key in ks]
             if locks:
-                conn.executemany(Q["lock_insert"], locks)
+                conn.execute(Q["claim_locks"], {"items": json.dumps(locks)})
             upstream: dict[str, dict[str, Any]] = {}
             with_deps = [r[0] for r in claimed if r[15] != "[]"]
             if with_deps:
@@ -934,47 +880,35 @@ class SqliteStore:
                     upstream.setdefault(step_id, {})[name] = rows.loads(result)
             order = {step_id: i for i, step_id in enumerate(picked)}
             claimed.sort(key=lambda r: order[r[0]])
-            return [
-                Claim(
-                    step_id=r[0],
-                    workflow_id=r[1],
-                    name=r[2],
-                    agent=r[3],
-                    input=rows.loads(r[4]),
-                    upstream=upstream.get(r[0], {}),
-                    attempt=r[5],
-                    max_attempts=r[6],
-                    base_backoff_ms=r[7],
-                    max_backoff_ms=r[8],
-                    priority=Priority(r[9]),
-                    lease_token=r[10],
-                    lease_epoch=r[11],
-                    lease_expires_at_ms=r[12],
-                    ready_at_ms=r[13],
-                    locks=keys[r[0]],
-                )
-                for r in claimed
-            ]
+            return [rows.claim_record(r, upstream.get(r[0], {})) for r in claimed]
 
         claims = await self._write(claim)
         if claims:
             self._saw_work()
         return claims
 
-    async def heartbeat(self, lease: LeaseRef, node: str, lease_ms: int) -> int:
-        def beat(conn: Conn, now: int) -> int | _Conflict:
-            params = self._fence_params(lease)
-            params["expires_at"] = now + lease_ms
-            params["now"] = now
-            row = conn.execute(Q["fence_heartbeat"], params).fetchone()
-            if row is None:
-                return self._conflict(conn, now, lease, node, "heartbeat")
-            return int(row[0])
+    def _heartbeat_many(
+        self, conn: Conn, now: int, node: str, leases: Sequence[LeaseRef], lease_ms: int
+    ) -> tuple[dict[str, int | None], dict[str, _Conflict]]:
+        """Extend every matching lease in one UPDATE; record a conflict for the rest."""
+        items = json.dumps([[x.step_id, x.lease_token, x.lease_epoch] for x in leases])
+        found = conn.execute(
+            Q["fence_heartbeat"], {"items": items, "now": now, "lease_ms": lease_ms}
+        ).fetchall()
+        extended = {r[0]: int(r[1]) for r in found}
+        rejected = [lease for lease in leases if lease.step_id not in extended]
+        conflicts = self._conflicts(conn, now, rejected, node, "heartbeat")
+        return {lease.step_id: extended.get(lease.step_id) for lease in leases}, conflicts
 
-        outcome = await self._write(beat)
-        if isinstance(outcome, _Conflict):
-            raise rows.lease_lost(lease, "heartbeat", outcome.actual_epoch, outcome.actual_status)
-        return outcome
+    async def heartbeat(self, lease: LeaseRef, node: str, lease_ms: int) -> int:
+        out, conflicts = await self._write(
+            lambda conn, now: self._heartbeat_many(conn, now, node, [lease], lease_ms)
+        )
+        expires = out[lease.step_id]
+        if expires is None:
+            lost = conflicts.get(lease.step_id, _Conflict(None, None))
+            raise rules.lease_lost(lease, "heartbeat", lost.actual_epoch, lost.actual_status)
+        return expires
 
     async def heartbeat_many(
         self, node: str, leases: Sequence[LeaseRef], lease_ms: int
@@ -982,29 +916,18 @@ class SqliteStore:
         if not leases:
             return {}
 
-        def beat(conn: Conn, now: int) -> dict[str, int | None]:
-            out: dict[str, int | None] = {}
-            for lease in leases:
-                params = self._fence_params(lease)
-                params["expires_at"] = now + lease_ms
-                params["now"] = now
-                row = conn.execute(Q["fence_heartbeat"], params).fetchone()
-                if row is None:
-                    self._conflict(conn, now, lease, node, "heartbeat")
-                    out[lease.step_id] = None
-                else:
-                    out[lease.step_id] = int(row[0])
-            return out
-
-        return await self._write(beat)
+        out, _ = await self._write(
+            lambda conn, now: self._heartbeat_many(conn, now, node, leases, lease_ms)
+        )
+        return out
 
     async def commit_success(self, lease: LeaseRef, node: str, result: Any) -> None:
         out, conflicts = await self._write(
             lambda conn, now: self._success_many(conn, now, node, [(lease, result)])
         )
         if not out[0]:
-            lost = conflicts[lease.step_id]
-            raise rows.lease_lost(lease, "commit_success", lost.actual_epoch, lost.actual_status)
+            lost = conflicts.get(lease.step_id, _Conflict(None, None))
+            raise rules.lease_lost(lease, "commit_success", lost.actual_epoch, lost.actual_status)
 
     async def commit_success_many(
         self, node: str, items: Sequence[tuple[LeaseRef, Any]]
@@ -1024,21 +947,22 @@ class SqliteStore:
                 row = conn.execute(Q["fence_dead_letter"], params).fetchone()
                 status = StepStatus.DEAD_LETTER
             else:
-                params["not_before"] = now + max(retry_delay_ms, 0)
+                params["delay_ms"] = max(retry_delay_ms, 0)
                 row = conn.execute(Q["fence_retry"], params).fetchone()
                 status = StepStatus.RETRY_WAIT
             if row is None:
-                return self._conflict(conn, now, lease, node, "commit_failure")
+                conflicts = self._conflicts(conn, now, [lease], node, "commit_failure")
+                return conflicts.get(lease.step_id, _Conflict(None, None))
             workflow_id, n_locks = row
             if n_locks:
-                conn.execute(Q["locks_release"], {"step_id": lease.step_id})
+                self._release_locks(conn, [lease.step_id])
             if status is StepStatus.DEAD_LETTER:
-                self._refresh_workflow(conn, now, workflow_id)
+                self._refresh_workflows(conn, now, [workflow_id])
             return status
 
         outcome = await self._write(fail)
         if isinstance(outcome, _Conflict):
-            raise rows.lease_lost(
+            raise rules.lease_lost(
                 lease, "commit_failure", outcome.actual_epoch, outcome.actual_status
             )
         if outcome is StepStatus.RETRY_WAIT:
@@ -1051,26 +975,17 @@ class SqliteStore:
             params["now"] = now
             row = conn.execute(Q["fence_release"], params).fetchone()
             if row is None:
-                return self._conflict(conn, now, lease, node, "release")
+                conflicts = self._conflicts(conn, now, [lease], node, "release")
+                return conflicts.get(lease.step_id, _Conflict(None, None))
             _, n_locks, epoch = row
             if n_locks:
-                conn.execute(Q["locks_release"], {"step_id": lease.step_id})
-            conn.execute(
-                Q["event_insert"],
-                {
-                    "step_id": lease.step_id,
-                    "node": node,
-                    "event": "released",
-                    "lease_epoch": epoch,
-                    "detail": reason,
-                    "now": now,
-                },
-            )
+                self._release_locks(conn, [lease.step_id])
+            self._events(conn, now, [(lease.step_id, node, epoch)], "released", reason)
             return None
 
         conflict = await self._write(give_back)
         if conflict is not None:
-            raise rows.lease_lost(lease, "release", conflict.actual_epoch, conflict.actual_status)
+            raise rules.lease_lost(lease, "release", conflict.actual_epoch, conflict.actual_status)
         self._signal()
 
     async def lost_leases(self, leases: Sequence[LeaseRef]) -> list[str]:
@@ -1083,12 +998,7 @@ class SqliteStore:
                 r[0]: (r[1], r[2], r[3])
                 for r in conn.execute(Q["lease_states"], {"ids": ids}).fetchall()
             }
-            return [
-                lease.step_id
-                for lease in leases
-                if state.get(lease.step_id)
-                != (lease.lease_token, lease.lease_epoch, StepStatus.RUNNING.value)
-            ]
+            return rules.lost_lease_ids(leases, state)
 
         return await self._read(check)
 
@@ -1107,13 +1017,13 @@ class SqliteStore:
         reclaimed: list[str] = []
         dead_workflows: set[str] = set()
         for step_id, workflow_id, owner, attempt, max_attempts, n_locks, _ in found:
-            if attempt >= max_attempts:
+            if rules.reclaim_to_dead_letter(attempt, max_attempts):
                 row = conn.execute(
                     Q["reclaim_dead_letter"],
                     {
                         "step_id": step_id,
                         "now": now,
-                        "error": rows.dumps(rows.lost_error(attempt, why)),
+                        "error": rows.dumps(rules.lost_error(attempt, why)),
                     },
                 ).fetchone()
                 dead_workflows.add(workflow_id)
@@ -1122,21 +1032,10 @@ class SqliteStore:
             if row is None:
                 continue
             if n_locks:
-                conn.execute(Q["locks_release"], {"step_id": step_id})
-            conn.execute(
-                Q["event_insert"],
-                {
-                    "step_id": step_id,
-                    "node": owner,
-                    "event": event,
-                    "lease_epoch": row[0],
-                    "detail": why,
-                    "now": now,
-                },
-            )
+                self._release_locks(conn, [step_id])
+            self._events(conn, now, [(step_id, owner, row[0])], event, why)
             reclaimed.append(step_id)
-        for workflow_id in dead_workflows:
-            self._refresh_workflow(conn, now, workflow_id)
+        self._refresh_workflows(conn, now, dead_workflows)
         return reclaimed
 
     async def reclaim_expired(self, limit: int) -> list[str]:
@@ -1158,7 +1057,7 @@ class SqliteStore:
         nodes: Collection[str] | None = None,
     ) -> DeadOwnerReclaim:
         def reclaim(conn: Conn, now: int) -> DeadOwnerReclaim:
-            params: dict[str, Any] = {"limit": limit, "stale_before": now - stale_after_ms}
+            params: dict[str, Any] = {"limit": limit, "now": now, "stale_after_ms": stale_after_ms}
             if nodes is None:
                 found = conn.execute(Q["dead_owner_running"], params).fetchall()
                 fresh = conn.execute(Q["dead_owner_fresh_count"], params).fetchone()[0]
@@ -1166,7 +1065,6 @@ class SqliteStore:
                 params["nodes"] = json.dumps(list(nodes))
                 found = conn.execute(Q["named_owner_running"], params).fetchall()
                 fresh = conn.execute(Q["named_owner_fresh_count"], params).fetchone()[0]
-            owners = sorted({r[2] for r in found if r[2] is not None})
             reclaimed = self._reclaim(conn, now, found, "dead_owner", "owner node dead")
             if reclaimed:  # maintenance calls this often: audit changes, not no-ops
                 self._audit(
@@ -1175,7 +1073,7 @@ class SqliteStore:
                     actor,
                     "recover",
                     target=None,
-                    details={"step_ids": reclaimed, "owners": owners, "count": len(reclaimed)},
+                    details=rules.recover_details(reclaimed, (r[2] for r in found)),
                 )
             return DeadOwnerReclaim(tuple(reclaimed), int(fresh))
 
@@ -1194,18 +1092,14 @@ class SqliteStore:
 
     async def acquire_leader(self, node: str, lease_ms: int) -> LeaderLease | None:
         def acquire(conn: Conn, now: int) -> LeaderLease | None:
-            row = conn.execute(Q["leader_get"]).fetchone()
-            expires_at = now + lease_ms
-            if row is None:
-                conn.execute(Q["leader_insert"], {"node": node, "expires_at": expires_at})
-                return LeaderLease(node, 1, expires_at)
-            holder, epoch, holder_expires = row
-            if holder_expires > now and holder != node:
+            row = conn.execute(Q["leader_get"], {"now": now}).fetchone()
+            holder, epoch, expires_at = row[:3] if row is not None else (None, 0, 0)
+            epoch = rules.leader_epoch(holder, epoch, expires_at, node=node, now_ms=now)
+            if epoch is None:
                 return None
-            if not (holder == node and holder_expires > now):
-                epoch += 1
-            conn.execute(Q["leader_set"], {"node": node, "epoch": epoch, "expires_at": expires_at})
-            return LeaderLease(node, epoch, expires_at)
+            params = {"node": node, "epoch": epoch, "now": now, "lease_ms": lease_ms}
+            expires = conn.execute(Q["leader_set"], params).fetchone()[0]
+            return LeaderLease(node, int(epoch), int(expires))
 
         return await self._write(acquire)
 
@@ -1249,22 +1143,17 @@ class SqliteStore:
 
     async def prune_mesh_nodes(self, *, older_than_ms: int, limit: int, actor: str) -> int:
         def prune(conn: Conn, now: int) -> int:
-            names = [
-                r[0]
-                for r in conn.execute(
-                    Q["mesh_prune_candidates"], {"cutoff": now - older_than_ms, "limit": limit}
-                )
-            ]
+            params = {"now": now, "older_than_ms": older_than_ms, "limit": limit}
+            names = [r[0] for r in conn.execute(Q["mesh_prune"], params).fetchall()]
             if not names:  # maintenance calls this often: audit changes, not no-ops
                 return 0
-            conn.executemany(Q["mesh_delete"], [{"name": name} for name in names])
             self._audit(
                 conn,
                 now,
                 actor,
                 "prune",
                 target=None,
-                details={"names": names, "count": len(names), "older_than_ms": older_than_ms},
+                details=rules.prune_details(names, older_than_ms),
             )
             return len(names)
 
@@ -1313,8 +1202,7 @@ class SqliteStore:
 
     async def queue_lag_ms(self) -> int:
         def lag(conn: Conn, now: int) -> int:
-            oldest = conn.execute(Q["oldest_claimable"], {"now": now}).fetchone()[0]
-            return 0 if oldest is None else max(0, now - int(oldest))
+            return max(0, int(conn.execute(Q["queue_lag"], {"now": now}).fetchone()[0]))
 
         return await self._read(lag)
 
@@ -1390,7 +1278,12 @@ class SqliteStore:
                 Q["settings_insert"], {"now": now, "node": node, "fields": rows.dumps(list(fields))}
             )
             self._audit(
-                conn, now, f"node:{node}", "reload", target=node, details={"fields": list(fields)}
+                conn,
+                now,
+                f"node:{node}",
+                "reload",
+                target=node,
+                details=rules.reload_details(fields),
             )
 
         await self._write(record)
@@ -1454,7 +1347,7 @@ class SqliteStore:
             params = {"ids": json.dumps([r[0] for r in found])}
             # Events are written before the commit that finished the workflow; the margin
             # covers clock steps between processes on the host.
-            upto = max(int(r[1]) for r in found) + _EVENT_MARGIN_MS
+            upto = max(int(r[1]) for r in found) + rules.EVENT_MARGIN_MS
             counts["step_locks"] = conn.execute(Q["retention_delete_locks"], params).rowcount
             counts["step_deps"] = conn.execute(Q["retention_delete_deps"], params).rowcount
             counts["ownership_events"] = conn.execute(
@@ -1494,7 +1387,7 @@ class SqliteStore:
         def stats(conn: Conn, now: int) -> dict[str, TableStats]:
             sizes: dict[str, int] = {}
             try:
-                sizes = {str(n): int(b) for n, b in conn.execute(Q["stats_bytes_dbstat"])}
+                sizes = {str(n): int(b) for n, b in conn.execute(Q["stats_bytes"])}
             except sqlite3.OperationalError:  # built without dbstat: bytes unknown
                 pass
             out: dict[str, TableStats] = {}
@@ -1539,5 +1432,4 @@ class SqliteStore:
         return await self._in_thread(vacuum)
 
 
-_EVENT_MARGIN_MS = 60_000
 _AUTO_VACUUM_INCREMENTAL = 2

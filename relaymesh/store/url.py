@@ -17,6 +17,7 @@ from relaymesh.exceptions import StoreError
 __all__ = ["TARGET_SESSION_ATTRS", "StoreUrl", "parse_store_url", "per_host_urls", "redact_url"]
 
 _SQLITE_PREFIX = "sqlite:///"
+_MEMORY_PREFIX = "memory://"
 _PG_SCHEMES = ("postgresql", "postgres")
 _REDACTED = "***"
 _SECRET_PARAMS = frozenset({"password", "sslpassword"})
@@ -30,9 +31,9 @@ TARGET_SESSION_ATTRS = frozenset(
 @dataclass(frozen=True, slots=True)
 class StoreUrl:
     backend: str
-    """``sqlite`` or ``postgresql``."""
+    """``sqlite``, ``postgresql`` or ``memory``."""
     target: str
-    """SQLite: the file path; PostgreSQL: the DSN as given."""
+    """SQLite: the file path; PostgreSQL: the DSN as given; memory: the data's name."""
     display: str
     """The URL with any password removed, for logs and ``Store.url``."""
 
@@ -111,6 +112,9 @@ def parse_store_url(url: str) -> StoreUrl:
         if not path:
             raise StoreError(f"store URL {url!r} names no database file")
         return StoreUrl("sqlite", path, redact_url(url))
+    if url.startswith(_MEMORY_PREFIX):
+        # This process's memory (store/memory.py): tests and one-process demos only.
+        return StoreUrl("memory", url[len(_MEMORY_PREFIX) :], url)
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme in _PG_SCHEMES:
         _check_postgres(url)

@@ -110,10 +110,18 @@ class Agent(Protocol):
     name: str
     concurrency: int | None
     """Runs of this agent allowed at once on one node; None: only the worker's slots."""
+    inline: bool
+    """``run_now`` always answers (never None): the run finishes inside the claim round,
+    so its steps take no slot and are claimed ``claim_batch`` at a time (worker.py)."""
 
     async def run(self, request: AgentRequest) -> AgentOutcome:
         """Run one step. Never raises for a failed run. Cancellable: cancelling stops
         the run (and kills any process it started) before ``CancelledError`` goes on."""
+        ...
+
+    def run_now(self, request: AgentRequest) -> AgentOutcome | None:
+        """The whole run without waiting, for an agent that never waits (the worker then
+        runs it inline, with no task); None: it must run as a task (``run``)."""
         ...
 
 
@@ -125,13 +133,13 @@ class EchoAgent:
 
     name = "echo"
     concurrency: int | None = None
+    inline = True
 
     async def run(self, request: AgentRequest) -> AgentOutcome:
         return self.run_now(request)
 
     def run_now(self, request: AgentRequest) -> AgentOutcome:
-        """The same, without a coroutine: the worker runs agents that have ``run_now``
-        inline."""
+        """The same, without a coroutine: the worker runs it inline."""
         return AgentOutcome.success(request.input)
 
 
@@ -140,6 +148,7 @@ class SleepAgent:
 
     name = "sleep"
     concurrency: int | None = None
+    inline = False
 
     async def run(self, request: AgentRequest) -> AgentOutcome:
         data = request.input
@@ -153,6 +162,9 @@ class SleepAgent:
         await asyncio.sleep(seconds)
         return AgentOutcome.success({"slept_s": seconds})
 
+    def run_now(self, request: AgentRequest) -> AgentOutcome | None:
+        return None  # it waits: run as a task
+
 
 class FailAgent:
     """``{"kind": "transient"|"permanent", "times": n}``: fails runs 1..n, then succeeds
@@ -160,6 +172,7 @@ class FailAgent:
 
     name = "fail"
     concurrency: int | None = None
+    inline = False
 
     async def run(self, request: AgentRequest) -> AgentOutcome:
         data = request.input if isinstance(request.input, dict) else {}
@@ -182,6 +195,9 @@ class FailAgent:
             )
         return AgentOutcome.success({"attempt": request.attempt})
 
+    def run_now(self, request: AgentRequest) -> AgentOutcome | None:
+        return None  # it waits: run as a task
+
 
 # -- script agents --------------------------------------------------------------------
 
@@ -195,7 +211,11 @@ class ScriptAgent:
         self.name = name
         self.spec = spec
         self.concurrency: int | None = spec.concurrency
+        self.inline = False
         self.term_grace_s = term_grace_s
+
+    def run_now(self, request: AgentRequest) -> AgentOutcome | None:
+        return None  # a process: run as a task
 
     async def run(self, request: AgentRequest) -> AgentOutcome:
         payload = json.dumps(

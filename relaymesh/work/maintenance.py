@@ -21,9 +21,9 @@ from typing import Any
 from relaymesh.clock import Clock
 from relaymesh.exceptions import StoreError
 from relaymesh.logging import get_logger
-from relaymesh.ops.metrics import Metrics
 from relaymesh.settings import Settings
 from relaymesh.store.base import LeaderLease, Store
+from relaymesh.telemetry import WorkMetrics
 from relaymesh.work.retention import Retention
 from relaymesh.work.retry import backoff_ms
 
@@ -43,7 +43,7 @@ class Maintenance:
         store: Store,
         node: str,
         settings: Callable[[], Settings],
-        metrics: Metrics,
+        metrics: WorkMetrics,
         clock: Clock,
         rng: random.Random | None = None,
         actor: str | None = None,

@@ -35,9 +35,9 @@ from relaymesh.clock import Clock
 from relaymesh.exceptions import StoreError
 from relaymesh.logging import get_logger
 from relaymesh.model import WorkflowStatus
-from relaymesh.ops.metrics import Metrics
 from relaymesh.settings import RetentionSettings
 from relaymesh.store.base import Store
+from relaymesh.telemetry import WorkMetrics
 
 __all__ = ["Plan", "Retention", "RetentionReport", "plan", "preview", "run_pass", "stats_document"]
 
@@ -89,7 +89,7 @@ class RetentionReport:
 
 
 async def run_pass(
-    store: Store, settings: RetentionSettings, metrics: Metrics, *, actor: str
+    store: Store, settings: RetentionSettings, metrics: WorkMetrics, *, actor: str
 ) -> RetentionReport:
     """One retention pass (see the module docstring). A store error stops the pass;
     what earlier batches removed stays removed, counted and audited."""
@@ -128,7 +128,7 @@ async def run_pass(
     return report
 
 
-def _count(report: RetentionReport, metrics: Metrics, counts: Mapping[str, int]) -> None:
+def _count(report: RetentionReport, metrics: WorkMetrics, counts: Mapping[str, int]) -> None:
     report.batches += 1
     report.add(counts)
     for table, n in counts.items():
@@ -166,7 +166,7 @@ class Retention:
     """Runs ``run_pass`` at most every ``retention.interval_s`` (monotonic clock);
     maintenance calls ``maybe_run`` on every pass it makes as leader."""
 
-    def __init__(self, *, store: Store, metrics: Metrics, clock: Clock, actor: str) -> None:
+    def __init__(self, *, store: Store, metrics: WorkMetrics, clock: Clock, actor: str) -> None:
         self.store = store
         self.metrics = metrics
         self.clock = clock

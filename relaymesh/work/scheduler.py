@@ -25,11 +25,11 @@ from collections.abc import Callable
 
 from relaymesh.exceptions import StoreError, WorkflowError
 from relaymesh.logging import get_logger
-from relaymesh.ops.metrics import Metrics
-from relaymesh.ops.submits import submit_workflow_once
 from relaymesh.schedules import DueTicks, due_ticks, fire_key
 from relaymesh.settings import ScheduleSettings, Settings
 from relaymesh.store.base import Store
+from relaymesh.store.rules import check_idempotency_key
+from relaymesh.telemetry import WorkMetrics
 from relaymesh.work.agents import known_agents
 from relaymesh.work.workflow import load_workflow_file
 
@@ -53,7 +53,7 @@ class Scheduler:
         *,
         store: Store,
         settings: Callable[[], Settings],
-        metrics: Metrics,
+        metrics: WorkMetrics,
         is_leader: Callable[[], bool],
     ) -> None:
         self.store = store
@@ -119,11 +119,11 @@ class Scheduler:
                 self.metrics.schedule_fires.labels(name, "invalid").inc()
                 log.error("schedule_invalid", schedule=name, fire_at_ms=due.fire_ms, error=str(exc))
             return
-        outcome = await submit_workflow_once(
-            self.store,
+        check_idempotency_key(key)
+        outcome = await self.store.submit_workflow_once(
             spec,
             schedule_actor(name),
-            key,
+            idempotency_key=key,
             schedule=name,
             fire_at_ms=due.fire_ms,
             audit_details={"schedule": name, "fire_at": due.fire_ms, "skipped_ticks": due.skipped},

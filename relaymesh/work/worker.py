@@ -6,10 +6,10 @@ One ``Worker`` per node. Four asyncio loops share its state:
   per class of agent, honouring per-agent concurrency, circuit breakers and the LOW
   anti-starvation guard, then starts the agents. Agents that run in a task (scripts,
   ``sleep``) are claimed up to the free ``slots`` (at most ``claim_batch``): slots
-  bound what runs at once. Inline agents (``run_now``: ``echo``) finish inside the
-  claim round and occupy no slot: they are claimed ``claim_batch`` at a time, bounded
-  only by the commit backlog (``INLINE_HELD_BATCHES`` batches), so a small ``slots``
-  never throttles claiming and committing;
+  bound what runs at once. Inline agents (``Agent.inline``: ``echo``) finish inside
+  the claim round and occupy no slot: they are claimed ``claim_batch`` at a time,
+  bounded only by the commit backlog (``INLINE_HELD_BATCHES`` batches), so a small
+  ``slots`` never throttles claiming and committing;
 * commit loop: commits finished runs, successes many per transaction;
 * heartbeat loop: extends every held lease each ``heartbeat_ms`` in one call;
 * watch loop: each ``poll_ms`` asks the store which running leases were lost
@@ -38,15 +38,15 @@ import asyncio
 import contextlib
 import random
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from relaymesh.clock import Clock
 from relaymesh.exceptions import LeaseLostError, StoreError, StoreUnavailableError
 from relaymesh.logging import get_logger
 from relaymesh.model import Claim, Priority, StepStatus
-from relaymesh.ops.metrics import Metrics
 from relaymesh.settings import (
     AgentSettings,
     BreakerSettings,
@@ -55,9 +55,9 @@ from relaymesh.settings import (
     WorkerSettings,
 )
 from relaymesh.store.base import Store
+from relaymesh.telemetry import WorkMetrics
 from relaymesh.work.agents import (
     DEFAULT_TERM_GRACE_S,
-    Agent,
     AgentOutcome,
     AgentRegistry,
     AgentRequest,
@@ -67,16 +67,16 @@ from relaymesh.work.dispatch import OK, DispatchStats, outcome_reason
 from relaymesh.work.guard import ResourceGuard
 from relaymesh.work.retry import ErrorKind, backoff_ms, next_action
 
-__all__ = ["COMMIT_BATCH", "INLINE_HELD_BATCHES", "Worker"]
+__all__ = ["COMMIT_BATCH", "INLINE_HELD_BATCHES", "ClaimPlan", "HeldState", "Worker", "plan_claims"]
 
 log = get_logger("relaymesh.work.worker")
 
 COMMIT_BATCH = 512
 """Most successes committed in one transaction."""
 INLINE_HELD_BATCHES = 4
-"""Inline (``run_now``) steps held at once, in claim batches: enough that the next
-claim overlaps the commit of the previous ones, few enough that a stalled store
-leaves at most this many batches to expire."""
+"""Inline steps held at once, in claim batches: enough that the next claim overlaps
+the commit of the previous ones, few enough that a stalled store leaves at most this
+many batches to expire."""
 STORE_BACKOFF_BASE_MS = 50
 STORE_BACKOFF_MAX_MS = 5000
 RELEASE_TRIES = 3
@@ -84,10 +84,73 @@ _RELEASE_OUTCOMES = {"unknown_agent": "unknown_agent"}
 """A released step's dispatch outcome by release reason; any other is ``draining``."""
 
 
+class HeldState(StrEnum):
+    """Where a held step is; it is in exactly one of these until its slot frees."""
+
+    QUEUED = "queued"
+    """Claimed, waiting for its agent's concurrency."""
+    RUNNING = "running"
+    DONE = "done"
+    """The run ended; its verdict waits to be committed."""
+    RELEASING = "releasing"
+    """Being given back unfinished (drain, unknown agent, a claim that came in late)."""
+
+
+_ACTIVE = (HeldState.RUNNING, HeldState.QUEUED)
+"""States whose lease the watch loop checks: lost ones are killed or dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimPlan:
+    """The claims of one round: ``exact`` agents one call each for exactly their room
+    (a half-open breaker's probe, or an agent whose concurrency room is below the
+    batch), then the ``general`` agents together in one batch of the rest."""
+
+    limit: int
+    exact: tuple[tuple[str, int], ...]
+    general: tuple[str, ...]
+    low_first: int
+    """1 when the LOW anti-starvation guard forces a LOW pick first in the batch."""
+
+
+def plan_claims(
+    agents: Iterable[str],
+    *,
+    free: int,
+    claim_batch: int,
+    allowance: Callable[[str], int | None],
+    room_cap: Callable[[str], int | None],
+    non_low_streak: int,
+    low_starvation_threshold: int,
+) -> ClaimPlan:
+    """Split the known ``agents`` for one claim round (pure, so it is tested alone).
+    ``allowance``: a breaker's claims allowed now (None: no limit, 0: open); ``room_cap``:
+    how many more of that agent this node may hold now (None: only the slots). An agent
+    with no room or an open breaker is not claimed for at all, so this node never hoards
+    steps it cannot start while other nodes idle."""
+    limit = min(free, claim_batch)
+    general: list[str] = []
+    exact: list[tuple[str, int]] = []
+    for name in sorted(agents):
+        allowed = allowance(name)
+        cap = room_cap(name)
+        room = limit if cap is None else min(limit, cap)
+        if allowed == 0 or room <= 0:
+            continue
+        if allowed == 1:
+            exact.append((name, 1))
+        elif room < limit:
+            exact.append((name, room))
+        else:
+            general.append(name)
+    low_first = 1 if non_low_streak >= low_starvation_threshold else 0
+    return ClaimPlan(limit, tuple(exact), tuple(general), low_first)
+
+
 @dataclass(eq=False, slots=True)
 class _Held:
     claim: Claim
-    state: str = "queued"
+    state: HeldState = HeldState.QUEUED
     task: asyncio.Task[None] | None = None
     lost: bool = False
     drained: bool = False
@@ -121,7 +184,7 @@ class Worker:
         store: Store,
         node: str,
         settings: Callable[[], Settings],
-        metrics: Metrics,
+        metrics: WorkMetrics,
         clock: Clock,
         rng: random.Random,
         local_alive: Callable[[], bool] = lambda: True,
@@ -232,7 +295,7 @@ class Worker:
         queued = list(self._queued)
         self._queued.clear()
         for held in queued:
-            held.state = "releasing"
+            held.state = HeldState.RELEASING
             self._load[held.claim.agent] -= 1
         released = await self._release_many(queued, "drain")
 
@@ -243,7 +306,7 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), left)
 
-        remaining = [h for h in self._held.values() if h.state == "running"]
+        remaining = [h for h in self._held.values() if h.state is HeldState.RUNNING]
         for held in remaining:
             held.drained = True
             assert held.task is not None
@@ -252,7 +315,7 @@ class Worker:
             *(h.task for h in remaining if h.task is not None), return_exceptions=True
         )
         for held in remaining:
-            held.state = "releasing"
+            held.state = HeldState.RELEASING
         released += await self._release_many(remaining, "drain")
 
         flush_deadline = loop.time() + max(5.0, timeout_s)
@@ -353,49 +416,47 @@ class Worker:
         return reason
 
     async def _claim_round(self, settings: Settings, free: int, inline_free: int) -> int:
-        """One claim round, per class of agent (task agents limited by the free slots,
-        inline agents by their backlog room; each at most ``claim_batch``). Within a
-        class agents are split three ways: a half-open breaker's agent gets its one
-        probe; an agent whose concurrency room is below the batch is claimed for
-        exactly that room (so this node never hoards steps it cannot start while other
-        nodes idle); everything else shares one batch claim, in priority order."""
-        worker = settings.worker
-        claimed = 0
-        inline, tasks = self._split_inline(self._registry.names())
-        for names, room in ((inline, inline_free), (tasks, free)):
-            limit = min(room, worker.claim_batch)
-            if names and limit > 0:
-                claimed += await self._claim_class(worker, names, limit)
-        return claimed
-
-    def _split_inline(self, names: frozenset[str]) -> tuple[list[str], list[str]]:
+        """One claim round per class of agent: inline agents within their backlog room,
+        task agents within the free slots (each at most ``claim_batch``)."""
         inline: list[str] = []
         tasks: list[str] = []
-        for name in sorted(names):
+        for name in sorted(self._registry.names()):
             agent = self._registry.get(name)
-            (inline if _is_inline(agent) else tasks).append(name)
-        return inline, tasks
+            (inline if agent is not None and agent.inline else tasks).append(name)
+        claimed = 0
+        for names, room in ((inline, inline_free), (tasks, free)):
+            if names and room > 0:
+                claimed += await self._claim_class(settings.worker, names, room)
+        return claimed
 
-    async def _claim_class(self, worker: WorkerSettings, names: list[str], limit: int) -> int:
-        general: list[str] = []
-        exact: list[tuple[str, int]] = []
-        for name in names:
+    async def _claim_class(self, worker: WorkerSettings, names: list[str], free: int) -> int:
+        """Claims for one class. Agents are split three ways: a half-open breaker's
+        agent gets its one probe; an agent whose concurrency room is below the batch is
+        claimed for exactly that room (so this node never hoards steps it cannot start
+        while other nodes idle); everything else shares one batch claim, in priority
+        order."""
+
+        def allowance(name: str) -> int | None:
             breaker = self._breakers.get(name)
-            allowance = breaker.allowance() if breaker is not None else None
+            return breaker.allowance() if breaker is not None else None
+
+        def room_cap(name: str) -> int | None:
             agent = self._registry.get(name)
             cap = agent.concurrency if agent is not None else None
-            room = limit if cap is None else min(limit, cap - self._load[name])
-            if allowance == 0 or room <= 0:
-                continue
-            if allowance == 1:
-                exact.append((name, 1))
-            elif room < limit:
-                exact.append((name, room))
-            else:
-                general.append(name)
+            return None if cap is None else cap - self._load[name]
 
+        plan = plan_claims(
+            names,
+            free=free,
+            claim_batch=worker.claim_batch,
+            allowance=allowance,
+            room_cap=room_cap,
+            non_low_streak=self._non_low_streak,
+            low_starvation_threshold=worker.low_starvation_threshold,
+        )
+        limit = plan.limit
         claimed = 0
-        for name, room in exact:
+        for name, room in plan.exact:
             if claimed >= limit:
                 break
             got = await self.store.claim_steps(
@@ -413,16 +474,15 @@ class Worker:
             # Accepted at once: a store error in the next call must not orphan them.
             self._accept(got, worker.lease_ms)
             claimed += len(got)
-        if claimed < limit and general:
-            low_first = 1 if self._non_low_streak >= worker.low_starvation_threshold else 0
+        if claimed < limit and plan.general:
             got = await self.store.claim_steps(
                 self.node,
                 limit=limit - claimed,
                 lease_ms=worker.lease_ms,
-                agents=general,
-                low_first=low_first,
+                agents=list(plan.general),
+                low_first=plan.low_first,
             )
-            self._note_priorities(got, forced=low_first > 0)
+            self._note_priorities(got, forced=plan.low_first > 0)
             self._accept(got, worker.lease_ms)
             claimed += len(got)
         return claimed
@@ -462,7 +522,7 @@ class Worker:
     def _accept(self, claims: list[Claim], lease_ms: int) -> None:
         if self._stop.is_set() and claims:
             # A claim that was in flight when stop/drain began: give it straight back.
-            held_list = [_Held(c, state="releasing") for c in claims]
+            held_list = [_Held(c, state=HeldState.RELEASING) for c in claims]
             for held in held_list:
                 self._hold(held)
             self._spawn(self._release_many(held_list, "stopping"))
@@ -503,23 +563,22 @@ class Worker:
                 agent = self._registry.get(name)
                 if agent is None:
                     log.warning("unknown_agent", step_id=held.claim.step_id, agent=name)
-                    held.state = "releasing"
+                    held.state = HeldState.RELEASING
                     self._load[name] -= 1
                     self._spawn(self._release_many([held], "unknown_agent"))
                     continue
                 if agent.concurrency is not None and self._running[name] >= agent.concurrency:
                     waiting.append(held)
                     continue
-                run_now = getattr(agent, "run_now", None)
-                if run_now is not None:
-                    # Built-ins that never wait (echo) skip the task and the running-step
-                    # bookkeeping: at thousands of steps per second they would cost more
-                    # than the step.
+                # Agents that never wait (echo) answer inline, skipping the task and the
+                # running-step bookkeeping: at thousands of steps per second they would
+                # cost more than the step.
+                outcome = agent.run_now(AgentRequest.from_claim(held.claim, self.node))
+                if outcome is not None:
                     self._load[name] -= 1
-                    outcome = run_now(AgentRequest.from_claim(held.claim, self.node))
                     self._verdict(held, outcome, 0)
                     continue
-                held.state = "running"
+                held.state = HeldState.RUNNING
                 held.started_ms = self.clock.monotonic_ms()
                 self._running[name] += 1
                 held.task = asyncio.create_task(
@@ -566,7 +625,7 @@ class Worker:
         if held.lost:
             self._forget(held)
             return
-        held.state = "done"
+        held.state = HeldState.DONE
         breaker = self._breaker(claim.agent)
         if outcome.ok:
             breaker.record_success()
@@ -584,7 +643,8 @@ class Worker:
         self._changed.set()
 
     def _hold(self, held: _Held) -> None:
-        held.inline = _is_inline(self._registry.get(held.claim.agent))
+        agent = self._registry.get(held.claim.agent)
+        held.inline = agent is not None and agent.inline
         self._held[held.claim.step_id] = held
         if held.inline:
             self._inline_held += 1
@@ -608,7 +668,7 @@ class Worker:
         counter.inc()
 
     def _running_now(self) -> bool:
-        return any(h.state == "running" for h in self._held.values())
+        return any(h.state is HeldState.RUNNING for h in self._held.values())
 
     def _lose(self, held: _Held, event: str, *, conflict: bool) -> None:
         """The store says another owner (or nobody) holds this step now: drop it."""
@@ -628,9 +688,9 @@ class Worker:
             self.metrics.lease_conflicts.labels(event).inc()
         if held.claim.agent in self._breakers:
             self._breakers[held.claim.agent].record_abandoned()
-        if held.state == "running" and held.task is not None:
+        if held.state is HeldState.RUNNING and held.task is not None:
             held.task.cancel()
-        elif held.state == "queued":
+        elif held.state is HeldState.QUEUED:
             with contextlib.suppress(ValueError):
                 self._queued.remove(held)
             self._load[held.claim.agent] -= 1
@@ -848,7 +908,9 @@ class Worker:
 
     async def _heartbeat_once(self, lease_ms: int) -> None:
         async with self._write_lock:
-            helds = [h for h in self._held.values() if not h.lost and h.state != "releasing"]
+            helds = [
+                h for h in self._held.values() if not h.lost and h.state is not HeldState.RELEASING
+            ]
             if not helds:
                 return
             result = await self.store.heartbeat_many(
@@ -870,12 +932,12 @@ class Worker:
                 log.exception("worker_error", loop="watch")
 
     async def _watch_once(self) -> None:
-        helds = [h for h in self._held.values() if h.state in ("running", "queued") and not h.lost]
+        helds = [h for h in self._held.values() if h.state in _ACTIVE and not h.lost]
         if not helds:
             return
         lost = set(await self.store.lost_leases([h.claim.lease for h in helds]))
         for held in helds:
-            if held.claim.step_id in lost and held.state in ("running", "queued"):
+            if held.claim.step_id in lost and held.state in _ACTIVE:
                 self._lose(held, "watch", conflict=False)
 
     # -- configuration, breakers, helpers ----------------------------------------------------
@@ -981,11 +1043,6 @@ class Worker:
         # being set up) can leak a connection; stop() waits at most ``poll_ms`` here, and
         # drain() does not wait for this loop at all.
         await self.store.wait_for_work(poll_ms)
-
-
-def _is_inline(agent: Agent | None) -> bool:
-    """An agent that finishes inside the claim round (``run_now``) needs no slot."""
-    return agent is not None and getattr(agent, "run_now", None) is not None
 
 
 def _clip(text: str, limit: int = 500) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from relaymesh.exceptions import WorkflowError
-from relaymesh.model import Priority, StepSpec, WorkflowSpec
+from relaymesh.model import Priority, StepSpec, WorkflowSpec, check_graph
 from relaymesh.settings import Settings
 
 __all__ = [
@@ -89,15 +89,7 @@ def parse_workflow(
         seen[step.name] = index
         steps.append(step)
 
-    for step in steps:
-        for dep in step.depends_on:
-            if dep not in seen:
-                raise WorkflowError(
-                    f"step '{step.name}': field 'depends_on' names unknown step '{dep}'"
-                )
-    cycle = _find_cycle(steps)
-    if cycle:
-        raise WorkflowError("dependency cycle: " + " -> ".join(cycle))
+    check_graph(steps)  # the rule the store applies again at submit
     return WorkflowSpec(name=name, steps=tuple(steps))
 
 
@@ -271,33 +263,6 @@ def _retry(raw: Any, agent: str, settings: Settings, where: str) -> tuple[int, i
             f"base_backoff_ms ({values['base_backoff_ms']})"
         )
     return values["max_attempts"], values["base_backoff_ms"], values["max_backoff_ms"]
-
-
-def _find_cycle(steps: list[StepSpec]) -> list[str]:
-    """One dependency cycle as ``[a, b, ..., a]``, or ``[]`` when the graph is a DAG."""
-    deps = {s.name: s.depends_on for s in steps}
-    white, grey, black = 0, 1, 2
-    color = dict.fromkeys(deps, white)
-    for root, root_deps in deps.items():
-        if color[root] != white:
-            continue
-        # Iterative DFS: recursion would overflow on a 10,000-step chain.
-        path: list[str] = [root]
-        iters = [iter(root_deps)]
-        color[root] = grey
-        while iters:
-            nxt = next(iters[-1], None)
-            if nxt is None:
-                color[path.pop()] = black
-                iters.pop()
-                continue
-            if color[nxt] == grey:
-                return [*path[path.index(nxt) :], nxt]
-            if color[nxt] == white:
-                color[nxt] = grey
-                path.append(nxt)
-                iters.append(iter(deps[nxt]))
-    return []
 
 
 # -- small checks ---------------------------------------------------------------------

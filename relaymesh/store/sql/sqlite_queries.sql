@@ -21,7 +21,7 @@ PRAGMA data_version;
 INSERT INTO workflows (id, name, status, created_at_ms, updated_at_ms)
 VALUES (:id, :name, :status, :now, :now);
 
--- name: step_insert
+-- name: steps_insert
 INSERT INTO steps (
     id, workflow_id, name, agent, status, priority, max_attempts, base_backoff_ms,
     max_backoff_ms, depends_on, locks, n_locks, n_dependents, input, created_at_ms,
@@ -32,7 +32,7 @@ INSERT INTO steps (
     :now, :ready_at
 );
 
--- name: step_dep_insert
+-- name: step_deps_insert
 INSERT INTO step_deps (step_id, depends_on_id) VALUES (:step_id, :depends_on_id);
 
 -- name: workflow_get
@@ -90,7 +90,7 @@ UPDATE steps SET
     lease_epoch = lease_epoch + 1,
     attempt = attempt + 1,
     owner_node = :node,
-    lease_expires_at_ms = :expires_at,
+    lease_expires_at_ms = :now + :lease_ms,
     not_before_ms = NULL,
     started_at_ms = :now,
     heartbeat_at_ms = :now,
@@ -105,13 +105,13 @@ INSERT INTO ownership_events (step_id, node, event, lease_epoch, at_ms)
 SELECT id, :node, 'claimed', lease_epoch, :now FROM steps
 WHERE id IN (SELECT value FROM json_each(:ids));
 
--- name: lock_insert
-INSERT INTO step_locks (lock_key, step_id) VALUES (:lock_key, :step_id);
+-- name: claim_locks
+-- :items is a JSON list of [lock_key, step_id]; BEGIN IMMEDIATE already serialises
+-- claimers, so no key can be taken by another claimer meanwhile.
+INSERT INTO step_locks (lock_key, step_id)
+SELECT value ->> 0, value ->> 1 FROM json_each(:items);
 
 -- name: locks_release
-DELETE FROM step_locks WHERE step_id = :step_id;
-
--- name: locks_release_many
 DELETE FROM step_locks WHERE step_id IN (SELECT value FROM json_each(:ids));
 
 -- name: upstream_results
@@ -119,11 +119,17 @@ SELECT d.step_id, u.name, u.result FROM step_deps AS d JOIN steps AS u ON u.id =
 WHERE d.step_id IN (SELECT value FROM json_each(:ids));
 
 -- name: fence_heartbeat
-UPDATE steps SET lease_expires_at_ms = :expires_at, heartbeat_at_ms = :now
-WHERE id = :step_id AND lease_token = :token AND lease_epoch = :epoch AND status = 'RUNNING'
-RETURNING lease_expires_at_ms;
+-- :items is a JSON list of [step_id, lease_token, lease_epoch].
+UPDATE steps SET lease_expires_at_ms = :now + :lease_ms, heartbeat_at_ms = :now
+FROM (
+    SELECT value ->> 0 AS id, value ->> 1 AS token, value ->> 2 AS epoch
+    FROM json_each(:items)
+) AS v
+WHERE steps.id = v.id AND steps.lease_token = v.token AND steps.lease_epoch = v.epoch
+  AND +steps.status = 'RUNNING'
+RETURNING steps.id, steps.lease_expires_at_ms;
 
--- name: fence_success_many
+-- name: fence_success
 -- :items is a JSON list of [step_id, lease_token, lease_epoch, result_json]; rows are
 -- found by id (+status keeps the planner off the status index).
 UPDATE steps SET
@@ -141,7 +147,7 @@ RETURNING steps.id, steps.workflow_id, steps.n_locks, steps.n_dependents;
 -- name: fence_retry
 UPDATE steps SET
     status = 'RETRY_WAIT', error = :error, lease_expires_at_ms = NULL,
-    not_before_ms = :not_before, ready_at_ms = :not_before, updated_at_ms = :now
+    not_before_ms = :now + :delay_ms, ready_at_ms = :now + :delay_ms, updated_at_ms = :now
 WHERE id = :step_id AND lease_token = :token AND lease_epoch = :epoch AND status = 'RUNNING'
 RETURNING workflow_id, n_locks;
 
@@ -159,22 +165,27 @@ UPDATE steps SET
 WHERE id = :step_id AND lease_token = :token AND lease_epoch = :epoch AND status = 'RUNNING'
 RETURNING workflow_id, n_locks, lease_epoch;
 
--- name: step_fence_state
-SELECT lease_epoch, status FROM steps WHERE id = :step_id;
+-- name: conflicts_insert
+-- One lease_conflicts row per rejected lease (:items, a JSON list of [step_id,
+-- lease_token, lease_epoch]), with the step's actual epoch and status.
+INSERT INTO lease_conflicts (step_id, node, event, expected_epoch, actual_epoch,
+                             actual_status, at_ms)
+SELECT v.value ->> 0, :node, :event, v.value ->> 2, s.lease_epoch, s.status, :now
+FROM json_each(:items) AS v LEFT JOIN steps AS s ON s.id = v.value ->> 0
+ORDER BY v.key
+RETURNING step_id, actual_epoch, actual_status;
 
--- name: conflict_insert
-INSERT INTO lease_conflicts (step_id, node, event, expected_epoch, actual_epoch, actual_status, at_ms)
-VALUES (:step_id, :node, :event, :expected_epoch, :actual_epoch, :actual_status, :now);
-
--- name: event_insert
+-- name: events_insert
+-- :items is a JSON list of [step_id, node, lease_epoch].
 INSERT INTO ownership_events (step_id, node, event, lease_epoch, detail, at_ms)
-VALUES (:step_id, :node, :event, :lease_epoch, :detail, :now);
+SELECT value ->> 0, value ->> 1, :event, value ->> 2, :detail, :now FROM json_each(:items);
 
 -- name: ready_dependents
--- PENDING dependents of :step_id whose dependencies have now all succeeded.
+-- PENDING dependents of :ids (a JSON list) whose dependencies have now all succeeded.
 UPDATE steps SET status = 'READY', ready_at_ms = :now, updated_at_ms = :now
 WHERE +status = 'PENDING'
-  AND id IN (SELECT step_id FROM step_deps WHERE depends_on_id = :step_id)
+  AND id IN (SELECT step_id FROM step_deps
+             WHERE depends_on_id IN (SELECT value FROM json_each(:ids)))
   AND NOT EXISTS (
         SELECT 1 FROM step_deps AS d JOIN steps AS u ON u.id = d.depends_on_id
         WHERE d.step_id = steps.id AND u.status <> 'SUCCEEDED');
@@ -184,14 +195,15 @@ SELECT NOT EXISTS (
     SELECT 1 FROM step_deps AS d JOIN steps AS u ON u.id = d.depends_on_id
     WHERE d.step_id = :step_id AND u.status <> 'SUCCEEDED');
 
--- name: workflow_shape
--- What the workflow status rule needs (store/rows.py: workflow_status).
-SELECT status,
-    EXISTS (SELECT 1 FROM steps WHERE workflow_id = :id AND status IN ('READY', 'RUNNING', 'RETRY_WAIT')),
-    EXISTS (SELECT 1 FROM steps WHERE workflow_id = :id AND status = 'PENDING'),
-    EXISTS (SELECT 1 FROM steps WHERE workflow_id = :id AND status = 'DEAD_LETTER'),
-    EXISTS (SELECT 1 FROM steps WHERE workflow_id = :id AND status = 'CANCELLED')
-FROM workflows WHERE id = :id;
+-- name: workflow_shapes
+-- What the workflow status rule needs (store/rows.py: workflow_status), for :ids.
+SELECT w.id, w.status,
+    EXISTS (SELECT 1 FROM steps WHERE workflow_id = w.id
+            AND status IN ('READY', 'RUNNING', 'RETRY_WAIT')),
+    EXISTS (SELECT 1 FROM steps WHERE workflow_id = w.id AND status = 'PENDING'),
+    EXISTS (SELECT 1 FROM steps WHERE workflow_id = w.id AND status = 'DEAD_LETTER'),
+    EXISTS (SELECT 1 FROM steps WHERE workflow_id = w.id AND status = 'CANCELLED')
+FROM workflows AS w WHERE w.id IN (SELECT value FROM json_each(:ids));
 
 -- name: workflow_set_status
 UPDATE workflows SET status = :status, updated_at_ms = :now WHERE id = :id;
@@ -211,7 +223,7 @@ SELECT id, workflow_id, owner_node, attempt, max_attempts, n_locks, lease_epoch
 FROM steps INDEXED BY steps_running_owner
 WHERE status = 'RUNNING' AND owner_node IN (
     SELECT name FROM mesh_nodes WHERE status IN ('DEAD', 'LEFT'))
-  AND coalesce(heartbeat_at_ms, started_at_ms) <= :stale_before
+  AND coalesce(heartbeat_at_ms, started_at_ms) <= :now - :stale_after_ms
 ORDER BY started_at_ms LIMIT :limit;
 
 -- name: dead_owner_fresh_count
@@ -219,18 +231,18 @@ ORDER BY started_at_ms LIMIT :limit;
 SELECT count(*) FROM steps INDEXED BY steps_running_owner
 WHERE status = 'RUNNING' AND owner_node IN (
     SELECT name FROM mesh_nodes WHERE status IN ('DEAD', 'LEFT'))
-  AND coalesce(heartbeat_at_ms, started_at_ms) > :stale_before;
+  AND coalesce(heartbeat_at_ms, started_at_ms) > :now - :stale_after_ms;
 
 -- name: named_owner_fresh_count
 SELECT count(*) FROM steps INDEXED BY steps_running_owner
 WHERE status = 'RUNNING' AND owner_node IN (SELECT value FROM json_each(:nodes))
-  AND coalesce(heartbeat_at_ms, started_at_ms) > :stale_before;
+  AND coalesce(heartbeat_at_ms, started_at_ms) > :now - :stale_after_ms;
 
 -- name: named_owner_running
 SELECT id, workflow_id, owner_node, attempt, max_attempts, n_locks, lease_epoch
 FROM steps INDEXED BY steps_running_owner
 WHERE status = 'RUNNING' AND owner_node IN (SELECT value FROM json_each(:nodes))
-  AND coalesce(heartbeat_at_ms, started_at_ms) <= :stale_before
+  AND coalesce(heartbeat_at_ms, started_at_ms) <= :now - :stale_after_ms
 ORDER BY started_at_ms LIMIT :limit;
 
 -- name: reclaim_ready
@@ -266,7 +278,7 @@ WHERE workflow_id = :workflow_id AND status = 'RUNNING'
 RETURNING id, owner_node, lease_epoch, n_locks;
 
 -- name: replay_candidates
-SELECT id FROM steps
+SELECT id, workflow_id FROM steps
 WHERE status = :status
   AND (:agent IS NULL OR agent = :agent)
   AND (:workflow_id IS NULL OR workflow_id = :workflow_id)
@@ -282,13 +294,14 @@ WHERE id = :step_id AND status IN ('DEAD_LETTER', 'CANCELLED')
 RETURNING workflow_id, lease_epoch;
 
 -- name: leader_get
-SELECT node, epoch, expires_at_ms FROM leader_lease WHERE id = 1;
-
--- name: leader_insert
-INSERT INTO leader_lease (id, node, epoch, expires_at_ms) VALUES (1, :node, 1, :expires_at);
+SELECT node, epoch, expires_at_ms, :now FROM leader_lease WHERE id = 1;
 
 -- name: leader_set
-UPDATE leader_lease SET node = :node, epoch = :epoch, expires_at_ms = :expires_at WHERE id = 1;
+-- An upsert: a new SQLite file has no leader row yet (the PostgreSQL migration makes it).
+INSERT INTO leader_lease (id, node, epoch, expires_at_ms) VALUES (1, :node, :epoch, :now + :lease_ms)
+ON CONFLICT (id) DO UPDATE SET
+    node = excluded.node, epoch = excluded.epoch, expires_at_ms = excluded.expires_at_ms
+RETURNING expires_at_ms;
 
 -- name: leader_release
 UPDATE leader_lease SET expires_at_ms = 0 WHERE id = 1 AND node = :node AND epoch = :epoch;
@@ -317,13 +330,12 @@ WHERE excluded.incarnation > mesh_nodes.incarnation
 SELECT name, address, status, incarnation, metadata, status_changed_at_ms, updated_at_ms, reporter
 FROM mesh_nodes ORDER BY name;
 
--- name: mesh_prune_candidates
-SELECT name FROM mesh_nodes
-WHERE status IN ('DEAD', 'LEFT') AND status_changed_at_ms < :cutoff
-ORDER BY status_changed_at_ms LIMIT :limit;
-
--- name: mesh_delete
-DELETE FROM mesh_nodes WHERE name = :name;
+-- name: mesh_prune
+DELETE FROM mesh_nodes WHERE name IN (
+    SELECT name FROM mesh_nodes
+    WHERE status IN ('DEAD', 'LEFT') AND status_changed_at_ms < :now - :older_than_ms
+    ORDER BY status_changed_at_ms LIMIT :limit)
+RETURNING name;
 
 -- name: running_by_owner_status
 SELECT coalesce(m.status, 'UNKNOWN'), count(*)
@@ -334,8 +346,8 @@ GROUP BY 1;
 -- name: step_counts
 SELECT status, count(*) FROM steps GROUP BY status;
 
--- name: oldest_claimable
-SELECT min(m) FROM (
+-- name: queue_lag
+SELECT coalesce(:now - min(m), 0) FROM (
     SELECT min(ready_at_ms) AS m FROM steps
     WHERE status IN ('READY', 'RETRY_WAIT') AND priority = 0 AND ready_at_ms <= :now
     UNION ALL
@@ -453,7 +465,7 @@ SELECT count(*) FROM audit_log WHERE at_ms < :cutoff;
 -- name: retention_count_settings_history
 SELECT count(*) FROM settings_history WHERE at_ms < :cutoff;
 
--- name: stats_bytes_dbstat
+-- name: stats_bytes
 -- Bytes per table including its indexes (needs SQLITE_ENABLE_DBSTAT_VTAB).
 SELECT coalesce(m.tbl_name, d.name), sum(d.pgsize) FROM dbstat AS d
 LEFT JOIN sqlite_schema AS m ON m.name = d.name GROUP BY 1;

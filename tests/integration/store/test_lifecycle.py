@@ -141,6 +141,7 @@ def backup_steps(tables: dict[str, list[dict[str, Any]]]) -> set[tuple[str, str,
     return {(r["id"], r["status"], int(r["lease_epoch"]), r["owner_node"]) for r in tables["steps"]}
 
 
+@pytest.mark.sql_store  # reads the backup as a SQLite file or a PostgreSQL dump
 async def test_backup_is_a_readable_copy(store: Store, store_url: str, tmp_path: Path) -> None:
     wf = await store.submit_workflow(flat(3), "t")
     [c] = await store.claim_steps("n", limit=1, lease_ms=60_000)
@@ -167,6 +168,7 @@ async def test_backup_is_a_readable_copy(store: Store, store_url: str, tmp_path:
             await copy.close()
 
 
+@pytest.mark.sql_store  # reads the backup as a SQLite file or a PostgreSQL dump
 async def test_backup_while_writers_run(store: Store, open_more: OpenMore, tmp_path: Path) -> None:
     wf = await store.submit_workflow(flat(200), "t")
     other = await open_more()  # the writer has its own connections, as another node would

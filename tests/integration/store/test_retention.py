@@ -37,7 +37,8 @@ from tests.integration.store.retention_helpers import (
     sql,
 )
 
-pytestmark = pytest.mark.asyncio
+# sql_store: ages rows and counts them with SQL behind the store's back.
+pytestmark = [pytest.mark.asyncio, pytest.mark.sql_store]
 
 
 async def test_finished_workflows_past_retention_go_in_batches(

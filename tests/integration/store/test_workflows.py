@@ -35,8 +35,13 @@ async def test_get_and_list(store: Store) -> None:
     [claim] = await store.claim_steps("n", limit=1, lease_ms=10_000, agents=["echo"])
     running = await store.list_steps(status=StepStatus.RUNNING)
     assert [s.id for s in running] == [claim.step_id]
-    # Newest first by updated_at: the claimed step was updated last.
-    assert (await store.list_steps(limit=1))[0].id == claim.step_id
+    # Newest first by updated_at: the claimed step was updated last (steps submitted
+    # in the same millisecond tie with it, in no promised order).
+    listed = await store.list_steps()
+    times = [s.updated_at_ms for s in listed]
+    assert times == sorted(times, reverse=True)
+    claimed = next(s for s in listed if s.id == claim.step_id)
+    assert claimed.updated_at_ms == listed[0].updated_at_ms
 
 
 async def test_submit_is_audited_and_rejects_unknown_dependency(store: Store) -> None:

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from relaymesh.model import WorkflowStatus
-from relaymesh.store.rows import dumps, loads, pick_batch, workflow_status
+from relaymesh.store.rows import dumps, loads
+from relaymesh.store.rules import pick_batch, workflow_status
 
 
 def test_workflow_status_rule() -> None:
@@ -36,3 +37,19 @@ def test_pick_batch_stops_at_want_and_keeps_earlier_picks() -> None:
 def test_json_round_trip() -> None:
     assert loads(dumps({"b": [1, None], "a": "é"})) == {"a": "é", "b": [1, None]}
     assert loads(None) is None
+
+
+def test_ids_increase_within_a_millisecond() -> None:
+    import random
+
+    from relaymesh.clock import FakeClock
+    from relaymesh.store.rows import IdMaker
+
+    clock = FakeClock()
+    make = IdMaker(clock, random.Random(7))
+    ids = [make() for _ in range(1000)]
+    assert ids == sorted(ids) and len(set(ids)) == 1000
+    assert all(len(i) == 32 and int(i, 16) for i in ids)
+    assert ids[0][:12] == f"{clock.wall_ms():012x}"
+    again = IdMaker(FakeClock(), random.Random(7))
+    assert [again() for _ in range(3)] == ids[:3]  # repeatable with injected randomness

@@ -36,3 +36,15 @@ def test_claims_walk_the_claimable_index_without_a_sort(
     text = plan(conn, name)
     assert "USING INDEX steps_claimable" in text
     assert "TEMP B-TREE" not in text
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["fence_heartbeat", "fence_success", "ready_dependents", "conflicts_insert", "workflow_shapes"],
+)
+def test_batch_writes_find_their_rows_by_key(conn: sqlite3.Connection, name: str) -> None:
+    """The per-commit statements take a JSON list of ids: each must look its rows up by
+    key, never scan the steps table."""
+    text = plan(conn, name)
+    assert "SCAN steps" not in text and "SCAN s " not in text and "SCAN w " not in text
+    assert "USING INDEX" in text or "USING COVERING INDEX" in text
