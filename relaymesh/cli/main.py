@@ -24,7 +24,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     },
     **{
         name: ("relaymesh.cli.mesh",)
-        for name in ("maintenance", "mesh-prune", "mesh-recover", "mesh-summary")
+        for name in ("gossip-sync", "maintenance", "mesh-prune", "mesh-recover", "mesh-summary")
     },
     "store": ("relaymesh.cli.store", "relaymesh.cli.retention"),
     **{
