@@ -74,7 +74,7 @@ CONFIGS: dict[str, dict[str, str]] = {
     "defaults": {},
     # What a user chasing throughput would set: bigger claim batches (fewer, larger
     # transactions; coarser sharing between nodes) and more slots for task agents.
-    "tuned": {"RELAYMESH_WORKER__CLAIM_BATCH": "256", "RELAYMESH_WORKER__SLOTS": "64"},
+    "tuned": {"RELAYMESH_WORKER__CLAIM_BATCH": "1024", "RELAYMESH_WORKER__SLOTS": "64"},
 }
 GUARD_ENV = {"RELAYMESH_GUARD__MAX_LOAD": "1000"}
 """Raised in every run so other work on the shared machine cannot pause the workers."""

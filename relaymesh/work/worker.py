@@ -73,10 +73,9 @@ log = get_logger("relaymesh.work.worker")
 
 COMMIT_BATCH = 512
 """Most successes committed in one transaction."""
-INLINE_HELD_BATCHES = 4
-"""Inline steps held at once, in claim batches: enough that the next claim overlaps
-the commit of the previous ones, few enough that a stalled store leaves at most this
-many batches to expire."""
+INLINE_HELD_BATCHES = 2
+"""Inline steps held at once, in claim batches: the next claim overlaps the commit of
+the previous batch, and a stalled store leaves at most this many batches to expire."""
 STORE_BACKOFF_BASE_MS = 50
 STORE_BACKOFF_MAX_MS = 5000
 RELEASE_TRIES = 3
