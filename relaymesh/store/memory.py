@@ -153,6 +153,13 @@ class _Key:
     fire_at_ms: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Bucket:
+    """A dispatch_stats row as ``table_stats`` dates it."""
+
+    bucket_ms: int
+
+
 @dataclass(slots=True)
 class _Data:
     """The tables. Shared by every store opened on one name."""
@@ -1083,6 +1090,7 @@ class MemoryStore:
             "settings_history": d.settings,
             "leader_lease": [d.leader] if d.leader else [],
             "schema_version": list(range(d.schema_version)),
+            "dispatch_stats": [_Bucket(k[2]) for k in d.dispatch],
         }
         out: dict[str, TableStats] = {}
         for table in TABLES:

@@ -173,17 +173,24 @@ async def test_backup_while_writers_run(store: Store, open_more: OpenMore, tmp_p
     wf = await store.submit_workflow(flat(200), "t")
     other = await open_more()  # the writer has its own connections, as another node would
 
+    halfway, first_backup = asyncio.Event(), asyncio.Event()
+
     async def writer() -> None:
         while claims := await other.claim_steps("n", limit=4, lease_ms=60_000):
             await other.commit_success_many("n", [(c.lease, None) for c in claims])
+            if not halfway.is_set():  # on a loaded machine it could finish before any
+                halfway.set()  # backup: one is taken half-way, then it runs on freely
+                await first_backup.wait()
 
     task = asyncio.ensure_future(writer())
     succeeded_before, partial = 0, 0
+    await halfway.wait()
     try:
         for i in range(100):  # backups for as long as the writer writes, bounded
             if task.done():
                 break
             await store.backup(str(tmp_path / f"b{i}"))
+            first_backup.set()
             tables = read_backup(tmp_path / f"b{i}")
             # One snapshot: a claim moves steps and writes their events in one
             # transaction, so every claimed step has its event in the same copy.
