@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup setup-bench setup-chaos run test test-fast lint bench chaos soak docs fuzz fuzz-membership clean
+.PHONY: setup setup-bench setup-chaos run test test-fast lint bench bench-retention chaos soak docs fuzz fuzz-membership clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,11 @@ lint: setup
 bench: setup-bench
 	$(BIN)/python -m bench.run_all
 
+# Drain speed with 1,000,000 finished steps in the store vs an empty one (both stores;
+# also part of `make bench`, as the retention_bigstore suite).
+bench-retention: setup-bench
+	$(BIN)/python -m bench.run_all --only retention_bigstore
+
 # The long failure scenarios (tests/chaos/README.md, docs/reliability.md); the soak is
 # separate (`make soak`, 30 minutes). The short host scenario runs in `make test`.
 chaos: setup
@@ -61,7 +66,12 @@ docs: setup
 	$(BIN)/python tools/gen_reference.py
 
 # Long fuzz runs (bounded: examples per target). `make test` runs the same targets briefly.
+# Decoders (datagram, push/pull), keyring and replay window, workflow parser: hypothesis
+# with 40x the examples of `make test` (tests/fuzzing.py), ~10 min on 2 cores.
+FUZZ_TARGETS := tests/unit/membership/test_wire.py tests/unit/membership/test_keyring_fuzz.py \
+	tests/unit/work/test_workflow_fuzz.py
 fuzz: setup fuzz-membership
+	RELAYMESH_FUZZ=1 $(BIN)/python -m pytest -q -p no:cacheprovider -o timeout=900 $(FUZZ_TARGETS)
 	RELAYMESH_FUZZ_EXAMPLES=200 $(BIN)/python -m pytest -q -p no:cacheprovider tests/integration/web/test_schemathesis.py
 
 # The membership stateful fuzz test with many examples (bounded: ~10 min on 2 cores);

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-SUITES = ("membership_sim", "membership_real", "work_throughput")
+SUITES = ("membership_sim", "membership_real", "work_throughput", "retention_bigstore")
 
 
 def describe_machine() -> str:

@@ -330,6 +330,7 @@ class Cluster:
                         f"127.0.0.1:{port}",
                         "--seeds-file",
                         str(seeds),
+                        "--create-store",
                     ],
                     env=node_env,
                     cwd=str(self.tmp),

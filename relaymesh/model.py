@@ -214,7 +214,7 @@ class StepRecord:
     status: StepStatus
     priority: Priority
     attempt: int
-    """Runs started so far (a claim increments it)."""
+    """Runs started so far (a claim increments it); a replay keeps counting."""
     max_attempts: int
     lease_epoch: int
     owner_node: str | None
@@ -231,6 +231,9 @@ class StepRecord:
     """When the step last became claimable: queue lag and submit-to-start latency."""
     started_at_ms: int | None = None
     finished_at_ms: int | None = None
+    replays: tuple[dict[str, Any], ...] = ()
+    """Each replay, oldest first: ``{at, actor, from_status, from_attempt, max_attempts,
+    error}``, what the step was when it was replayed (docs/store.md, "Replays")."""
 
     def to_json(self) -> dict[str, JSON]:
         return {
@@ -256,6 +259,7 @@ class StepRecord:
             "ready_at": self.ready_at_ms,
             "started_at": self.started_at_ms,
             "finished_at": self.finished_at_ms,
+            "replays": [dict(r) for r in self.replays],
         }
 
 
@@ -413,9 +417,18 @@ class SettingsChange:
     at_ms: int
     node: str
     fields: tuple[str, ...]
+    """Changed fields the reload applied."""
+    refused: tuple[str, ...] = ()
+    """Changed fields it did not apply: they need a restart."""
 
     def to_json(self) -> dict[str, JSON]:
-        return {"id": self.id, "at": self.at_ms, "node": self.node, "fields": list(self.fields)}
+        return {
+            "id": self.id,
+            "at": self.at_ms,
+            "node": self.node,
+            "fields": list(self.fields),
+            "refused": list(self.refused),
+        }
 
 
 # -- idempotent submits, workflow listing, schedule fires --------------------------

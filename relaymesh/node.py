@@ -56,10 +56,12 @@ from relaymesh.exceptions import (
 )
 from relaymesh.exposure import check_gossip_exposure, check_http_exposure
 from relaymesh.logging import get_logger
+from relaymesh.membership.config import SwimConfig
 from relaymesh.membership.protocol import MemberChanged
-from relaymesh.model import MemberStatus, MeshNode, StepStatus
+from relaymesh.model import MemberStatus, StepStatus
 from relaymesh.ops import services
 from relaymesh.ops.health import StoreHealth, worker_stall_after_ms, worker_stall_reason
+from relaymesh.ops.mesh_writer import MeshReport
 from relaymesh.ops.metrics import Metrics
 from relaymesh.ops.systemd import SystemdNotifier, capture_signals
 from relaymesh.settings import RELOADABLE_SECTIONS, Settings, diff_fields, load_settings
@@ -76,8 +78,12 @@ DRAIN_SLACK_S = 5.0
 MESH_DEBOUNCE_S = 0.05
 """Membership changes arriving together are written in one store transaction."""
 MESH_REFRESH_S = 5.0
-"""The whole view is rewritten this often even without changes (a lost write heals);
-more often when ``node.store_unhealthy_after_s`` is short (``PROBES_PER_WINDOW``)."""
+"""The view is written this often even without changes (only the rows that changed,
+or our own row as the store probe); more often when ``node.store_unhealthy_after_s``
+is short (``PROBES_PER_WINDOW``)."""
+MESH_FULL_REWRITE_MS = 60_000
+"""Every row of the view is written again this often (and after any failed write), so
+a row lost behind the writer's back heals (``ops/mesh_writer.py``)."""
 PROBES_PER_WINDOW = 4
 """Store probes (mesh writes) per ``store_unhealthy_after_s``, so one slow probe
 cannot turn a healthy store unhealthy."""
@@ -108,6 +114,7 @@ class Node:
         reload: SettingsLoader | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        create_store: bool = True,
     ) -> None:
         node = settings.node
         if node.name is None:
@@ -117,6 +124,9 @@ class Node:
         self.settings = settings
         self.name: str = settings.node.name or ""
         self._reload_loader = reload
+        self._create_store = create_store
+        """Whether a SQLite store file that does not exist may be created; ``node run``
+        passes ``--create-store`` (default off), programs embedding a node get True."""
         self.metrics = Metrics()
         self.notifier = SystemdNotifier()
         self.store: Store | None = None
@@ -128,6 +138,10 @@ class Node:
         self._stop = asyncio.Event()
         self._store_ready = asyncio.Event()
         self._mesh_dirty = asyncio.Event()
+        # Bounded like the member table (the core's default: not a setting).
+        self._mesh_report = MeshReport(
+            max_rows=SwimConfig().max_members, full_every_ms=MESH_FULL_REWRITE_MS
+        )
         self._signals = 0
         self._reload_cursor = 0
         self._sync_cursor = 0
@@ -189,6 +203,30 @@ class Node:
             store=_redacted(s.node.store_url),
         )
 
+    def validate(self) -> None:
+        """Every option checked before anything touches the network or the store, so a
+        bad one is one ``ConfigError`` line and leaves no trace (no join, no LEFT row,
+        no new store file)."""
+        from relaymesh.store import missing_store_error
+        from relaymesh.store.url import parse_store_url
+        from relaymesh.web.server import parse_hostport
+
+        s = self.settings
+        if s.node.http:
+            try:
+                host, port = parse_hostport(s.node.http)
+            except ValueError as exc:
+                raise ConfigError(f"--http: {exc}") from exc
+            # A busy port must fail the node before it joins the mesh (one that joined
+            # and left at once leaves a LEFT row in every peer's view). HTTP itself
+            # starts after gossip, so /healthz never answers before gossip runs.
+            _check_bindable(host, port, s.node.http)
+        self.check_exposure()
+        parse_store_url(s.node.store_url)
+        missing = None if self._create_store else missing_store_error(s.node.store_url)
+        if missing is not None:
+            raise ConfigError(f"{missing}, or start the node with --create-store")
+
     def check_exposure(self) -> None:
         """``ConfigError`` when the settings would expose the node unprotected (gossip
         beyond loopback without keys, HTTP beyond loopback without tokens)."""
@@ -248,7 +286,7 @@ class Node:
             signal.SIGINT: self.request_stop,
             signal.SIGHUP: self._on_sighup,
         }
-        self.check_exposure()  # before anything starts, so a refusal is one line
+        self.validate()  # before anything starts, so a refusal is one line
         with capture_signals(loop, handlers):
             try:
                 await self.startup()
@@ -284,7 +322,7 @@ class Node:
         delay_s = STORE_RETRY_FIRST_S
         while True:
             try:
-                store = await open_store(self.settings.node.store_url)
+                store = await open_store(self.settings.node.store_url, create=self._create_store)
                 break
             except StoreUnavailableError as exc:
                 self.metrics.store_errors.labels(op="open").inc()
@@ -437,31 +475,24 @@ class Node:
         # leader's prune (or an operator's) would otherwise be undone within seconds,
         # and mesh-summary would stay degraded for a node long replaced.
         forget_before_ms = now_wall - self.settings.maintenance.mesh_prune_older_than_ms
-        nodes = []
-        for m in self.membership.members():
-            status = MemberStatus(m.status)
-            # The core stamps the change with its clock's wall time (SystemClock).
-            since_ms = m.status_changed_at_ms or now_wall
-            gone = status in (MemberStatus.DEAD, MemberStatus.LEFT)
-            if gone and m.name != self.name and since_ms < forget_before_ms:
-                continue
-            if final and m.name == self.name:
-                status = MemberStatus.LEFT
-            nodes.append(
-                MeshNode(
-                    name=m.name,
-                    address=_fmt_address(m.address),
-                    status=status,
-                    incarnation=int(m.incarnation),
-                    metadata=dict(m.metadata or {}),
-                    status_changed_at_ms=since_ms,
-                )
-            )
+        report = self._mesh_report
+        nodes = report.plan(
+            self.membership.members(),
+            local_name=self.name,
+            now_wall_ms=now_wall,
+            forget_before_ms=forget_before_ms,
+            final=final,
+            address=_fmt_address,
+        )
         if not nodes:
             return
         try:
             await store.upsert_mesh_nodes(self.name, nodes)
-        except RelayMeshError as exc:
+        except BaseException as exc:
+            # Failed, cancelled (the writer's deadline) or unknown: write all next time.
+            report.failed()
+            if not isinstance(exc, RelayMeshError):
+                raise
             self.metrics.store_errors.labels(op="upsert_mesh_nodes").inc()
             log.warning("mesh_write_failed", node=self.name, error=str(exc))
             self._store_outcome(exc)
@@ -469,6 +500,7 @@ class Node:
             if not final:
                 await asyncio.sleep(min(1.0, self.settings.node.store_unhealthy_after_s / 4))
             return
+        report.written(now_wall)
         self._store_outcome(None)
 
     # -- settings reload -------------------------------------------------------------------
@@ -515,7 +547,9 @@ class Node:
             )
             if self.store is not None:
                 try:
-                    await services.record_settings_change(self.store, node=self.name, fields=hot)
+                    await services.record_settings_change(
+                        self.store, node=self.name, fields=hot, refused=cold
+                    )
                 except RelayMeshError as exc:
                     log.warning("settings_history_write_failed", node=self.name, error=str(exc))
             return hot
@@ -741,9 +775,11 @@ class Node:
 # -- entry points ---------------------------------------------------------------------------
 
 
-async def run_node(settings: Settings, reload: SettingsLoader | None = None) -> None:
+async def run_node(
+    settings: Settings, reload: SettingsLoader | None = None, *, create_store: bool = False
+) -> None:
     """``relaymesh node run``."""
-    await Node(settings, reload=reload).serve()
+    await Node(settings, reload=reload, create_store=create_store).serve()
 
 
 async def serve_web(
@@ -752,7 +788,7 @@ async def serve_web(
     """``relaymesh serve-web``: console and API over the store, no worker, no gossip."""
     from relaymesh.store import store_session
     from relaymesh.web.api import Api
-    from relaymesh.web.server import HttpServer
+    from relaymesh.web.server import HttpServer, parse_hostport
 
     metrics = Metrics()
     stop = asyncio.Event()
@@ -765,8 +801,12 @@ async def serve_web(
         except RelayMeshError as exc:
             log.error("settings_reload_failed", error=str(exc))
 
+    try:
+        parse_hostport(bind)
+    except ValueError as exc:
+        raise ConfigError(f"--bind: {exc}") from exc
     check_http_exposure(bind, settings)
-    async with store_session(settings.node.store_url) as store:
+    async with store_session(settings.node.store_url) as store:  # refuses a missing file
         http = HttpServer(
             bind,
             metrics,
@@ -777,7 +817,10 @@ async def serve_web(
         with capture_signals(
             loop, {signal.SIGTERM: stop.set, signal.SIGINT: stop.set, signal.SIGHUP: reload}
         ):
-            await http.start()
+            try:
+                await http.start()
+            except OSError as exc:
+                raise ConfigError(f"cannot serve HTTP on {bind}: {exc.strerror or exc}") from exc
             log.info("web_ready", url=f"http://{http.host}:{http.port}/", store=store.url)
             try:
                 await stop.wait()
@@ -786,6 +829,21 @@ async def serve_web(
 
 
 # -- small helpers ----------------------------------------------------------------------------
+
+
+def _check_bindable(host: str, port: int, bind: str) -> None:
+    """``ConfigError`` when nothing could listen on ``host:port`` now (busy, or not an
+    address of this host). Port 0 (any free port) is always bindable."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, _, _, _, address = infos[0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve HTTP on {bind}: {exc.strerror or exc}") from exc
 
 
 def _load_seeds(path: str | None) -> list[str]:

@@ -251,7 +251,9 @@ class AgentSettings(_Section):
 class TokenSettings(_Section):
     name: str
     token_sha256: str
-    role: Literal["admin", "readonly"] = "readonly"
+    role: Literal["admin", "submitter", "readonly"] = "readonly"
+    """``readonly``: every read; ``submitter``: reads and ``POST /api/workflows``; ``admin``:
+    everything."""
 
 
 class WebSettings(_Section):
@@ -279,8 +281,9 @@ class RetentionSettings(_Section):
     """
 
     finished_after_s: int = Field(7 * 86400, ge=0)
-    """Keep SUCCEEDED and CANCELLED workflows (with their steps, dependencies, locks and
-    ownership events) this long after they finished; 0 keeps them forever."""
+    """Keep SUCCEEDED and CANCELLED workflows (with their steps, dependencies, locks,
+    ownership events and idempotency keys, but each schedule's latest fire) this long
+    after they finished; 0 keeps them forever."""
     dead_letter_after_s: int = Field(30 * 86400, ge=0)
     """Age after which a FAILED workflow (it holds unreplayed dead letters) is removed,
     only when ``remove_dead_letters`` is true; 0 keeps them forever."""
@@ -306,15 +309,12 @@ class RetentionSettings(_Section):
     vacuum_max_steps: int = Field(50, gt=0)
     """SQLite: most incremental-vacuum steps after one pass."""
     archive_dir: str | None = None
-    """Reserved: write finished workflows to this directory before deleting them (not
-    implemented yet; a value is refused so nothing is deleted unarchived by surprise)."""
-
-    @field_validator("archive_dir")
-    @classmethod
-    def _archive_not_yet(cls, value: str | None) -> str | None:
-        if value is not None:
-            raise ValueError("archive_dir is not supported yet")
-        return value
+    """Write each finished workflow (steps, dependencies, ownership events, keys) to
+    this directory before deleting it, as gzip JSON lines, one file per UTC day it
+    finished (``relaymesh-archive-YYYY-MM-DD.jsonl.gz``), fsynced before the delete
+    commits. A batch that cannot be archived is not deleted (counted in
+    ``retention_archive_errors_total``). None (the default) deletes without a copy.
+    Read with ``relaymesh archive show``, load back with ``relaymesh store restore``."""
 
 
 class ScheduleSettings(_Section):

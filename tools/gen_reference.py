@@ -262,14 +262,17 @@ def api_page() -> str:
         "Served by `relaymesh node run --http HOST:PORT` and `relaymesh serve-web`. The "
         "same document is served as `GET /api/openapi.json`. `GET /healthz` and "
         "`GET /metrics` need no token; every `/api/` route needs a token "
-        "(`Authorization: Bearer TOKEN`) from `[web] tokens` — reads any role, writes "
-        "the roles named below. With no tokens configured the API answers loopback "
+        "(`Authorization: Bearer TOKEN`) from `[web] tokens` whose role is at least the "
+        "one named below (`readonly` < `submitter` < `admin`). With no tokens "
+        "configured the API answers loopback "
         'clients only. Errors are JSON `{"error": "<one line>"}` with a 4xx status; '
         "a GET never changes anything.\n\n"
     )
     for path, ops in sorted(OPENAPI["paths"].items()):
         for method, op in ops.items():
             out.append(f"## `{method.upper()} {path}`\n\n{op.get('summary', '')}\n\n")
+            if op.get("x-role"):
+                out.append(f"Least role: `{op['x-role']}`.\n\n")
             params = op.get("parameters") or []
             if params:
                 out.append("| parameter | in | required |\n| --- | --- | --- |\n")

@@ -178,6 +178,7 @@ def demo(
                         str(seeds),
                         "--http",
                         f"127.0.0.1:{http_ports[i]}",
+                        "--create-store",  # the demo's own store, new on a first run
                     ],
                     env=env,
                     stdin=subprocess.DEVNULL,
@@ -237,7 +238,7 @@ async def _submit_and_watch(
     spec = load_workflow_file(
         workflow_file, known_agents=services.known_agents(settings), settings=settings
     )
-    async with store_session(store_url) as store:
+    async with store_session(store_url, create=True) as store:
         workflow_id = await services.submit_workflow(store, spec, services.cli_actor())
         click.echo(f"submitted workflow {spec.name}: {workflow_id}")
         click.echo(f"  watch it: http://127.0.0.1:{http_ports[0]}/api/workflows/{workflow_id}")

@@ -120,17 +120,27 @@ def mesh_recover(cli: CliContext, limit: int, as_json: bool) -> None:
 
 
 @click.command("mesh-prune")
-@click.option("--older-than-ms", type=click.IntRange(min=0), required=True)
+@click.option(
+    "--older-than-ms",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Forget members DEAD or LEFT longer than this [maintenance.mesh_prune_older_than_ms].",
+)
 @click.option("--limit", type=_LIMIT, default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_cli
-def mesh_prune(cli: CliContext, older_than_ms: int, limit: int, as_json: bool) -> None:
-    """Forget DEAD/LEFT members whose status changed more than MS ago."""
+def mesh_prune(cli: CliContext, older_than_ms: int | None, limit: int, as_json: bool) -> None:
+    """Forget DEAD/LEFT members whose status changed more than MS ago (default: the
+    settings' maintenance.mesh_prune_older_than_ms)."""
 
     async def go() -> int:
-        async with store_session(cli.store_url) as store:
+        settings = cli.settings()
+        age_ms = settings.maintenance.mesh_prune_older_than_ms
+        if older_than_ms is not None:
+            age_ms = older_than_ms
+        async with store_session(settings.node.store_url) as store:
             return await services.mesh_prune(
-                store, older_than_ms=older_than_ms, limit=limit, actor=services.cli_actor()
+                store, older_than_ms=age_ms, limit=limit, actor=services.cli_actor()
             )
 
     count = run_async(go)
@@ -141,7 +151,9 @@ def mesh_prune(cli: CliContext, older_than_ms: int, limit: int, as_json: bool) -
 
 
 @click.command("maintenance")
-@click.option("--node-id", "node_id", required=True, help="Run the pass as this node.")
+@click.option(
+    "--node-id", "node_id", required=True, help="Run the pass as this node (one in the mesh)."
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_cli
 def maintenance(cli: CliContext, node_id: str, as_json: bool) -> None:

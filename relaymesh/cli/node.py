@@ -31,6 +31,11 @@ def node() -> None:
 @click.option("--bind", default=None, help="Gossip UDP+TCP address [node.bind].")
 @click.option("--seeds-file", default=None, help="One HOST:PORT per line [node.seeds_file].")
 @click.option("--http", "http_bind", default=None, help="HTTP address for metrics and API.")
+@click.option(
+    "--create-store",
+    is_flag=True,
+    help="Create the SQLite store file when it does not exist (refused otherwise).",
+)
 @pass_cli
 def run(
     cli: CliContext,
@@ -39,6 +44,7 @@ def run(
     bind: str | None,
     seeds_file: str | None,
     http_bind: str | None,
+    create_store: bool,
 ) -> None:
     """Run a node: membership, worker, maintenance and (with --http) the API."""
     # SIGTERM before the node's handlers exist is held for them, and after its shutdown
@@ -59,7 +65,13 @@ def run(
             return
         configure_logging(cli.log_level, node=settings.node.name)
         try:
-            uvloop.run(run_node(settings, reload=lambda: cli.settings(node=dict(overrides))))
+            uvloop.run(
+                run_node(
+                    settings,
+                    reload=lambda: cli.settings(node=dict(overrides)),
+                    create_store=create_store,
+                )
+            )
         except RelayMeshError as exc:
             fail(str(exc))
 

@@ -14,11 +14,18 @@ import click
 
 from relaymesh.cli.common import CliContext, echo_json, echo_table, pass_cli, run_async
 from relaymesh.cli.render import TIME, format_ms, render_list, store_session
-from relaymesh.ops import services
+from relaymesh.ops import paging, services
 
 __all__ = ["register"]
 
 _LIMIT = click.IntRange(min=1)
+_CURSOR_HELP = "Next page: the cursor the previous page printed on stderr."
+
+
+def _next_page(cursor: str | None) -> None:
+    if cursor:
+        # stderr, so stdout stays the list INTERFACE.md promises (as `workflows`).
+        click.echo(f"next page: --cursor {cursor}", err=True)
 
 
 @click.command("audit-query")
@@ -27,6 +34,7 @@ _LIMIT = click.IntRange(min=1)
 @click.option("--from", "from_ms", type=TIME, default=None)
 @click.option("--to", "to_ms", type=TIME, default=None)
 @click.option("--limit", type=_LIMIT, default=100, show_default=True)
+@click.option("--cursor", default=None, help=_CURSOR_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_cli
 def audit_query(
@@ -37,15 +45,23 @@ def audit_query(
     from_ms: int | None,
     to_ms: int | None,
     limit: int,
+    cursor: str | None,
     as_json: bool,
 ) -> None:
-    """The audit trail, newest first."""
+    """The audit trail, newest first (keyset paging with --cursor)."""
 
     async def go() -> None:
         async with store_session(cli.store_url) as store:
-            rows = await services.query_audit(
-                store, task_id=task_id, action=action, from_ms=from_ms, to_ms=to_ms, limit=limit
+            rows, following = await paging.page_audit(
+                store,
+                task_id=task_id,
+                action=action,
+                from_ms=from_ms,
+                to_ms=to_ms,
+                cursor=cursor,
+                limit=limit,
             )
+        _next_page(following)
         render_list(
             rows,
             as_json,
@@ -66,14 +82,21 @@ def audit_query(
 @click.command("ownership-events")
 @click.option("--since", "since_ms", type=TIME, default=None)
 @click.option("--limit", type=_LIMIT, default=100, show_default=True)
+@click.option("--cursor", default=None, help=_CURSOR_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_cli
-def ownership_events(cli: CliContext, since_ms: int | None, limit: int, as_json: bool) -> None:
-    """Claims, releases, reclaims and expiries, with lease epochs."""
+def ownership_events(
+    cli: CliContext, since_ms: int | None, limit: int, cursor: str | None, as_json: bool
+) -> None:
+    """Claims, releases, reclaims and expiries, with lease epochs, newest first (keyset
+    paging with --cursor)."""
 
     async def go() -> None:
         async with store_session(cli.store_url) as store:
-            rows = await services.list_ownership_events(store, since_ms=since_ms, limit=limit)
+            rows, following = await paging.page_ownership_events(
+                store, since_ms=since_ms, cursor=cursor, limit=limit
+            )
+        _next_page(following)
         render_list(
             rows,
             as_json,
@@ -160,7 +183,8 @@ def reload_settings(cli: CliContext, node: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_cli
 def settings_history(cli: CliContext, limit: int, as_json: bool) -> None:
-    """Recent settings reloads: time, node, changed field names."""
+    """Recent settings reloads: time, node, changed field names applied and refused
+    (those need a restart)."""
 
     async def go() -> None:
         async with store_session(cli.store_url) as store:
@@ -168,8 +192,14 @@ def settings_history(cli: CliContext, limit: int, as_json: bool) -> None:
         render_list(
             rows,
             as_json,
-            ["id", "at", "node", "fields"],
-            lambda r: (r.id, format_ms(r.at_ms), r.node, ", ".join(r.fields) or "(none)"),
+            ["id", "at", "node", "fields", "refused (need a restart)"],
+            lambda r: (
+                r.id,
+                format_ms(r.at_ms),
+                r.node,
+                ", ".join(r.fields) or "(none)",
+                ", ".join(r.refused) or None,
+            ),
         )
 
     run_async(go)

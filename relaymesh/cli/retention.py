@@ -33,7 +33,7 @@ def stats(cli: CliContext, as_json: bool) -> None:
     retention = cli.settings().retention
 
     async def go() -> dict[str, Any]:
-        opened = await open_store(url)
+        opened = await open_store(url, create=False)
         try:
             return await stats_document(opened, retention)
         finally:

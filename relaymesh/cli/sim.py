@@ -128,6 +128,7 @@ def sim(
         render_text,
         run_scenario,
     )
+    from relaymesh.sim.budget import check_memory
 
     try:
         scenario = Scenario(
@@ -146,6 +147,7 @@ def sim(
             join_spread_s=join_spread,
             bootstrap=bootstrap,
         )
+        check_memory(scenario.nodes)
     except ConfigError as exc:
         fail(str(exc))
         return

@@ -10,7 +10,7 @@ import os
 
 import click
 
-from relaymesh.cli.common import CliContext, echo_json, pass_cli, run_async
+from relaymesh.cli.common import CliContext, echo_json, fail, pass_cli, run_async
 from relaymesh.store import open_store
 
 __all__ = ["register"]
@@ -52,11 +52,15 @@ def migrate(cli: CliContext, as_json: bool) -> None:
 @pass_cli
 def backup(cli: CliContext, path: str, as_json: bool) -> None:
     """Write a consistent copy of the store to PATH while nodes keep running
-    (SQLite: a database file; PostgreSQL: a JSON dump of every table)."""
+    (SQLite: a database file; PostgreSQL: a JSON dump of RelayMesh's tables, not the
+    other tables that share its schema)."""
     url = cli.store_url
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        fail(f"cannot write backup {path}: directory {directory} does not exist")
 
     async def go() -> str:
-        opened = await open_store(url, migrate=False)
+        opened = await open_store(url, migrate=False, create=False)
         try:
             await opened.backup(path)
             return opened.url

@@ -6,12 +6,15 @@ and renders the answer; state changes are audited there as ``cli:<user>``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import click
 
 from relaymesh.cli.common import CliContext, echo_json, echo_table, pass_cli, run_async
 from relaymesh.cli.render import format_ms, render_steps, store_session
 from relaymesh.model import StepStatus
-from relaymesh.ops import services
+from relaymesh.ops import paging, services
 
 __all__ = ["register"]
 
@@ -50,7 +53,8 @@ def submit(cli: CliContext, file: str, priority: str | None, idempotency_key: st
             settings=settings,
             priority_override=priority,
         )
-        async with store_session(settings.node.store_url) as store:
+        # A submit may create the store: nodes started on it later run the workflow.
+        async with store_session(settings.node.store_url, create=True) as store:
             outcome = await submit_workflow_once(store, spec, services.cli_actor(), idempotency_key)
         if not outcome.created:
             click.echo(f"already submitted with idempotency key {idempotency_key!r}", err=True)
@@ -77,7 +81,18 @@ def status(cli: CliContext, workflow_id: str, as_json: bool) -> None:
             f"created {format_ms(workflow.created_at_ms)}"
         )
         echo_table(
-            ["step", "id", "agent", "status", "attempt", "epoch", "owner", "depends_on", "error"],
+            [
+                "step",
+                "id",
+                "agent",
+                "status",
+                "attempt",
+                "epoch",
+                "owner",
+                "depends_on",
+                "replayed",
+                "error",
+            ],
             [
                 (
                     s.name,
@@ -88,6 +103,7 @@ def status(cli: CliContext, workflow_id: str, as_json: bool) -> None:
                     s.lease_epoch,
                     s.owner_node,
                     ",".join(s.depends_on) or None,
+                    _replayed(s.replays),
                     _short_error(s.error),
                 )
                 for s in steps
@@ -95,6 +111,15 @@ def status(cli: CliContext, workflow_id: str, as_json: bool) -> None:
         )
 
     run_async(go)
+
+
+def _replayed(replays: Sequence[dict[str, Any]]) -> str | None:
+    """``2x, last from DEAD_LETTER at attempt 3/3``: how often, and from where."""
+    if not replays:
+        return None
+    last = replays[-1]
+    where = f"{last.get('from_attempt')}/{last.get('max_attempts')}"
+    return f"{len(replays)}x, last from {last.get('from_status')} at attempt {where}"
 
 
 def _short_error(error: object) -> str | None:
@@ -107,11 +132,21 @@ def _short_error(error: object) -> str | None:
     return str(error)[:60]
 
 
+_CURSOR_HELP = "Next page: the cursor the previous page printed on stderr."
+
+
+def _next_page(cursor: str | None) -> None:
+    if cursor:
+        # stderr, so stdout stays the list INTERFACE.md promises (as `workflows`).
+        click.echo(f"next page: --cursor {cursor}", err=True)
+
+
 @click.command("tasks")
 @click.option("--status", "status_", type=_STATUSES, default=None)
 @click.option("--workflow", "workflow_id", default=None)
 @click.option("--agent", default=None)
 @click.option("--limit", type=_LIMIT, default=100, show_default=True)
+@click.option("--cursor", default=None, help=_CURSOR_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_cli
 def tasks(
@@ -121,19 +156,22 @@ def tasks(
     workflow_id: str | None,
     agent: str | None,
     limit: int,
+    cursor: str | None,
     as_json: bool,
 ) -> None:
-    """List steps, newest first."""
+    """List steps, newest first (keyset paging with --cursor)."""
 
     async def go() -> None:
         async with store_session(cli.store_url) as store:
-            steps = await services.list_tasks(
+            steps, following = await paging.page_tasks(
                 store,
                 status=StepStatus(status_.upper()) if status_ else None,
                 workflow_id=workflow_id,
                 agent=agent,
+                cursor=cursor,
                 limit=limit,
             )
+        _next_page(following)
         render_steps(steps, as_json)
 
     run_async(go)
@@ -141,14 +179,16 @@ def tasks(
 
 @click.command("dead")
 @click.option("--limit", type=_LIMIT, default=100, show_default=True)
+@click.option("--cursor", default=None, help=_CURSOR_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_cli
-def dead(cli: CliContext, limit: int, as_json: bool) -> None:
-    """Dead letters, newest first."""
+def dead(cli: CliContext, limit: int, cursor: str | None, as_json: bool) -> None:
+    """Dead letters, newest first (keyset paging with --cursor)."""
 
     async def go() -> None:
         async with store_session(cli.store_url) as store:
-            steps = await services.list_dead(store, limit=limit)
+            steps, following = await paging.page_dead(store, cursor=cursor, limit=limit)
+        _next_page(following)
         render_steps(steps, as_json)
 
     run_async(go)
@@ -197,7 +237,12 @@ def replay(cli: CliContext, step_id: str, as_json: bool) -> None:
         if as_json:
             echo_json(step.to_json())
         else:
-            click.echo(f"replayed {step.id} ({step.name}): {step.status.value}")
+            last = step.replays[-1] if step.replays else {}
+            click.echo(
+                f"replayed {step.id} ({step.name}): {step.status.value}, attempt "
+                f"{step.attempt}/{step.max_attempts} (was {last.get('from_status')} at "
+                f"attempt {last.get('from_attempt')}; earlier attempts kept)"
+            )
 
     run_async(go)
 

@@ -152,6 +152,11 @@ class Metrics:
             ["table"],
             registry=r,
         )
+        self.retention_archive_errors = Counter(
+            f"{p}retention_archive_errors",
+            "Retention batches not deleted because their archive could not be written",
+            registry=r,
+        )
         # -- schedules
         self.schedule_fires = Counter(
             f"{p}schedule_fires",

@@ -81,6 +81,7 @@ __all__ = [
     "replay_step",
     "request_gossip_sync",
     "request_reload",
+    "require_mesh_node",
     "run_maintenance_pass",
     "settings_history",
     "stats",
@@ -335,9 +336,21 @@ class ReloadRequest:
     target: str
 
 
+async def require_mesh_node(store: Store, node: str) -> None:
+    """``NotFoundError`` with one line when ``node`` is not in the mesh table (any status):
+    an operator's typo must not become a request nobody will ever act on."""
+    names = sorted(m.name for m in await store.list_mesh_nodes())
+    if node not in names:
+        known = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "") or "none"
+        raise NotFoundError(f"node {node!r} is not in the mesh (known: {known})")
+
+
 async def request_reload(store: Store, *, node: str | None, actor: str) -> ReloadRequest:
     """Ask ``node`` (or every node) to reload its settings. The nodes poll for it (see the
-    module docstring); the audit row is the request."""
+    module docstring); the audit row is the request. A ``node`` not in the mesh is
+    refused (``NotFoundError``)."""
+    if node is not None and node != RELOAD_ALL:
+        await require_mesh_node(store, node)
     target = node or RELOAD_ALL
     await store.record_audit(actor, RELOAD_REQUEST_ACTION, target, {"node": target})
     rows = await store.query_audit(action=RELOAD_REQUEST_ACTION, limit=20)
@@ -434,9 +447,12 @@ async def wait_gossip_sync(
         await asyncio.sleep(GOSSIP_SYNC_POLL_S)
 
 
-async def record_settings_change(store: Store, *, node: str, fields: Sequence[str]) -> None:
-    """A node reloaded its settings: the changed field names (never values). Audited."""
-    await store.record_settings_change(node, list(fields))
+async def record_settings_change(
+    store: Store, *, node: str, fields: Sequence[str], refused: Sequence[str] = ()
+) -> None:
+    """A node reloaded its settings: the changed field names (never values), applied and
+    ``refused`` (they need a restart). Audited."""
+    await store.record_settings_change(node, list(fields), list(refused))
 
 
 def parse_time_ms(value: str) -> int:
@@ -465,7 +481,9 @@ def parse_time_ms(value: str) -> int:
 async def run_maintenance_pass(store: Store, settings: Settings, *, node: str) -> dict[str, Any]:
     """One maintenance pass now, as ``node``, leader or not: expired leases, dead owners'
     steps, due retries, mesh prune. Audited as the operator (``cli:<user>``), who
-    asked for it, not as the node it runs as."""
+    asked for it, not as the node it runs as. ``node`` must be in the mesh
+    (``NotFoundError`` otherwise)."""
+    await require_mesh_node(store, node)
     from relaymesh.clock import SystemClock
     from relaymesh.ops.metrics import Metrics
     from relaymesh.work.maintenance import Maintenance

@@ -11,6 +11,7 @@ import json
 import sys
 
 from relaymesh.exceptions import ConfigError
+from relaymesh.sim.budget import check_memory
 from relaymesh.sim.report import render_text
 from relaymesh.sim.runner import run_scenario
 from relaymesh.sim.scenario import Scenario, parse_freeze, parse_partition, parse_range_ms
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         scenario = scenario_from_args(args)
+        check_memory(scenario.nodes)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

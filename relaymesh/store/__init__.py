@@ -7,6 +7,7 @@ tests and one-process demos). Callers use only ``Store``; they never import a ba
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,18 +15,47 @@ from relaymesh.exceptions import StoreError
 from relaymesh.store.base import ConflictReport, LeaderLease, Store
 from relaymesh.store.url import parse_store_url
 
-__all__ = ["ConflictReport", "LeaderLease", "Store", "open_store", "store_session"]
+__all__ = [
+    "ConflictReport",
+    "LeaderLease",
+    "Store",
+    "missing_store_error",
+    "open_store",
+    "store_session",
+]
 
 
-async def open_store(url: str, *, migrate: bool = True) -> Store:
+def missing_store_error(url: str) -> str | None:
+    """Why ``url`` names no store yet, when it is a SQLite file that does not exist in a
+    directory that does (a mistyped path); None otherwise. A missing directory is not
+    this error: it is a volume not mounted yet, which a node waits for."""
+    parsed = parse_store_url(url)
+    if parsed.backend != "sqlite":
+        return None  # PostgreSQL says by itself that a database does not exist
+    path = parsed.target.partition("?")[0]
+    if path == ":memory:" or os.path.exists(path):
+        return None
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        return None
+    return (
+        f"no store at {os.path.abspath(path)} (mistyped --store?): "
+        "`relaymesh store migrate` creates one"
+    )
+
+
+async def open_store(url: str, *, migrate: bool = True, create: bool = True) -> Store:
     """Open the store at ``url`` and, unless ``migrate`` is False, bring its schema up to
-    date. Raises ``StoreError`` for an unknown URL scheme and ``StoreUnavailableError``
-    when the store cannot be reached."""
+    date. With ``create`` False a SQLite file that does not exist is refused
+    (``missing_store_error``) instead of created empty. Raises ``StoreError`` for an
+    unknown URL scheme and ``StoreUnavailableError`` when the store cannot be reached."""
     parsed = parse_store_url(url)
     store: Store
     if parsed.backend == "sqlite":
         from relaymesh.store.sqlite import SqliteStore
 
+        missing = None if create else missing_store_error(url)
+        if missing is not None:
+            raise StoreError(missing)
         path, _, query = parsed.target.partition("?")
         sqlite_store = SqliteStore.from_url(path, url=parsed.display, query=query)
         await sqlite_store.connect()
@@ -52,9 +82,11 @@ async def open_store(url: str, *, migrate: bool = True) -> Store:
 
 
 @asynccontextmanager
-async def store_session(url: str) -> AsyncIterator[Store]:
-    """The store at ``url``, migrated, closed on the way out."""
-    store = await open_store(url)
+async def store_session(url: str, *, create: bool = False) -> AsyncIterator[Store]:
+    """The store at ``url``, migrated, closed on the way out. A SQLite file that does
+    not exist is refused with one line unless ``create`` (a mistyped ``--store`` must
+    not answer from a new empty store)."""
+    store = await open_store(url, create=create)
     try:
         yield store
     finally:

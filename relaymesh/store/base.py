@@ -25,7 +25,7 @@ Contracts common to every method:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -122,9 +122,12 @@ class Store(Protocol):
         status: StepStatus | None = None,
         workflow_id: str | None = None,
         agent: str | None = None,
+        before: tuple[int, str] | None = None,
         limit: int = 100,
     ) -> list[StepRecord]:
-        """Newest first (by updated_at)."""
+        """Newest first by ``(updated_at_ms, id)``; ``before`` is the keyset cursor (the
+        last row of the previous page), so paging a quiet table never skips nor
+        repeats a row (a step that changes meanwhile moves to the front)."""
         ...
 
     async def cancel_workflow(self, workflow_id: str, mode: str, actor: str) -> CancelResult:
@@ -306,8 +309,10 @@ class Store(Protocol):
         ...
 
     async def list_ownership_events(
-        self, *, since_ms: int | None = None, limit: int = 100
-    ) -> list[OwnershipEvent]: ...
+        self, *, since_ms: int | None = None, before_id: int | None = None, limit: int = 100
+    ) -> list[OwnershipEvent]:
+        """Newest first by id; ``before_id``: the keyset cursor (ids below it only)."""
+        ...
 
     async def list_conflicts(
         self, *, since_ms: int | None = None, limit: int = 100
@@ -330,13 +335,18 @@ class Store(Protocol):
         action: str | None = None,
         from_ms: int | None = None,
         to_ms: int | None = None,
+        before_id: int | None = None,
         limit: int = 100,
     ) -> list[AuditRecord]:
-        """Newest first. ``task_id`` matches the target or a step/workflow id in details."""
+        """Newest first by id; ``before_id``: the keyset cursor (ids below it only).
+        ``task_id`` matches the target or a step/workflow id in details."""
         ...
 
-    async def record_settings_change(self, node: str, fields: Sequence[str]) -> None:
-        """One ``settings_history`` row plus its audit row (action ``reload``)."""
+    async def record_settings_change(
+        self, node: str, fields: Sequence[str], refused: Sequence[str] = ()
+    ) -> None:
+        """One ``settings_history`` row plus its audit row (action ``reload``): the
+        changed fields applied, and those ``refused`` because they need a restart."""
         ...
 
     async def list_settings_history(self, limit: int = 20) -> list[SettingsChange]: ...
@@ -344,13 +354,41 @@ class Store(Protocol):
     # -- retention (work/retention.py) ---------------------------------------------------
 
     async def retention_delete_workflows(
-        self, status: WorkflowStatus, *, older_than_ms: int, limit: int
+        self,
+        status: WorkflowStatus,
+        *,
+        older_than_ms: int,
+        limit: int,
+        ids: Sequence[str] | None = None,
     ) -> dict[str, int]:
         """Remove up to ``limit`` workflows in ``status`` (a final one: SUCCEEDED,
         CANCELLED or FAILED) last changed more than ``older_than_ms`` ago by the store's
-        clock, oldest first, each whole (its steps, step_deps, step_locks and ownership
-        events) in this one transaction; a workflow with a step that can still run is
-        never removed. Returns rows removed per table (``WORKFLOW_TABLES``)."""
+        clock, oldest first, each whole (its steps, step_deps, step_locks, ownership
+        events and workflow_keys but a schedule's latest fire) in this one transaction;
+        a workflow with a step that can still run is never removed. ``ids``: only
+        among these (the batch just archived). Returns rows removed per table
+        (``WORKFLOW_TABLES``)."""
+        ...
+
+    async def retention_export_workflows(
+        self, status: WorkflowStatus, *, older_than_ms: int, limit: int
+    ) -> list[dict[str, Any]]:
+        """Read-only: the workflows ``retention_delete_workflows`` would remove next,
+        oldest first, each as one archive document (``store/transfer.py``)."""
+        ...
+
+    async def restore_tables(
+        self, tables: Mapping[str, Sequence[Mapping[str, Any]]]
+    ) -> dict[str, int]:
+        """Load a backup's rows (table name to neutral rows, ``store/transfer.py``) in
+        one transaction. Refuses (``InvalidStateError``) a store that has any workflow;
+        rows the store already has by key (mesh members, kept schedule fires) are
+        skipped, generated ids renumbered. Returns rows given per table."""
+        ...
+
+    async def import_workflows(self, docs: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+        """Re-import archive documents in one transaction: ``(imported, skipped)``, a
+        workflow whose id the store already has being skipped (idempotent)."""
         ...
 
     async def retention_delete_rows(self, table: str, *, older_than_ms: int, limit: int) -> int:

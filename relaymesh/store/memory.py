@@ -22,7 +22,7 @@ import itertools
 import json
 import os
 import random
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -93,6 +93,8 @@ class _Step:
     started_at_ms: int | None = None
     heartbeat_at_ms: int | None = None
     finished_at_ms: int | None = None
+    replays: str | None = None
+    """The replay history as JSON text (``rows.replayed``), as in the SQL stores."""
     touched: int = 0
     """Which change was the latest (0: none since the insert, then by insert order):
     orders steps updated within one millisecond."""
@@ -126,6 +128,7 @@ class _Step:
             ready_at_ms=self.ready_at_ms,
             started_at_ms=self.started_at_ms,
             finished_at_ms=self.finished_at_ms,
+            replays=tuple(rows.loads(self.replays) or ()),
         )
 
     def holds(self, lease: LeaseRef) -> bool:
@@ -429,6 +432,7 @@ class MemoryStore:
         status: StepStatus | None = None,
         workflow_id: str | None = None,
         agent: str | None = None,
+        before: tuple[int, str] | None = None,
         limit: int = 100,
     ) -> list[StepRecord]:
         self._now()
@@ -439,8 +443,10 @@ class MemoryStore:
             if (wanted is None or s.status is wanted)
             and (workflow_id is None or s.workflow_id == workflow_id)
             and (agent is None or s.agent == agent)
+            and (before is None or (s.updated_at_ms, s.id) < before)
         ]
-        found.sort(key=lambda s: (s.updated_at_ms, s.touched, s.seq), reverse=True)
+        # The SQL stores' order: (updated_at_ms, id), newest first (keyset paging).
+        found.sort(key=lambda s: (s.updated_at_ms, s.id), reverse=True)
         return [s.record() for s in found[: max(limit, 0)]]
 
     async def cancel_workflow(self, workflow_id: str, mode: str, actor: str) -> CancelResult:
@@ -472,30 +478,29 @@ class MemoryStore:
         )
         return result
 
-    def _replay_one(self, now: int, step: _Step, actor: str) -> str | None:
+    def _replay_one(self, now: int, step: _Step, actor: str) -> tuple[str, int] | None:
         if step.status not in rules.REPLAYABLE:
             return None
+        from_attempt = step.attempt
+        step.max_attempts, step.replays, _ = rows.replayed(step.record(), actor, now)
         new_status = rules.replay_status(self._deps_succeeded(step.id))
         step.status = new_status
-        step.attempt = 0
         step.owner_node = step.lease_expires_at_ms = step.not_before_ms = None
         step.finished_at_ms = None
         step.ready_at_ms = now if new_status is StepStatus.READY else None
         step.updated_at_ms = now
         self._event(now, step, None, "replayed", actor)
-        return step.workflow_id
+        return step.workflow_id, from_attempt
 
     async def replay_step(self, step_id: str, actor: str) -> StepRecord:
         now = self._now()
         step = self._step(step_id)
-        before = step.status
-        workflow_id = self._replay_one(now, step, actor)
-        if workflow_id is None:
-            raise rules.not_replayable(before, step_id)
-        self._refresh(now, [workflow_id])
-        self._audit(
-            now, actor, "replay", step_id, rules.replay_details(step_id, workflow_id, before)
-        )
+        before = step.record()
+        done = self._replay_one(now, step, actor)
+        if done is None:
+            raise rules.not_replayable(before.status, step_id)
+        self._refresh(now, [done[0]])
+        self._audit(now, actor, "replay", step_id, rules.replay_details(before, done[0]))
         self._signal()
         return step.record()
 
@@ -521,15 +526,22 @@ class MemoryStore:
             key=lambda s: (s.updated_at_ms, s.seq),
         )[: max(limit, 0)]
         replayed: list[str] = []
+        from_attempts: dict[str, int] = {}
         touched: set[str] = set()
         for step in found:
-            wf = self._replay_one(now, step, actor)
-            if wf is not None:
+            done = self._replay_one(now, step, actor)
+            if done is not None:
                 replayed.append(step.id)
-                touched.add(wf)
+                from_attempts[step.id] = done[1]
+                touched.add(done[0])
         self._refresh(now, touched)
         details = rules.replay_batch_details(
-            status=status, agent=agent, workflow_id=workflow_id, limit=limit, replayed=replayed
+            status=status,
+            agent=agent,
+            workflow_id=workflow_id,
+            limit=limit,
+            replayed=replayed,
+            from_attempts=from_attempts,
         )
         self._audit(now, actor, "replay-batch", workflow_id, details)
         if replayed:
@@ -914,10 +926,14 @@ class MemoryStore:
         return max(0, now - min(ready)) if ready else 0
 
     async def list_ownership_events(
-        self, *, since_ms: int | None = None, limit: int = 100
+        self, *, since_ms: int | None = None, before_id: int | None = None, limit: int = 100
     ) -> list[OwnershipEvent]:
         self._now()
-        found = [e for e, _ in self._d.events if since_ms is None or e.at_ms >= since_ms]
+        found = [
+            e
+            for e, _ in self._d.events
+            if (since_ms is None or e.at_ms >= since_ms) and (before_id is None or e.id < before_id)
+        ]
         return found[::-1][: max(limit, 0)]
 
     def _conflicts_since(self, since_ms: int | None) -> list[LeaseConflict]:
@@ -960,6 +976,7 @@ class MemoryStore:
         action: str | None = None,
         from_ms: int | None = None,
         to_ms: int | None = None,
+        before_id: int | None = None,
         limit: int = 100,
     ) -> list[AuditRecord]:
         self._now()
@@ -970,13 +987,17 @@ class MemoryStore:
             and (action is None or a.action == action)
             and (from_ms is None or a.at_ms >= from_ms)
             and (to_ms is None or a.at_ms <= to_ms)
+            and (before_id is None or a.id < before_id)
         ]
         return found[::-1][: max(limit, 0)]
 
-    async def record_settings_change(self, node: str, fields: Sequence[str]) -> None:
+    async def record_settings_change(
+        self, node: str, fields: Sequence[str], refused: Sequence[str] = ()
+    ) -> None:
         now = self._now()
-        self._d.settings.append(SettingsChange(self._d.row_id(), now, node, tuple(fields)))
-        self._audit(now, f"node:{node}", "reload", node, rules.reload_details(fields))
+        change = SettingsChange(self._d.row_id(), now, node, tuple(fields), tuple(refused))
+        self._d.settings.append(change)
+        self._audit(now, f"node:{node}", "reload", node, rules.reload_details(fields, refused))
 
     async def write_dispatch_stats(
         self, rows: Sequence[tuple[str, str, int, str, int]], *, keep_ms: int
@@ -1013,10 +1034,20 @@ class MemoryStore:
         return sorted(found, key=lambda w: w.updated_at_ms)
 
     async def retention_delete_workflows(
-        self, status: WorkflowStatus, *, older_than_ms: int, limit: int
+        self,
+        status: WorkflowStatus,
+        *,
+        older_than_ms: int,
+        limit: int,
+        ids: Sequence[str] | None = None,
     ) -> dict[str, int]:
         now = self._now()
-        found = self._final_workflows(status, now - older_than_ms)[: max(limit, 0)]
+        only = None if ids is None else set(ids)
+        found = [
+            w
+            for w in self._final_workflows(status, now - older_than_ms)
+            if only is None or w.id in only
+        ][: max(limit, 0)]
         counts = dict.fromkeys(WORKFLOW_TABLES, 0)
         if not found:
             return counts
@@ -1040,10 +1071,42 @@ class MemoryStore:
         for step_id in step_ids:
             del d.steps[step_id]
         counts["steps"] = len(step_ids)
+        gone = {w.id for w in found}
+        latest = self._latest_fires()
+        for key in [
+            k
+            for k, v in d.keys.items()
+            if v.workflow_id in gone and (v.schedule is None or latest.get(v.schedule) != k)
+        ]:
+            del d.keys[key]
+            counts["workflow_keys"] += 1
         for w in found:
             del d.workflows[w.id]
         counts["workflows"] = len(found)
         return counts
+
+    def _latest_fires(self) -> dict[str, str]:
+        """Schedule to the key of its latest fire (kept by retention, as in SQL)."""
+        best: dict[str, tuple[int, str]] = {}
+        for key, k in self._d.keys.items():
+            if k.schedule is None or k.fire_at_ms is None:
+                continue
+            if k.schedule not in best or k.fire_at_ms > best[k.schedule][0]:
+                best[k.schedule] = (k.fire_at_ms, key)
+        return {schedule: key for schedule, (_, key) in best.items()}
+
+    async def retention_export_workflows(
+        self, status: WorkflowStatus, *, older_than_ms: int, limit: int
+    ) -> list[dict[str, Any]]:
+        raise StoreError("the in-memory store cannot archive: use SQLite or PostgreSQL")
+
+    async def restore_tables(
+        self, tables: Mapping[str, Sequence[Mapping[str, Any]]]
+    ) -> dict[str, int]:
+        raise StoreError("the in-memory store cannot restore a backup")
+
+    async def import_workflows(self, docs: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+        raise StoreError("the in-memory store cannot import archives")
 
     def _dated(self, table: str) -> list[Any]:
         row_queries(table)  # the same refusal as the SQL backends
@@ -1090,13 +1153,14 @@ class MemoryStore:
             "settings_history": d.settings,
             "leader_lease": [d.leader] if d.leader else [],
             "schema_version": list(range(d.schema_version)),
+            "workflow_keys": list(d.keys.values()),  # undated here: oldest None
             "dispatch_stats": [_Bucket(k[2]) for k in d.dispatch],
         }
         out: dict[str, TableStats] = {}
         for table in TABLES:
-            found = tables[table]
+            found = tables.get(table, [])
             column = AGE_COLUMNS.get(table)
-            dates = [getattr(r, column) for r in found] if column else []
+            dates = [getattr(r, column) for r in found if hasattr(r, column)] if column else []
             out[table] = TableStats(rows=len(found), bytes=None, oldest_ms=min(dates, default=None))
         return out
 

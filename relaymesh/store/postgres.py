@@ -34,13 +34,14 @@ import contextlib
 import functools
 import json
 import os
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 
 from relaymesh.clock import Clock, SystemClock
 from relaymesh.exceptions import (
+    InvalidStateError,
     NotFoundError,
     RelayMeshError,
     StoreError,
@@ -68,13 +69,19 @@ from relaymesh.model import (
 )
 from relaymesh.store import rows, rules
 from relaymesh.store.base import ConflictReport, LeaderLease
-from relaymesh.store.queries import load_migrations, load_queries
+from relaymesh.store.queries import load_migrations, load_queries, own_tables
 from relaymesh.store.retention import (
     AGE_COLUMNS,
     TABLES,
     WORKFLOW_TABLES,
     TableStats,
     row_queries,
+)
+from relaymesh.store.transfer import (
+    RESTORE_ORDER,
+    SERIAL_COLUMNS,
+    archive_documents,
+    neutral,
 )
 from relaymesh.store.url import per_host_urls, redact_url
 
@@ -221,15 +228,23 @@ class PostgresStore:
                 raise
             raise _translate(exc) from exc
 
-    async def _run(self, fn: Callable[[Conn], Awaitable[T]], *, tx: bool = True) -> T:
+    async def _run(
+        self,
+        fn: Callable[[Conn], Awaitable[T]],
+        *,
+        tx: bool = True,
+        deadline_s: float | None = None,
+    ) -> T:
         """Run ``fn(conn)`` on a pooled connection, in one transaction unless ``tx`` is
-        False, within ``call_deadline_s``; translate driver errors. On an outage every
-        connection of the server goes (``_drop_all``)."""
+        False, within ``call_deadline_s`` (or ``deadline_s``, for an operator's long
+        call); translate driver errors. On an outage every connection of the server
+        goes (``_drop_all``)."""
         if self._pool is None:
             await self.connect()
         pool = self._pool
+        limit_s = deadline_s or self._deadline_s
         try:
-            async with asyncio.timeout(self._deadline_s):
+            async with asyncio.timeout(limit_s):
                 return await self._attempt(pool, fn, tx)
         except RelayMeshError:
             raise
@@ -238,7 +253,7 @@ class PostgresStore:
         except TimeoutError as exc:
             await self._drop_all(pool)
             raise StoreUnavailableError(
-                f"postgresql store unavailable: no answer within {self._deadline_s:g} s"
+                f"postgresql store unavailable: no answer within {limit_s:g} s"
             ) from exc
         except Exception as exc:
             error = _translate(exc)
@@ -316,8 +331,11 @@ class PostgresStore:
     async def backup(self, path: str) -> None:
         async def dump(conn: Conn) -> dict[str, Any]:
             tables: dict[str, list[dict[str, Any]]] = {}
+            own = set(own_tables("postgres"))
             for record in await conn.fetch(Q["backup_tables"]):
                 name = record[0]
+                if name not in own:
+                    continue  # another application's table in the same schema
                 quoted = '"' + name.replace('"', '""') + '"'
                 tables[name] = [dict(r) for r in await conn.fetch(f"SELECT * FROM {quoted}")]
             version = await conn.fetchval(Q["schema_version_current"])
@@ -333,6 +351,8 @@ class PostgresStore:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 return await dump(conn)
 
+        if not await asyncio.to_thread(_directory_exists, path):
+            raise StoreError(f"cannot write backup {path!r}: its directory does not exist")
         document = await self._run(consistent, tx=False)
         try:
             await asyncio.to_thread(_write_json, path, document)
@@ -567,13 +587,22 @@ class PostgresStore:
         status: StepStatus | None = None,
         workflow_id: str | None = None,
         agent: str | None = None,
+        before: tuple[int, str] | None = None,
         limit: int = 100,
     ) -> list[StepRecord]:
         status_text = None if status is None else StepStatus(status).value
+        before_ms, before_id = before if before is not None else (_TOP_MS, "")
+        common: tuple[Any, ...] = (agent, before_ms, before_id, limit)
+        args: tuple[Any, ...]
+        if workflow_id is not None:
+            query, args = Q["steps_list_workflow"], (*common, workflow_id, status_text)
+        elif status_text is not None:
+            query, args = Q["steps_list_status"], (*common, status_text)
+        else:
+            query, args = Q["steps_list"], common
 
         async def listing(conn: Conn) -> list[StepRecord]:
-            found = await conn.fetch(Q["steps_list"], status_text, workflow_id, agent, limit)
-            return [rows.step_record(r) for r in found]
+            return [rows.step_record(r) for r in await conn.fetch(query, *args)]
 
         return await self._run(listing, tx=False)
 
@@ -594,8 +623,9 @@ class PostgresStore:
                 status.value if status else None,
                 name,
                 since_ms,
-                before[0] if before else None,
-                before[1] if before else None,
+                # A first page: a cursor above every row (one index range scan).
+                before[0] if before else _TOP_MS,
+                before[1] if before else "",
                 limit,
             )
             ids = [r[0] for r in found]
@@ -650,16 +680,26 @@ class PostgresStore:
         return await self._run(cancel)
 
     @staticmethod
-    async def _replay_one(conn: Conn, step_id: str, actor: str) -> str | None:
-        """Back to READY (PENDING when a dependency has not succeeded); the workflow id,
-        or None when the step is not replayable. The caller holds the workflow lock."""
+    async def _replay_one(conn: Conn, step_id: str, actor: str) -> tuple[str, int] | None:
+        """Back to READY (PENDING when a dependency has not succeeded), keeping the
+        attempt counter and recording the replay (``rows.replayed``); (workflow id, the
+        attempt it was replayed from), or None when the step is not replayable. The
+        caller holds the workflow lock."""
+        current = await conn.fetchrow(Q["step_get"], step_id)
+        if current is None:
+            return None
+        before = rows.step_record(current)
+        now = int(await conn.fetchval(Q["now_ms"]))
+        max_attempts, replays, _ = rows.replayed(before, actor, now)
         ready = await conn.fetchval(Q["deps_all_succeeded"], step_id)
         new_status = rules.replay_status(bool(ready))
-        row = await conn.fetchrow(Q["replay_update"], step_id, new_status.value)
+        row = await conn.fetchrow(
+            Q["replay_update"], step_id, new_status.value, max_attempts, replays
+        )
         if row is None:
             return None
         await conn.execute(Q["events_insert"], [step_id], [None], [row[1]], "replayed", actor)
-        return str(row[0])
+        return str(row[0]), before.attempt
 
     async def replay_step(self, step_id: str, actor: str) -> StepRecord:
         async def replay(conn: Conn) -> StepRecord:
@@ -668,16 +708,17 @@ class PostgresStore:
             if row is None:
                 raise NotFoundError(f"no step {step_id!r}")
             before = rows.step_record(row)
-            workflow_id = await self._replay_one(conn, step_id, actor)
-            if workflow_id is None:
+            done = await self._replay_one(conn, step_id, actor)
+            if done is None:
                 raise rules.not_replayable(before.status, step_id)
+            workflow_id, _ = done
             await self._refresh_workflows(conn, [workflow_id])
             await self._audit(
                 conn,
                 actor,
                 "replay",
                 target=step_id,
-                details=rules.replay_details(step_id, workflow_id, before.status),
+                details=rules.replay_details(before, workflow_id),
             )
             await conn.execute(Q["notify_work"])
             return rows.step_record(await conn.fetchrow(Q["step_get"], step_id))
@@ -702,12 +743,14 @@ class PostgresStore:
             await conn.fetch(Q["workflows_lock"], sorted({r[1] for r in found}))
             replayed: list[str] = []
             touched: set[str] = set()
+            from_attempts: dict[str, int] = {}
             for r in found:
                 # Re-checked under the workflow lock: a concurrent batch replays a step once.
-                wf = await self._replay_one(conn, r[0], actor)
-                if wf is not None:
+                done = await self._replay_one(conn, r[0], actor)
+                if done is not None:
                     replayed.append(r[0])
-                    touched.add(wf)
+                    touched.add(done[0])
+                    from_attempts[r[0]] = done[1]
             await self._refresh_workflows(conn, touched)
             await self._audit(
                 conn,
@@ -720,6 +763,7 @@ class PostgresStore:
                     workflow_id=workflow_id,
                     limit=limit,
                     replayed=replayed,
+                    from_attempts=from_attempts,
                 ),
             )
             if replayed:
@@ -1139,10 +1183,12 @@ class PostgresStore:
         return max(0, int(lag))
 
     async def list_ownership_events(
-        self, *, since_ms: int | None = None, limit: int = 100
+        self, *, since_ms: int | None = None, before_id: int | None = None, limit: int = 100
     ) -> list[OwnershipEvent]:
+        below = _TOP_ID if before_id is None else before_id
+
         async def listing(conn: Conn) -> list[OwnershipEvent]:
-            found = await conn.fetch(Q["ownership_events_list"], since_ms, limit)
+            found = await conn.fetch(Q["ownership_events_list"], since_ms, limit, below)
             return [rows.event_record(r) for r in found]
 
         return await self._run(listing, tx=False)
@@ -1186,20 +1232,28 @@ class PostgresStore:
         action: str | None = None,
         from_ms: int | None = None,
         to_ms: int | None = None,
+        before_id: int | None = None,
         limit: int = 100,
     ) -> list[AuditRecord]:
+        below = _TOP_ID if before_id is None else before_id
+
         async def query(conn: Conn) -> list[AuditRecord]:
-            found = await conn.fetch(Q["audit_query"], task_id, action, from_ms, to_ms, limit)
+            found = await conn.fetch(
+                Q["audit_query"], task_id, action, from_ms, to_ms, limit, below
+            )
             return [rows.audit_record(r) for r in found]
 
         return await self._run(query, tx=False)
 
-    async def record_settings_change(self, node: str, fields: Sequence[str]) -> None:
+    async def record_settings_change(
+        self, node: str, fields: Sequence[str], refused: Sequence[str] = ()
+    ) -> None:
+        column = rows.settings_fields(fields, refused)
+        details = rules.reload_details(fields, refused)
+
         async def record(conn: Conn) -> None:
-            await conn.execute(Q["settings_insert"], node, rows.dumps(list(fields)))
-            await self._audit(
-                conn, f"node:{node}", "reload", target=node, details=rules.reload_details(fields)
-            )
+            await conn.execute(Q["settings_insert"], node, column)
+            await self._audit(conn, f"node:{node}", "reload", target=node, details=details)
 
         await self._run(record)
 
@@ -1212,12 +1266,23 @@ class PostgresStore:
     # -- retention (work/retention.py) --------------------------------------------------------
 
     async def retention_delete_workflows(
-        self, status: WorkflowStatus, *, older_than_ms: int, limit: int
+        self,
+        status: WorkflowStatus,
+        *,
+        older_than_ms: int,
+        limit: int,
+        ids: Sequence[str] | None = None,
     ) -> dict[str, int]:
+        only = None if ids is None else list(ids)
+
         async def delete(conn: Conn) -> dict[str, int]:
             counts = dict.fromkeys(WORKFLOW_TABLES, 0)
             found = await conn.fetch(
-                Q["retention_workflow_candidates"], status.value, older_than_ms, limit
+                Q["retention_workflow_candidates"],
+                status.value,
+                older_than_ms,
+                limit,
+                only,
             )
             if not found:
                 return counts
@@ -1236,6 +1301,7 @@ class PostgresStore:
             counts["ownership_events"] = _rowcount(
                 await conn.execute(Q["retention_delete_events"], step_ids, upto)
             )
+            counts["workflow_keys"] = _rowcount(await conn.execute(Q["retention_delete_keys"], ids))
             counts["steps"] = _rowcount(await conn.execute(Q["retention_delete_steps"], ids))
             counts["workflows"] = _rowcount(
                 await conn.execute(Q["retention_delete_workflows"], ids)
@@ -1243,6 +1309,97 @@ class PostgresStore:
             return counts
 
         return await self._run(delete)
+
+    async def retention_export_workflows(
+        self, status: WorkflowStatus, *, older_than_ms: int, limit: int
+    ) -> list[dict[str, Any]]:
+        async def export(conn: Conn) -> list[dict[str, Any]]:
+            found = await conn.fetch(Q["archive_candidates"], status.value, older_than_ms, limit)
+            if not found:
+                return []
+            ids = [r[0] for r in found]
+            upto = max(int(r[1]) for r in found) + rules.EVENT_MARGIN_MS
+
+            async def select(query: str, table: str, *args: Any) -> list[dict[str, Any]]:
+                return [neutral(table, r) for r in await conn.fetch(query, ids, *args)]
+
+            by_id = {r["id"]: r for r in await select(Q["archive_workflows"], "workflows")}
+            return archive_documents(
+                [by_id[i] for i in ids],
+                await select(Q["archive_steps"], "steps"),
+                await select(Q["archive_deps"], "step_deps"),
+                await select(Q["archive_events"], "ownership_events", upto),
+                await select(Q["archive_keys"], "workflow_keys"),
+            )
+
+        async def snapshot(conn: Conn) -> list[dict[str, Any]]:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                return await export(conn)
+
+        return await self._run(snapshot, tx=False)
+
+    @staticmethod
+    async def _insert(
+        conn: Conn, table: str, given: Sequence[Mapping[str, Any]], *, drop: Collection[str] = ()
+    ) -> int:
+        """Insert neutral rows, columns the schema lacks ignored, generated ids (and
+        ``drop``) left to the table's defaults, a row whose key is already there
+        skipped. Returns how many rows were given."""
+        if not given:
+            return 0
+        have = [r[0] for r in await conn.fetch(Q["restore_columns"], table)]
+        skip = {SERIAL_COLUMNS.get(table), *drop}
+        columns = [c for c in have if c not in skip and c in given[0]]
+        # The table name comes from RESTORE_ORDER, never from the input.
+        statement = (
+            f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join(f'${i + 1}' for i in range(len(columns)))}) "
+            "ON CONFLICT DO NOTHING"
+        )
+        await conn.executemany(statement, [[row.get(c) for c in columns] for row in given])
+        return len(given)
+
+    async def restore_tables(
+        self, tables: Mapping[str, Sequence[Mapping[str, Any]]]
+    ) -> dict[str, int]:
+        async def load(conn: Conn) -> dict[str, int]:
+            await conn.execute(Q["restore_lock"])
+            present = int(await conn.fetchval(Q["restore_workflow_count"]))
+            if present:
+                raise InvalidStateError(
+                    f"the store already has {present} workflows: a backup is restored "
+                    "only into an empty store"
+                )
+            counts = {
+                table: await self._insert(conn, table, [neutral(table, r) for r in tables[table]])
+                for table in RESTORE_ORDER
+                if table in tables
+            }
+            await conn.fetchval(Q["restore_steps_seq"])
+            return counts
+
+        # One transaction for the whole backup (all or nothing) may take minutes.
+        return await self._run(load, deadline_s=_RESTORE_DEADLINE_S)
+
+    async def import_workflows(self, docs: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+        async def load(conn: Conn) -> tuple[int, int]:
+            await conn.execute(Q["restore_lock"])
+            imported = skipped = 0
+            for doc in docs:
+                if await conn.fetchval(Q["restore_workflow_exists"], doc["workflow"]["id"]):
+                    skipped += 1
+                    continue
+                await self._insert(conn, "workflows", [doc["workflow"]])
+                await self._insert(
+                    conn, "steps", [neutral("steps", s) for s in doc["steps"]], drop=("seq",)
+                )
+                await self._insert(conn, "step_deps", doc["step_deps"])
+                await self._insert(conn, "ownership_events", doc["ownership_events"])
+                await self._insert(conn, "workflow_keys", doc["workflow_keys"])
+                imported += 1
+            return imported, skipped
+
+        return await self._run(load)
 
     async def retention_delete_rows(self, table: str, *, older_than_ms: int, limit: int) -> int:
         query = Q[row_queries(table)[0]]
@@ -1305,11 +1462,21 @@ async def _close_quietly(closing: Awaitable[Any], terminate: Callable[[], None])
             raise
 
 
+def _directory_exists(path: str) -> bool:
+    return os.path.isdir(os.path.dirname(os.path.abspath(path)))
+
+
 def _write_json(path: str, document: dict[str, Any]) -> None:
     partial = f"{path}.partial-{os.getpid()}"
     with open(partial, "w", encoding="utf-8") as out:
         json.dump(document, out, default=str, separators=(",", ":"))
     os.replace(partial, path)
+
+
+_RESTORE_DEADLINE_S = 3600.0
+_TOP_MS = 2**62
+_TOP_ID = 2**63 - 1
+"""Keyset cursors of a first page: above every row."""
 
 
 def _rowcount(status: str) -> int:

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-__all__ = ["Migration", "load_migrations", "load_queries", "split_statements"]
+__all__ = ["Migration", "load_migrations", "load_queries", "own_tables", "split_statements"]
 
 _NAME_RE = re.compile(r"^--\s*name:\s*(\w+)\s*$")
+_CREATE_TABLE_RE = re.compile(r"\bCREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
+_DROP_TABLE_RE = re.compile(r"\bDROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?(\w+)", re.I)
 _MIGRATION_RE = re.compile(r"^(?P<backend>[a-z]+)_(?P<number>\d{4})_(?P<what>\w+)\.sql$")
 
 
@@ -94,3 +96,15 @@ def load_migrations(backend: str) -> tuple[Migration, ...]:
                 f"{backend} migrations skip from {expected - 1} to {migration.version}"
             )
     return tuple(found)
+
+
+@cache
+def own_tables(backend: str) -> tuple[str, ...]:
+    """The tables RelayMesh's migrations leave in place (plus ``schema_version``), by
+    name: what a backup takes, whatever else shares the schema."""
+    tables = {"schema_version"}
+    for migration in load_migrations(backend):
+        for statement in migration.statements:
+            tables.update(m.lower() for m in _CREATE_TABLE_RE.findall(statement))
+            tables.difference_update(m.lower() for m in _DROP_TABLE_RE.findall(statement))
+    return tuple(sorted(tables))

@@ -25,6 +25,7 @@ TABLES = (
     "audit_log",
     "mesh_nodes",
     "settings_history",
+    "workflow_keys",
     "leader_lease",
     "schema_version",
     "dispatch_stats",
@@ -39,12 +40,22 @@ AGE_COLUMNS: dict[str, str] = {
     "audit_log": "at_ms",
     "mesh_nodes": "status_changed_at_ms",
     "settings_history": "at_ms",
+    "workflow_keys": "created_at_ms",
     "dispatch_stats": "bucket_ms",
 }
 """The column that dates a row, for "oldest"; tables without one show None."""
 
-WORKFLOW_TABLES = ("workflows", "steps", "step_deps", "step_locks", "ownership_events")
-"""What removing a workflow removes, whole, in one transaction."""
+WORKFLOW_TABLES = (
+    "workflows",
+    "steps",
+    "step_deps",
+    "step_locks",
+    "ownership_events",
+    "workflow_keys",
+)
+"""What removing a workflow removes, whole, in one transaction. Its ``workflow_keys``
+row goes too, except the latest fire of each schedule: the scheduler reads that row
+to fire each tick exactly once (``Store.last_schedule_fire``)."""
 
 ROW_TABLES = ("lease_conflicts", "audit_log", "settings_history")
 """Tables retention trims row by row by age (``at_ms``)."""

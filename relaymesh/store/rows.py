@@ -120,6 +120,7 @@ def step_record(row: Sequence[Any]) -> StepRecord:
         ready_at_ms=row[19],
         started_at_ms=row[20],
         finished_at_ms=row[21],
+        replays=tuple(loads(row[22]) or ()) if len(row) > 22 else (),
     )
 
 
@@ -146,6 +147,25 @@ def claim_record(row: Sequence[Any], upstream: dict[str, Any]) -> Claim:
         ready_at_ms=row[13],
         locks=_json_tuple(row[14]),
     )
+
+
+def replayed(step: StepRecord, actor: str, at_ms: int) -> tuple[int, str, dict[str, Any]]:
+    """What a replay of ``step`` writes: (new ``max_attempts``, the ``replays`` column,
+    the new history entry). The attempt counter is kept, and the step gets the same
+    budget of runs it had before: ``max_attempts`` minus the attempts already spent
+    when the budget was last granted (0, or the previous replay's ``from_attempt``)."""
+    history = list(step.replays)
+    granted_at = int(history[-1]["from_attempt"]) if history else 0
+    budget = max(1, step.max_attempts - granted_at)
+    entry: dict[str, Any] = {
+        "at": at_ms,
+        "actor": actor,
+        "from_status": step.status.value,
+        "from_attempt": step.attempt,
+        "max_attempts": step.max_attempts,
+        "error": step.error,
+    }
+    return step.attempt + budget, dumps([*history, entry]), entry
 
 
 def workflow_record(row: Sequence[Any]) -> WorkflowRecord:
@@ -201,8 +221,26 @@ def mesh_node(row: Sequence[Any]) -> MeshNode:
     )
 
 
+def settings_fields(fields: Sequence[str], refused: Sequence[str]) -> str:
+    """The ``settings_history.fields`` column: a JSON list of the applied fields, or
+    ``{"fields": [...], "refused": [...]}`` when some were refused (rows written before
+    refused fields were kept are plain lists, so both shapes are read)."""
+    if not refused:
+        return dumps(list(fields))
+    return dumps({"fields": list(fields), "refused": list(refused)})
+
+
 def settings_change(row: Sequence[Any]) -> SettingsChange:
-    return SettingsChange(id=row[0], at_ms=row[1], node=row[2], fields=_json_tuple(row[3]))
+    value = json.loads(row[3]) if isinstance(row[3], str) else row[3]
+    if isinstance(value, dict):
+        return SettingsChange(
+            id=row[0],
+            at_ms=row[1],
+            node=row[2],
+            fields=_json_tuple(value.get("fields")),
+            refused=_json_tuple(value.get("refused")),
+        )
+    return SettingsChange(id=row[0], at_ms=row[1], node=row[2], fields=_json_tuple(value))
 
 
 def workflow_summaries(

@@ -20,6 +20,7 @@ from relaymesh.exceptions import InvalidStateError, LeaseLostError, WorkflowErro
 from relaymesh.model import (
     CancelResult,
     LeaseRef,
+    StepRecord,
     StepStatus,
     WorkflowSpec,
     WorkflowStatus,
@@ -303,8 +304,15 @@ def cancel_details(workflow_id: str, mode: str, result: CancelResult) -> dict[st
     }
 
 
-def replay_details(step_id: str, workflow_id: str, before: StepStatus) -> dict[str, Any]:
-    return {"step_id": step_id, "workflow_id": workflow_id, "from": before.value}
+def replay_details(step: StepRecord, workflow_id: str) -> dict[str, Any]:
+    """A single replay's audit row: the step as it was (status, attempt, last error)."""
+    return {
+        "step_id": step.id,
+        "workflow_id": workflow_id,
+        "from": step.status.value,
+        "from_attempt": step.attempt,
+        "error": step.error,
+    }
 
 
 def replay_batch_details(
@@ -314,6 +322,7 @@ def replay_batch_details(
     workflow_id: str | None,
     limit: int,
     replayed: Sequence[str],
+    from_attempts: dict[str, int],
 ) -> dict[str, Any]:
     return {
         "status": status.value,
@@ -322,6 +331,7 @@ def replay_batch_details(
         "limit": limit,
         "count": len(replayed),
         "step_ids": list(replayed),
+        "from_attempts": from_attempts,
     }
 
 
@@ -337,5 +347,6 @@ def prune_details(names: Sequence[str], older_than_ms: int) -> dict[str, Any]:
     return {"names": list(names), "count": len(names), "older_than_ms": older_than_ms}
 
 
-def reload_details(fields: Sequence[str]) -> dict[str, Any]:
-    return {"fields": list(fields)}
+def reload_details(fields: Sequence[str], refused: Sequence[str] = ()) -> dict[str, Any]:
+    """A reload's audit row: fields applied, and those refused (they need a restart)."""
+    return {"fields": list(fields), "refused": list(refused)}

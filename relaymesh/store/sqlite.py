@@ -33,7 +33,7 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
@@ -41,6 +41,7 @@ import aiosqlite
 
 from relaymesh.clock import Clock, SystemClock
 from relaymesh.exceptions import (
+    InvalidStateError,
     NotFoundError,
     RelayMeshError,
     StoreError,
@@ -76,6 +77,14 @@ from relaymesh.store.retention import (
     WORKFLOW_TABLES,
     TableStats,
     row_queries,
+)
+from relaymesh.store.transfer import (
+    ARRAY_COLUMNS,
+    RESTORE_ORDER,
+    SERIAL_COLUMNS,
+    archive_documents,
+    neutral,
+    rows_of,
 )
 
 __all__ = ["SqliteStore"]
@@ -384,6 +393,9 @@ class SqliteStore:
     async def backup(self, path: str) -> None:
         def copy(conn: Conn) -> None:
             target = os.path.abspath(path)
+            if not os.path.isdir(os.path.dirname(target)):
+                # sqlite3 would say "unable to open database file": it reads as the store.
+                raise StoreError(f"cannot write backup {path!r}: its directory does not exist")
             partial = f"{target}.partial-{os.getpid()}"
             if os.path.exists(partial):
                 os.remove(partial)
@@ -685,18 +697,26 @@ class SqliteStore:
         status: StepStatus | None = None,
         workflow_id: str | None = None,
         agent: str | None = None,
+        before: tuple[int, str] | None = None,
         limit: int = 100,
     ) -> list[StepRecord]:
+        before_ms, before_id = before if before is not None else (_TOP_MS, "")
         params = {
             "status": None if status is None else StepStatus(status).value,
             "workflow_id": workflow_id,
             "agent": agent,
+            "before_ms": before_ms,
+            "before_id": before_id,
             "limit": limit,
         }
+        if workflow_id is not None:
+            query = Q["steps_list_workflow"]
+        elif status is not None:
+            query = Q["steps_list_status"]
+        else:
+            query = Q["steps_list"]
         return await self._read(
-            lambda conn, now: [
-                rows.step_record(r) for r in conn.execute(Q["steps_list"], params).fetchall()
-            ]
+            lambda conn, now: [rows.step_record(r) for r in conn.execute(query, params).fetchall()]
         )
 
     async def cancel_workflow(self, workflow_id: str, mode: str, actor: str) -> CancelResult:
@@ -727,19 +747,32 @@ class SqliteStore:
 
         return await self._write(cancel)
 
-    def _replay_one(self, conn: Conn, now: int, step_id: str, actor: str) -> str | None:
-        """Back to READY (PENDING when a dependency has not succeeded); the workflow id,
-        or None when the step is not replayable."""
+    def _replay_one(self, conn: Conn, now: int, step_id: str, actor: str) -> tuple[str, int] | None:
+        """Back to READY (PENDING when a dependency has not succeeded), keeping the
+        attempt counter and recording the replay (``rows.replayed``); (workflow id,
+        the attempt it was replayed from), or None when the step is not replayable."""
+        current = conn.execute(Q["step_get"], {"id": step_id}).fetchone()
+        if current is None:
+            return None
+        before = rows.step_record(current)
+        max_attempts, replays, _ = rows.replayed(before, actor, now)
         ready = bool(conn.execute(Q["deps_all_succeeded"], {"step_id": step_id}).fetchone()[0])
         new_status = rules.replay_status(ready)
         row = conn.execute(
-            Q["replay_update"], {"step_id": step_id, "new_status": new_status.value, "now": now}
+            Q["replay_update"],
+            {
+                "step_id": step_id,
+                "new_status": new_status.value,
+                "now": now,
+                "max_attempts": max_attempts,
+                "replays": replays,
+            },
         ).fetchone()
         if row is None:
             return None
         workflow_id, epoch = row
         self._events(conn, now, [(step_id, None, epoch)], "replayed", actor)
-        return str(workflow_id)
+        return str(workflow_id), before.attempt
 
     async def replay_step(self, step_id: str, actor: str) -> StepRecord:
         def replay(conn: Conn, now: int) -> StepRecord:
@@ -747,9 +780,10 @@ class SqliteStore:
             if row is None:
                 raise NotFoundError(f"no step {step_id!r}")
             before = rows.step_record(row)
-            workflow_id = self._replay_one(conn, now, step_id, actor)
-            if workflow_id is None:
+            done = self._replay_one(conn, now, step_id, actor)
+            if done is None:
                 raise rules.not_replayable(before.status, step_id)
+            workflow_id, _ = done
             self._refresh_workflows(conn, now, [workflow_id])
             self._audit(
                 conn,
@@ -757,7 +791,7 @@ class SqliteStore:
                 actor,
                 "replay",
                 target=step_id,
-                details=rules.replay_details(step_id, workflow_id, before.status),
+                details=rules.replay_details(before, workflow_id),
             )
             return rows.step_record(conn.execute(Q["step_get"], {"id": step_id}).fetchone())
 
@@ -791,11 +825,13 @@ class SqliteStore:
             ]
             touched: set[str] = set()
             replayed: list[str] = []
+            from_attempts: dict[str, int] = {}
             for step_id in ids:
-                wf = self._replay_one(conn, now, step_id, actor)
-                if wf is not None:
-                    touched.add(wf)
+                done = self._replay_one(conn, now, step_id, actor)
+                if done is not None:
+                    touched.add(done[0])
                     replayed.append(step_id)
+                    from_attempts[step_id] = done[1]
             self._refresh_workflows(conn, now, touched)
             self._audit(
                 conn,
@@ -809,6 +845,7 @@ class SqliteStore:
                     workflow_id=workflow_id,
                     limit=limit,
                     replayed=replayed,
+                    from_attempts=from_attempts,
                 ),
             )
             return len(replayed)
@@ -1207,9 +1244,13 @@ class SqliteStore:
         return await self._read(lag)
 
     async def list_ownership_events(
-        self, *, since_ms: int | None = None, limit: int = 100
+        self, *, since_ms: int | None = None, before_id: int | None = None, limit: int = 100
     ) -> list[OwnershipEvent]:
-        params = {"since": since_ms, "limit": limit}
+        params = {
+            "since": since_ms,
+            "before_id": _TOP_ID if before_id is None else before_id,
+            "limit": limit,
+        }
         return await self._read(
             lambda conn, now: [
                 rows.event_record(r) for r in conn.execute(Q["ownership_events_list"], params)
@@ -1259,6 +1300,7 @@ class SqliteStore:
         action: str | None = None,
         from_ms: int | None = None,
         to_ms: int | None = None,
+        before_id: int | None = None,
         limit: int = 100,
     ) -> list[AuditRecord]:
         params = {
@@ -1266,25 +1308,22 @@ class SqliteStore:
             "action": action,
             "from_ms": from_ms,
             "to_ms": to_ms,
+            "before_id": _TOP_ID if before_id is None else before_id,
             "limit": limit,
         }
         return await self._read(
             lambda conn, now: [rows.audit_record(r) for r in conn.execute(Q["audit_query"], params)]
         )
 
-    async def record_settings_change(self, node: str, fields: Sequence[str]) -> None:
+    async def record_settings_change(
+        self, node: str, fields: Sequence[str], refused: Sequence[str] = ()
+    ) -> None:
+        column = rows.settings_fields(fields, refused)
+        details = rules.reload_details(fields, refused)
+
         def record(conn: Conn, now: int) -> None:
-            conn.execute(
-                Q["settings_insert"], {"now": now, "node": node, "fields": rows.dumps(list(fields))}
-            )
-            self._audit(
-                conn,
-                now,
-                f"node:{node}",
-                "reload",
-                target=node,
-                details=rules.reload_details(fields),
-            )
+            conn.execute(Q["settings_insert"], {"now": now, "node": node, "fields": column})
+            self._audit(conn, now, f"node:{node}", "reload", target=node, details=details)
 
         await self._write(record)
 
@@ -1313,8 +1352,9 @@ class SqliteStore:
                     "status": status.value if status else None,
                     "name": name,
                     "since": since_ms,
-                    "before_ms": before[0] if before else None,
-                    "before_id": before[1] if before else None,
+                    # A first page: a cursor above every row (one index range scan).
+                    "before_ms": before[0] if before else _TOP_MS,
+                    "before_id": before[1] if before else "",
                     "limit": limit,
                 },
             ).fetchall()
@@ -1333,14 +1373,38 @@ class SqliteStore:
 
     # -- retention (work/retention.py) --------------------------------------------------------
 
+    @staticmethod
+    def _candidates(
+        conn: Conn,
+        now: int,
+        status: WorkflowStatus,
+        *,
+        older_than_ms: int,
+        limit: int,
+        ids: Sequence[str] | None,
+    ) -> list[Any]:
+        return conn.execute(
+            Q["retention_workflow_candidates"],
+            {
+                "status": status.value,
+                "cutoff": now - older_than_ms,
+                "limit": limit,
+                "ids": None if ids is None else json.dumps(list(ids)),
+            },
+        ).fetchall()
+
     async def retention_delete_workflows(
-        self, status: WorkflowStatus, *, older_than_ms: int, limit: int
+        self,
+        status: WorkflowStatus,
+        *,
+        older_than_ms: int,
+        limit: int,
+        ids: Sequence[str] | None = None,
     ) -> dict[str, int]:
         def delete(conn: Conn, now: int) -> dict[str, int]:
-            found = conn.execute(
-                Q["retention_workflow_candidates"],
-                {"status": status.value, "cutoff": now - older_than_ms, "limit": limit},
-            ).fetchall()
+            found = self._candidates(
+                conn, now, status, older_than_ms=older_than_ms, limit=limit, ids=ids
+            )
             counts = dict.fromkeys(WORKFLOW_TABLES, 0)
             if not found:
                 return counts
@@ -1353,11 +1417,96 @@ class SqliteStore:
             counts["ownership_events"] = conn.execute(
                 Q["retention_delete_events"], {**params, "upto": upto}
             ).rowcount
+            counts["workflow_keys"] = conn.execute(Q["retention_delete_keys"], params).rowcount
             counts["steps"] = conn.execute(Q["retention_delete_steps"], params).rowcount
             counts["workflows"] = conn.execute(Q["retention_delete_workflows"], params).rowcount
             return counts
 
         return await self._write(delete)
+
+    async def retention_export_workflows(
+        self, status: WorkflowStatus, *, older_than_ms: int, limit: int
+    ) -> list[dict[str, Any]]:
+        def export(conn: Conn, now: int) -> list[dict[str, Any]]:
+            found = self._candidates(
+                conn, now, status, older_than_ms=older_than_ms, limit=limit, ids=None
+            )
+            if not found:
+                return []
+            params = {"ids": json.dumps([r[0] for r in found])}
+            upto = max(int(r[1]) for r in found) + rules.EVENT_MARGIN_MS
+
+            def select(query: str, table: str, extra: dict[str, Any] | None = None) -> list[Any]:
+                cursor = conn.execute(query, {**params, **(extra or {})})
+                columns = [d[0] for d in cursor.description]
+                return [neutral(table, r) for r in rows_of(columns, cursor.fetchall())]
+
+            by_id = {r["id"]: r for r in select(Q["archive_workflows"], "workflows")}
+            return archive_documents(
+                [by_id[r[0]] for r in found],
+                select(Q["archive_steps"], "steps"),
+                select(Q["archive_deps"], "step_deps"),
+                select(Q["archive_events"], "ownership_events", {"upto": upto}),
+                select(Q["archive_keys"], "workflow_keys"),
+            )
+
+        return await self._read(export)
+
+    def _insert(self, conn: Conn, table: str, given: Sequence[Mapping[str, Any]]) -> int:
+        """Insert neutral rows, columns the schema lacks ignored, generated ids dropped,
+        a row whose key is already there skipped. Returns the rows inserted."""
+        if not given:
+            return 0
+        # The table name comes from RESTORE_ORDER, never from the input.
+        have = [str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")]
+        drop = SERIAL_COLUMNS.get(table)
+        columns = [c for c in have if c != drop and c in given[0]]
+        arrays = ARRAY_COLUMNS.get(table, ())
+        statement = (
+            f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' for _ in columns)}) ON CONFLICT DO NOTHING"
+        )
+        values = [
+            [json.dumps(row.get(c)) if c in arrays else row.get(c) for c in columns]
+            for row in given
+        ]
+        return int(conn.executemany(statement, values).rowcount)
+
+    async def restore_tables(
+        self, tables: Mapping[str, Sequence[Mapping[str, Any]]]
+    ) -> dict[str, int]:
+        def load(conn: Conn, now: int) -> dict[str, int]:
+            present = int(conn.execute(Q["restore_workflow_count"]).fetchone()[0])
+            if present:
+                raise InvalidStateError(
+                    f"the store already has {present} workflows: a backup is restored "
+                    "only into an empty store"
+                )
+            return {
+                table: self._insert(conn, table, [neutral(table, r) for r in tables[table]])
+                for table in RESTORE_ORDER
+                if table in tables
+            }
+
+        return await self._write(load)
+
+    async def import_workflows(self, docs: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+        def load(conn: Conn, now: int) -> tuple[int, int]:
+            imported = skipped = 0
+            for doc in docs:
+                workflow_id = doc["workflow"]["id"]
+                if conn.execute(Q["restore_workflow_exists"], {"id": workflow_id}).fetchone():
+                    skipped += 1
+                    continue
+                self._insert(conn, "workflows", [doc["workflow"]])
+                self._insert(conn, "steps", doc["steps"])
+                self._insert(conn, "step_deps", doc["step_deps"])
+                self._insert(conn, "ownership_events", doc["ownership_events"])
+                self._insert(conn, "workflow_keys", doc["workflow_keys"])
+                imported += 1
+            return imported, skipped
+
+        return await self._write(load)
 
     async def retention_delete_rows(self, table: str, *, older_than_ms: int, limit: int) -> int:
         query = Q[row_queries(table)[0]]
@@ -1432,4 +1581,7 @@ class SqliteStore:
         return await self._in_thread(vacuum)
 
 
+_TOP_MS = 2**62
+_TOP_ID = 2**63 - 1
+"""Keyset cursors of a first page: above every row."""
 _AUTO_VACUUM_INCREMENTAL = 2

@@ -12,9 +12,12 @@ Authentication (``[web] tokens`` in the settings, re-read on every request so a
 reload rotates tokens without a restart): ``Authorization: Bearer <token>`` or the
 ``relaymesh_session`` cookie that ``POST /api/login`` sets (HttpOnly, SameSite=Strict:
 page scripts cannot read it, other sites cannot send it); the token's SHA-256 (hex)
-is compared with each configured ``token_sha256`` in constant time. Reads need any
-valid token, writes ``admin``; any number of admin tokens may be valid at once, so a
-new one is added before the old one is removed (rotation). With no token configured
+is compared with each configured ``token_sha256`` in constant time. Roles are ranked
+``readonly`` < ``submitter`` < ``admin`` and every route names the least role it needs
+(``authorize``, the one rule; the OpenAPI document carries it as ``x-role``): reads
+need ``readonly``, ``POST /api/workflows`` needs ``submitter``, every other write
+``admin``. Any number of tokens may be valid at once, so a new one is added before
+the old one is removed (rotation). With no token configured
 at all, only loopback clients are served (as ``local``, admin) and everybody else
 gets 401; a node refuses to serve HTTP beyond loopback without tokens
 (``relaymesh.exposure``).
@@ -60,14 +63,14 @@ from relaymesh.exceptions import (
 from relaymesh.exposure import is_loopback_host
 from relaymesh.logging import get_logger
 from relaymesh.model import Actor, StepStatus, WorkflowStatus
-from relaymesh.ops import services, submits
+from relaymesh.ops import paging, services, submits
 from relaymesh.settings import Settings
 from relaymesh.store.base import Store
 from relaymesh.web import params
 from relaymesh.web.origin import origin_allowed
 from relaymesh.web.streams import StreamSlots
 
-__all__ = ["COOKIE_NAME", "OPENAPI", "Api", "Principal", "hash_token"]
+__all__ = ["COOKIE_NAME", "OPENAPI", "ROLES", "Api", "Principal", "authorize", "hash_token"]
 
 log = get_logger(__name__)
 
@@ -78,6 +81,18 @@ SSE_INTERVAL_S = 2.0
 GOSSIP_SYNC_TIMEOUT_MS = 10_000
 """How long POST /api/gossip-sync waits for another node's answer (it polls every 2 s)."""
 _CONSOLE_HTML = (Path(__file__).parent / "static" / "console.html").read_text(encoding="utf-8")
+
+
+ROLES = ("readonly", "submitter", "admin")
+"""Token roles, weakest first: a role may do what every role before it may."""
+
+
+def authorize(role: str, need: str) -> str | None:
+    """The authorization rule: None when ``role`` may call a route needing ``need``,
+    else the one-line refusal (403). An unknown role may do nothing."""
+    if role in ROLES and ROLES.index(role) >= ROLES.index(need):
+        return None
+    return f"a {need} token is required for this route (this token is {role})"
 
 
 def hash_token(token: str) -> str:
@@ -151,6 +166,7 @@ class Api:
             web.get("/api/dead", r(self.dead)),
             web.get("/api/conflicts", r(self.conflicts)),
             web.get("/api/audit-query", r(self.audit_query)),
+            web.get("/api/ownership-events", r(self.ownership_events)),
             web.get("/api/events", r(self.events)),
             web.post("/api/cancel", w(self.cancel)),
             web.post("/api/replay", w(self.replay)),
@@ -187,18 +203,22 @@ class Api:
         return found
 
     def _read(self, handler: Route) -> Handler:
-        return self._guarded(handler, write=False)
+        return self._guarded(handler, write=False, need="readonly")
 
     def _write(self, handler: Route) -> Handler:
-        return self._guarded(handler, write=True)
+        return self._guarded(handler, write=True, need="admin")
 
-    def _guarded(self, handler: Route, *, write: bool) -> Handler:
+    def _submit(self, handler: Route) -> Handler:
+        return self._guarded(handler, write=True, need="submitter")
+
+    def _guarded(self, handler: Route, *, write: bool, need: str) -> Handler:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             if write:
                 _check_origin(request)
             principal = self.authenticate(request)
-            if write and principal.role != "admin":
-                raise _error(web.HTTPForbidden, "an admin token is required for writes")
+            refused = authorize(principal.role, need)
+            if refused is not None:
+                raise _error(web.HTTPForbidden, refused)
             if write and request.content_type != "application/json":
                 # A cross-site page can send text/plain POSTs without a CORS preflight;
                 # requiring JSON makes the browser ask first, and nobody answers it.
@@ -261,14 +281,15 @@ class Api:
 
     async def tasks(self, request: web.Request, who: Principal) -> Any:
         q = request.query
-        steps = await services.list_tasks(
+        steps, following = await paging.page_tasks(
             self._store,
             status=params.status(q.get("status")),
             workflow_id=params.text(q.get("workflow") or q.get("workflow_id"), "workflow"),
             agent=params.text(q.get("agent"), "agent"),
+            cursor=params.text(q.get("cursor"), "cursor"),
             limit=params.limit(q.get("limit"), 100),
         )
-        return [s.to_json() for s in steps]
+        return _paged([s.to_json() for s in steps], following)
 
     async def workflow(self, request: web.Request, who: Principal) -> Any:
         workflow_id = params.text(request.match_info["workflow_id"], "workflow_id", required=True)
@@ -277,10 +298,13 @@ class Api:
         return {"workflow": wf.to_json(), "steps": [s.to_json() for s in steps]}
 
     async def dead(self, request: web.Request, who: Principal) -> Any:
-        steps = await services.list_dead(
-            self._store, limit=params.limit(request.query.get("limit"), 100)
+        q = request.query
+        steps, following = await paging.page_dead(
+            self._store,
+            cursor=params.text(q.get("cursor"), "cursor"),
+            limit=params.limit(q.get("limit"), 100),
         )
-        return [s.to_json() for s in steps]
+        return _paged([s.to_json() for s in steps], following)
 
     async def conflicts(self, request: web.Request, who: Principal) -> Any:
         q = request.query
@@ -303,15 +327,26 @@ class Api:
         to_ms = params.time_ms(q.get("to"), "to")
         if from_ms is not None and to_ms is not None and from_ms > to_ms:
             raise ValueError("from is after to")
-        rows = await services.query_audit(
+        rows, following = await paging.page_audit(
             self._store,
             task_id=params.text(q.get("task_id"), "task_id"),
             action=params.text(q.get("action"), "action"),
             from_ms=from_ms,
             to_ms=to_ms,
+            cursor=params.text(q.get("cursor"), "cursor"),
             limit=params.limit(q.get("limit"), 100),
         )
-        return [r.to_json() for r in rows]
+        return _paged([r.to_json() for r in rows], following)
+
+    async def ownership_events(self, request: web.Request, who: Principal) -> Any:
+        q = request.query
+        rows, following = await paging.page_ownership_events(
+            self._store,
+            since_ms=params.time_ms(q.get("since"), "since"),
+            cursor=params.text(q.get("cursor"), "cursor"),
+            limit=params.limit(q.get("limit"), 100),
+        )
+        return _paged([e.to_json() for e in rows], following)
 
     async def events(self, request: web.Request, who: Principal) -> web.StreamResponse:
         """Server-sent events: ``stats``, ``members``, ``conflicts`` when they change.
@@ -432,7 +467,7 @@ class Api:
     def _workflow_routes(self) -> list[web.RouteDef]:
         return [
             web.get("/api/workflows", self._read(self.list_workflows)),
-            web.post("/api/workflows", self._write(self.submit_workflow)),
+            web.post("/api/workflows", self._submit(self.submit_workflow)),
             web.get("/api/schedules", self._read(self.schedules)),
         ]
 
@@ -559,30 +594,42 @@ async def _login_token(request: web.Request) -> str:
     return token
 
 
+def _paged(items: list[Any], following: str | None) -> web.Response:
+    """A list page; the next page's cursor in ``X-Next-Cursor`` (as GET /api/workflows)."""
+    headers = {"X-Next-Cursor": following} if following else {}
+    return web.json_response(items, headers=headers, dumps=_dumps)
+
+
 def _query(name: str, kind: str = "string", **extra: Any) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": {"type": kind, **extra}}
 
 
 _LIMIT = _query("limit", "integer", minimum=1, maximum=params.MAX_LIMIT)
 _STATUS = _query("status", enum=[s.value for s in StepStatus])
+_CURSOR = _query("cursor")
 
 
 def _op(
     summary: str,
     *,
     write: bool = False,
+    role: str | None = None,
     query: list[dict[str, Any]] | None = None,
     body: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    need = role or ("admin" if write else "readonly")
     op: dict[str, Any] = {
         "summary": summary,
+        "x-role": need,
         "security": [{"bearer": []}, {"session": []}],
         "responses": {
             "200": {"description": "OK"},
             "400": {"description": "bad input"},
             "401": {"description": "no valid token"},
             **(
-                {"403": {"description": "admin token required, or foreign Origin"}} if write else {}
+                {"403": {"description": f"{need} token required, or foreign Origin"}}
+                if write
+                else {}
             ),
         },
     }
@@ -649,8 +696,8 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/tasks": {
             "get": _op(
-                "List steps",
-                query=[_STATUS, _query("workflow"), _query("agent"), _LIMIT],
+                "List steps, newest first; the X-Next-Cursor header pages on",
+                query=[_STATUS, _query("workflow"), _query("agent"), _LIMIT, _CURSOR],
             )
         },
         "/api/workflows/{workflow_id}": {
@@ -661,7 +708,12 @@ OPENAPI: dict[str, Any] = {
                 ],
             }
         },
-        "/api/dead": {"get": _op("Dead letters", query=[_LIMIT])},
+        "/api/dead": {
+            "get": _op(
+                "Dead letters, newest first; the X-Next-Cursor header pages on",
+                query=[_LIMIT, _CURSOR],
+            )
+        },
         "/api/conflicts": {
             "get": _op(
                 "Lease conflicts (report=1 aggregates)",
@@ -670,8 +722,23 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/audit-query": {
             "get": _op(
-                "Audit trail (from/to: ISO-8601 or epoch ms)",
-                query=[_query("task_id"), _query("action"), _query("from"), _query("to"), _LIMIT],
+                "Audit trail, newest first (from/to: ISO-8601 or epoch ms); the "
+                "X-Next-Cursor header pages on",
+                query=[
+                    _query("task_id"),
+                    _query("action"),
+                    _query("from"),
+                    _query("to"),
+                    _LIMIT,
+                    _CURSOR,
+                ],
+            )
+        },
+        "/api/ownership-events": {
+            "get": _op(
+                "Claims, releases, reclaims and expiries, newest first; the X-Next-Cursor "
+                "header pages on",
+                query=[_query("since"), _LIMIT, _CURSOR],
             )
         },
         "/api/events": {"get": _op("Server-sent events: stats, members, conflicts")},
@@ -724,6 +791,7 @@ OPENAPI: dict[str, Any] = {
                     "Submit a workflow (the workflow file's JSON as the body); 201 {id} when "
                     "new, 200 {id} of the first for a repeated Idempotency-Key, 400 {error}",
                     write=True,
+                    role="submitter",
                 ),
                 "parameters": [
                     {

@@ -38,6 +38,7 @@ from relaymesh.model import WorkflowStatus
 from relaymesh.settings import RetentionSettings
 from relaymesh.store.base import Store
 from relaymesh.telemetry import WorkMetrics
+from relaymesh.work.archive import write_documents
 
 __all__ = ["Plan", "Retention", "RetentionReport", "plan", "preview", "run_pass", "stats_document"]
 
@@ -81,6 +82,10 @@ class RetentionReport:
     """Rows removed per table (only tables with some)."""
     batches: int = 0
     reclaimed_pages: int = 0
+    archived: int = 0
+    """Workflows written to ``archive_dir`` this pass."""
+    archive_error: str | None = None
+    """Why the archive could not be written (then nothing more was deleted)."""
 
     def add(self, counts: Mapping[str, int]) -> None:
         for table, n in counts.items():
@@ -98,13 +103,29 @@ async def run_pass(
     try:
         for status, age_ms in the_plan.workflows:
             for _ in range(the_plan.max_batches):
-                counts = await store.retention_delete_workflows(
-                    status, older_than_ms=age_ms, limit=the_plan.batch_size
-                )
+                if settings.archive_dir is None:
+                    counts = await store.retention_delete_workflows(
+                        status, older_than_ms=age_ms, limit=the_plan.batch_size
+                    )
+                    seen = counts.get("workflows", 0)
+                else:
+                    seen, counts = await _archive_then_delete(
+                        store,
+                        settings.archive_dir,
+                        status,
+                        age_ms=age_ms,
+                        limit=the_plan.batch_size,
+                        report=report,
+                    )
+                    if report.archive_error is not None:
+                        metrics.retention_archive_errors.inc()
+                        break
                 _count(report, metrics, counts)
-                if counts.get("workflows", 0) < the_plan.batch_size:
+                if seen < the_plan.batch_size:
                     break
                 await asyncio.sleep(0)  # let the node's other work run between batches
+            if report.archive_error is not None:
+                break  # the directory is broken: no more workflow deletes this pass
         for table, age_ms in the_plan.tables:
             for _ in range(the_plan.max_batches):
                 n = await store.retention_delete_rows(
@@ -115,7 +136,7 @@ async def run_pass(
                     break
                 await asyncio.sleep(0)
     finally:
-        if report.deleted:
+        if report.deleted or report.archive_error is not None:
             await _audit(store, report, actor)
     if report.deleted and settings.vacuum_pages > 0:
         for _ in range(settings.vacuum_max_steps):
@@ -126,6 +147,37 @@ async def run_pass(
     if report.deleted:
         log.info("retention_pass", deleted=report.deleted, batches=report.batches)
     return report
+
+
+async def _archive_then_delete(
+    store: Store,
+    directory: str,
+    status: WorkflowStatus,
+    *,
+    age_ms: int,
+    limit: int,
+    report: RetentionReport,
+) -> tuple[int, dict[str, int]]:
+    """One archived batch: read the next workflows whole, append them to their day
+    files and fsync, and only then delete exactly those (the store re-checks that
+    each is still final: a workflow replayed meanwhile stays, its copy in the archive
+    is superseded by a later one). Returns how many were read and the rows removed;
+    an archive failure sets ``report.archive_error`` and deletes nothing."""
+    docs = await store.retention_export_workflows(status, older_than_ms=age_ms, limit=limit)
+    if not docs:
+        return 0, {}
+    try:
+        await asyncio.to_thread(write_documents, directory, docs)
+    except OSError as exc:
+        report.archive_error = f"cannot write retention archive in {directory!r}: {exc}"
+        log.error("retention_archive_failed", directory=directory, error=str(exc))
+        return len(docs), {}
+    report.archived += len(docs)
+    ids = [d["workflow"]["id"] for d in docs]
+    counts = await store.retention_delete_workflows(
+        status, older_than_ms=age_ms, limit=limit, ids=ids
+    )
+    return len(docs), counts
 
 
 def _count(report: RetentionReport, metrics: WorkMetrics, counts: Mapping[str, int]) -> None:
@@ -142,7 +194,12 @@ async def _audit(store: Store, report: RetentionReport, actor: str) -> None:
             actor,
             "retention",
             None,
-            {"deleted": dict(report.deleted), "batches": report.batches},
+            {
+                "deleted": dict(report.deleted),
+                "batches": report.batches,
+                **({"archived": report.archived} if report.archived else {}),
+                **({"archive_error": report.archive_error} if report.archive_error else {}),
+            },
         )
     except StoreError as exc:  # the deletions stand; the metric still counts them
         log.warning("store_error", op="retention_audit", error=str(exc))

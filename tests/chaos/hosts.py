@@ -137,6 +137,7 @@ class HostCluster(Cluster):
                     str(self.seeds),
                     "--http",
                     f"{node.address}:{node.http_port}",
+                    "--create-store",
                 ],
                 env=self.env,
                 cwd=self.root,

@@ -139,6 +139,11 @@ class Cluster:
             "RELAYMESH_STORE_URL": self.store_url,
             "PYTHONUNBUFFERED": "1",
         }
+        sqlite_dir = Path(self.store_url.removeprefix("sqlite:///")).parent
+        if self.store_url.startswith("sqlite:///") and sqlite_dir.is_dir():
+            # Read commands refuse a SQLite file that does not exist yet. (A directory
+            # that is missing on purpose, a volume not mounted yet, stays missing.)
+            self.cli("store", "migrate")
 
     # -- nodes ------------------------------------------------------------------------
 
@@ -166,6 +171,7 @@ class Cluster:
                     str(self.seeds),
                     "--http",
                     f"127.0.0.1:{node.http_port}",
+                    "--create-store",  # each cluster starts on a store of its own
                 ],
                 env=self.env,
                 cwd=self.root,

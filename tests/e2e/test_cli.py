@@ -133,8 +133,9 @@ def test_operator_commands(make_cluster: ClusterFactory) -> None:
     wait_until(lambda: recorded("worker.slots"), 15, what="the SIGHUP reload to be recorded")
     changed = next(r for r in history if "worker.slots" in r["fields"])  # type: ignore[operator]
     assert changed["node"] == "n1"
-    # gossip timings need a restart: logged as such, not applied, not recorded.
+    # gossip timings need a restart: not applied, recorded as refused.
     assert changed["fields"] == ["worker.slots"]
+    assert changed["refused"] == ["gossip.probe_interval_ms"]
 
     # Stop the node so replays stay put, then replay.
     c.signal("n1", signal.SIGTERM)
@@ -184,8 +185,8 @@ def test_operator_commands(make_cluster: ClusterFactory) -> None:
     assert left.returncode == 2, left.stdout
     assert json.loads(left.stdout)["members"]["left"] == 1
     assert c.cli_json("mesh-recover") == {"reclaimed": 0, "step_ids": [], "still_heartbeating": 0}
-    assert c.cli_json("mesh-prune", "--older-than-ms", "0")["pruned"] == 1
-    maint = c.cli_json("maintenance", "--node-id", "ops-host")
+    maint = c.cli_json("maintenance", "--node-id", "n1")
     assert {"expired", "dead_owners", "promoted"} <= set(maint)
+    assert c.cli_json("mesh-prune", "--older-than-ms", "0")["pruned"] == 1
     prune_audit = c.cli_json("audit-query", "--action", "prune")
     assert any(r["actor"].startswith("cli:") and r["details"]["count"] == 1 for r in prune_audit)

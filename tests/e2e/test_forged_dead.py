@@ -14,23 +14,17 @@ from collections import Counter
 
 import pytest
 
-from relaymesh.membership import wire
+from relaymesh.membership.wire import Dead
 from tests.conftest import wait_until
 from tests.e2e.conftest import ClusterFactory
 from tests.e2e.harness import record_step
+from tests.integration.membership.attacks import datagram
 from tests.integration.membership.conftest import metric_value
 
 pytestmark = pytest.mark.slow
 
 SETTINGS = {"worker": {"lease_ms": 60_000, "heartbeat_ms": 300}}
 """A long lease (expiry cannot explain anything) and an evidence window of 0.6 s."""
-
-
-def forged_dead(name: str, incarnation: int) -> bytes:
-    body = wire.pack_compound(
-        [wire.encode_message(wire.Dead(name=name, incarnation=incarnation, sender="mallory"))]
-    )
-    return wire.frame(body, b"", None)
 
 
 def test_a_forged_dead_for_a_heartbeating_worker_reclaims_nothing(
@@ -56,7 +50,7 @@ def test_a_forged_dead_for_a_heartbeating_worker_reclaims_nothing(
         return next(m for m in members if m["name"] == owner)  # type: ignore[no-any-return]
 
     incarnation = int(owner_row()["incarnation"])  # type: ignore[call-overload]
-    packet = forged_dead(owner, incarnation)
+    packet = datagram(Dead(name=owner, incarnation=incarnation, sender="mallory"))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         for _ in range(3):
             udp.sendto(packet, ("127.0.0.1", c.nodes[witness].gossip_port))

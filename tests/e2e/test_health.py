@@ -208,6 +208,9 @@ def test_healthz_503_while_the_sqlite_directory_is_missing_and_watchdog_keeps_pi
 
     volume.mkdir()  # the volume is there: the node opens the store by itself
     doc = wait_healthz(c, "n1", 200, 20)
+    # 200 comes with the first answer; "ready" once the node has started its work.
+    wait_until(lambda: healthz(c, "n1")[1]["store"] == "ready", 20, what="store ready")
+    doc = healthz(c, "n1")[1]
     assert (doc["ok"], doc["store"], doc["reasons"]) == (True, "ready", [])
     assert "store_unhealthy" in c.log_tail("n1", 400)
     assert "store_recovered" in c.log_tail("n1", 400)
@@ -320,6 +323,9 @@ def test_healthz_503_with_a_closed_postgresql_port_then_200_when_it_opens(
 
         forwarder.open()  # the port answers now, and leads to the real server
         doc = wait_healthz(c, "n1", 200, 30)
+        # 200 comes with the first answer; "ready" once the node has started its work.
+        wait_until(lambda: healthz(c, "n1")[1]["store"] == "ready", 30, what="store ready")
+        doc = healthz(c, "n1")[1]
         assert (doc["ok"], doc["store"], doc["reasons"]) == (True, "ready", [])
     finally:
         c.close()

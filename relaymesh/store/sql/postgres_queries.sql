@@ -62,24 +62,53 @@ SELECT id, name, status, created_at_ms, updated_at_ms FROM workflows WHERE id = 
 -- name: workflow_steps
 SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
        owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
-       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms
+       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms,
+       replays
 FROM steps WHERE workflow_id = $1 ORDER BY created_at_ms, seq;
 
 -- name: step_get
 SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
        owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
-       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms
+       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms,
+       replays
 FROM steps WHERE id = $1;
 
 -- name: steps_list
+-- Newest first by (updated_at_ms, id); the row value is the keyset cursor (the last
+-- row of the previous page; a first page passes a cursor above every row), so the
+-- page is a range scan of steps_updated_id. Three variants, each with the index its
+-- filter needs: a nullable filter would hide the index from a generic plan.
+SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
+       owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
+       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms,
+       replays
+FROM steps
+WHERE ($1::text IS NULL OR agent = $1)
+  AND (updated_at_ms, id) < ($2::bigint, $3::text)
+ORDER BY updated_at_ms DESC, id DESC
+LIMIT $4;
+
+-- name: steps_list_status
 SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
        owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
        error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms
 FROM steps
-WHERE ($1::text IS NULL OR status = $1)
-  AND ($2::text IS NULL OR workflow_id = $2)
-  AND ($3::text IS NULL OR agent = $3)
-ORDER BY updated_at_ms DESC, seq DESC
+WHERE status = $5
+  AND ($1::text IS NULL OR agent = $1)
+  AND (updated_at_ms, id) < ($2::bigint, $3::text)
+ORDER BY updated_at_ms DESC, id DESC
+LIMIT $4;
+
+-- name: steps_list_workflow
+SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
+       owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
+       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms
+FROM steps
+WHERE workflow_id = $5
+  AND ($6::text IS NULL OR status = $6)
+  AND ($1::text IS NULL OR agent = $1)
+  AND (updated_at_ms, id) < ($2::bigint, $3::text)
+ORDER BY updated_at_ms DESC, id DESC
 LIMIT $4;
 
 -- name: claim_candidates
@@ -430,8 +459,10 @@ WHERE status = $1
 ORDER BY updated_at_ms, seq LIMIT $4;
 
 -- name: replay_update
+-- The attempt counter is kept; max_attempts grows by the step's budget (rows.replayed).
 UPDATE steps SET
-    status = $2, attempt = 0, owner_node = NULL, lease_expires_at_ms = NULL,
+    status = $2, max_attempts = $3, replays = $4,
+    owner_node = NULL, lease_expires_at_ms = NULL,
     not_before_ms = NULL, finished_at_ms = NULL,
     ready_at_ms = CASE WHEN $2 = 'READY' THEN rm_now_ms() END,
     updated_at_ms = rm_now_ms()
@@ -503,7 +534,7 @@ SELECT coalesce(rm_now_ms() - min(m), 0) FROM (
 
 -- name: ownership_events_list
 SELECT id, step_id, node, event, lease_epoch, at_ms FROM ownership_events
-WHERE ($1::bigint IS NULL OR at_ms >= $1)
+WHERE ($1::bigint IS NULL OR at_ms >= $1) AND id < $3
 ORDER BY id DESC LIMIT $2;
 
 -- name: conflicts_list
@@ -537,6 +568,7 @@ WHERE ($1::text IS NULL OR target = $1 OR strpos(details, '"' || $1 || '"') > 0)
   AND ($2::text IS NULL OR action = $2)
   AND ($3::bigint IS NULL OR at_ms >= $3)
   AND ($4::bigint IS NULL OR at_ms <= $4)
+  AND id < $6
 ORDER BY id DESC LIMIT $5;
 
 -- name: settings_insert
@@ -562,10 +594,57 @@ ORDER BY id;
 -- Final workflows of one status past the cutoff, oldest first, locked so a concurrent
 -- replay (which locks its workflow first) either runs before and makes it RUNNING
 -- (the re-check below then skips it) or waits for the delete.
+-- With $4 only those ids: the batch that was archived first.
 SELECT w.id, w.updated_at_ms FROM workflows AS w
 WHERE w.status = $1 AND w.updated_at_ms < rm_now_ms() - $2
+  AND ($4::text[] IS NULL OR w.id = ANY ($4::text[]))
 ORDER BY w.updated_at_ms LIMIT $3
 FOR UPDATE SKIP LOCKED;
+
+-- name: archive_candidates
+-- What retention_workflow_candidates picks next, read-only, no step able to run.
+SELECT w.id, w.updated_at_ms FROM workflows AS w
+WHERE w.status = $1 AND w.updated_at_ms < rm_now_ms() - $2
+  AND NOT EXISTS (SELECT 1 FROM steps AS s WHERE s.workflow_id = w.id
+                  AND s.status IN ('READY', 'RUNNING', 'RETRY_WAIT'))
+ORDER BY w.updated_at_ms LIMIT $3;
+
+-- name: archive_workflows
+SELECT * FROM workflows WHERE id = ANY ($1::text[]);
+
+-- name: archive_steps
+SELECT * FROM steps WHERE workflow_id = ANY ($1::text[]);
+
+-- name: archive_deps
+SELECT d.* FROM step_deps AS d JOIN steps AS s ON s.id = d.step_id
+WHERE s.workflow_id = ANY ($1::text[]);
+
+-- name: archive_events
+-- Bounded by at_ms like retention_delete_events (no index by step).
+SELECT e.* FROM ownership_events AS e WHERE e.at_ms <= $2 AND e.step_id IN (
+    SELECT id FROM steps WHERE workflow_id = ANY ($1::text[]))
+ORDER BY e.id;
+
+-- name: archive_keys
+SELECT * FROM workflow_keys WHERE workflow_id = ANY ($1::text[]);
+
+-- name: restore_columns
+SELECT column_name FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position;
+
+-- name: restore_workflow_count
+SELECT count(*) FROM workflows;
+
+-- name: restore_workflow_exists
+SELECT 1 FROM workflows WHERE id = $1;
+
+-- name: restore_lock
+-- One restore or import at a time; a concurrent one waits, then sees the rows.
+LOCK TABLE workflows IN SHARE ROW EXCLUSIVE MODE;
+
+-- name: restore_steps_seq
+SELECT setval(pg_get_serial_sequence('steps', 'seq'),
+              (SELECT coalesce(max(seq), 0) + 1 FROM steps), false);
 
 -- name: retention_still_final
 -- Under the row locks: the candidates that are still final with no step able to run.
@@ -592,6 +671,13 @@ DELETE FROM step_deps WHERE step_id = ANY ($1::text[]);
 -- name: retention_delete_events
 -- No index by step (it slowed claims): the at_ms range bounds the scan.
 DELETE FROM ownership_events WHERE at_ms <= $2 AND step_id = ANY ($1::text[]);
+
+-- name: retention_delete_keys
+-- The workflows' idempotency keys, but never a schedule's latest fire: the scheduler
+-- reads it (schedule_last_fire) to fire each tick exactly once.
+DELETE FROM workflow_keys AS k WHERE k.workflow_id = ANY ($1::text[])
+  AND NOT (k.schedule IS NOT NULL AND k.fire_at_ms = (
+      SELECT max(l.fire_at_ms) FROM workflow_keys AS l WHERE l.schedule = k.schedule));
 
 -- name: retention_delete_steps
 DELETE FROM steps WHERE workflow_id = ANY ($1::text[]);
@@ -644,7 +730,7 @@ FROM workflows w LEFT JOIN workflow_keys k ON k.workflow_id = w.id
 WHERE ($1::text IS NULL OR w.status = $1)
   AND ($2::text IS NULL OR w.name = $2)
   AND ($3::bigint IS NULL OR w.created_at_ms >= $3)
-  AND ($4::bigint IS NULL OR (w.created_at_ms, w.id) < ($4, $5::text))
+  AND (w.created_at_ms, w.id) < ($4::bigint, $5::text)
 ORDER BY w.created_at_ms DESC, w.id DESC LIMIT $6;
 
 -- name: workflows_step_counts

@@ -41,24 +41,53 @@ SELECT id, name, status, created_at_ms, updated_at_ms FROM workflows WHERE id = 
 -- name: workflow_steps
 SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
        owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
-       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms
+       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms,
+       replays
 FROM steps WHERE workflow_id = :workflow_id ORDER BY created_at_ms, rowid;
 
 -- name: step_get
 SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
        owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
-       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms
+       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms,
+       replays
 FROM steps WHERE id = :id;
 
 -- name: steps_list
+-- Newest first by (updated_at_ms, id); the row value is the keyset cursor (the last
+-- row of the previous page; a first page passes a cursor above every row), so the
+-- page is a range scan of steps_updated_id. Three variants, each with the index its
+-- filter needs: a nullable filter (":x IS NULL OR") would hide the index.
+SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
+       owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
+       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms,
+       replays
+FROM steps
+WHERE (:agent IS NULL OR agent = :agent)
+  AND (updated_at_ms, id) < (:before_ms, :before_id)
+ORDER BY updated_at_ms DESC, id DESC
+LIMIT :limit;
+
+-- name: steps_list_status
 SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
        owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
        error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms
 FROM steps
-WHERE (:status IS NULL OR status = :status)
-  AND (:workflow_id IS NULL OR workflow_id = :workflow_id)
+WHERE status = :status
   AND (:agent IS NULL OR agent = :agent)
-ORDER BY updated_at_ms DESC, rowid DESC
+  AND (updated_at_ms, id) < (:before_ms, :before_id)
+ORDER BY updated_at_ms DESC, id DESC
+LIMIT :limit;
+
+-- name: steps_list_workflow
+SELECT id, workflow_id, name, agent, status, priority, attempt, max_attempts, lease_epoch,
+       owner_node, lease_expires_at_ms, not_before_ms, depends_on, locks, input, result,
+       error, created_at_ms, updated_at_ms, ready_at_ms, started_at_ms, finished_at_ms
+FROM steps
+WHERE workflow_id = :workflow_id
+  AND (:status IS NULL OR status = :status)
+  AND (:agent IS NULL OR agent = :agent)
+  AND (updated_at_ms, id) < (:before_ms, :before_id)
+ORDER BY updated_at_ms DESC, id DESC
 LIMIT :limit;
 
 -- name: claim_candidates
@@ -285,8 +314,10 @@ WHERE status = :status
 ORDER BY updated_at_ms, rowid LIMIT :limit;
 
 -- name: replay_update
+-- The attempt counter is kept; max_attempts grows by the step's budget (rows.replayed).
 UPDATE steps SET
-    status = :new_status, attempt = 0, owner_node = NULL, lease_expires_at_ms = NULL,
+    status = :new_status, max_attempts = :max_attempts, replays = :replays,
+    owner_node = NULL, lease_expires_at_ms = NULL,
     not_before_ms = NULL, finished_at_ms = NULL,
     ready_at_ms = CASE WHEN :new_status = 'READY' THEN :now ELSE NULL END,
     updated_at_ms = :now
@@ -359,7 +390,7 @@ SELECT coalesce(:now - min(m), 0) FROM (
 
 -- name: ownership_events_list
 SELECT id, step_id, node, event, lease_epoch, at_ms FROM ownership_events
-WHERE (:since IS NULL OR at_ms >= :since)
+WHERE (:since IS NULL OR at_ms >= :since) AND id < :before_id
 ORDER BY id DESC LIMIT :limit;
 
 -- name: conflicts_list
@@ -393,6 +424,7 @@ WHERE (:task_id IS NULL OR target = :task_id OR instr(details, '"' || :task_id |
   AND (:action IS NULL OR action = :action)
   AND (:from_ms IS NULL OR at_ms >= :from_ms)
   AND (:to_ms IS NULL OR at_ms <= :to_ms)
+  AND id < :before_id
 ORDER BY id DESC LIMIT :limit;
 
 -- name: settings_insert
@@ -412,8 +444,10 @@ ORDER BY id;
 -- name: retention_workflow_candidates
 -- Final workflows of one status past the cutoff, oldest first, none of whose steps can
 -- still run (belt and braces: a final workflow has none).
+-- With :ids (a JSON list) only those: the batch that was archived first.
 SELECT w.id, w.updated_at_ms FROM workflows AS w
 WHERE w.status = :status AND w.updated_at_ms < :cutoff
+  AND (:ids IS NULL OR w.id IN (SELECT value FROM json_each(:ids)))
   AND NOT EXISTS (SELECT 1 FROM steps AS s WHERE s.workflow_id = w.id
                   AND s.status IN ('READY', 'RUNNING', 'RETRY_WAIT'))
 ORDER BY w.updated_at_ms LIMIT :limit;
@@ -438,11 +472,43 @@ DELETE FROM step_deps WHERE step_id IN (
 DELETE FROM ownership_events WHERE at_ms <= :upto AND step_id IN (
     SELECT id FROM steps WHERE workflow_id IN (SELECT value FROM json_each(:ids)));
 
+-- name: retention_delete_keys
+-- The workflows' idempotency keys, but never a schedule's latest fire: the scheduler
+-- reads it (schedule_last_fire) to fire each tick exactly once.
+DELETE FROM workflow_keys WHERE workflow_id IN (SELECT value FROM json_each(:ids))
+  AND NOT (schedule IS NOT NULL AND fire_at_ms = (
+      SELECT max(k.fire_at_ms) FROM workflow_keys AS k WHERE k.schedule = workflow_keys.schedule));
+
 -- name: retention_delete_steps
 DELETE FROM steps WHERE workflow_id IN (SELECT value FROM json_each(:ids));
 
 -- name: retention_delete_workflows
 DELETE FROM workflows WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: archive_workflows
+SELECT * FROM workflows WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: archive_steps
+SELECT * FROM steps WHERE workflow_id IN (SELECT value FROM json_each(:ids));
+
+-- name: archive_deps
+SELECT d.* FROM step_deps AS d JOIN steps AS s ON s.id = d.step_id
+WHERE s.workflow_id IN (SELECT value FROM json_each(:ids));
+
+-- name: archive_events
+-- Bounded by at_ms like retention_delete_events (no index by step).
+SELECT * FROM ownership_events WHERE at_ms <= :upto AND step_id IN (
+    SELECT id FROM steps WHERE workflow_id IN (SELECT value FROM json_each(:ids)))
+ORDER BY id;
+
+-- name: archive_keys
+SELECT * FROM workflow_keys WHERE workflow_id IN (SELECT value FROM json_each(:ids));
+
+-- name: restore_workflow_count
+SELECT count(*) FROM workflows;
+
+-- name: restore_workflow_exists
+SELECT 1 FROM workflows WHERE id = :id;
 
 -- name: retention_delete_conflicts
 DELETE FROM lease_conflicts WHERE id IN (
@@ -492,8 +558,7 @@ FROM workflows w LEFT JOIN workflow_keys k ON k.workflow_id = w.id
 WHERE (:status IS NULL OR w.status = :status)
   AND (:name IS NULL OR w.name = :name)
   AND (:since IS NULL OR w.created_at_ms >= :since)
-  AND (:before_ms IS NULL OR w.created_at_ms < :before_ms
-       OR (w.created_at_ms = :before_ms AND w.id < :before_id))
+  AND (w.created_at_ms, w.id) < (:before_ms, :before_id)
 ORDER BY w.created_at_ms DESC, w.id DESC LIMIT :limit;
 
 -- name: workflows_step_counts

@@ -212,7 +212,7 @@ def gossip_procs(tmp_path: Path) -> Iterator[GossipFactory]:
             # Its incarnation file goes beside the database, in a directory of its own.
             (tmp_path / name).mkdir(exist_ok=True)
             store = f"sqlite:///{tmp_path / name / 'store.db'}"
-            args += ["--store", store, "node", "run", *common]
+            args += ["--store", store, "node", "run", "--create-store", *common]
         else:
             raise ValueError(f"unknown daemon {daemon!r}")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYMESH_")}

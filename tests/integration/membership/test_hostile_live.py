@@ -3,40 +3,29 @@
 Each test crafts datagrams or TCP frames by hand (the wire module's own encoders, so
 only the field under attack is wrong) and sends them from a socket of its own, then
 checks that every live node is ALIVE everywhere again within 20 s and that the node
-counted what it refused. Attacker sockets bind 127.0.0.2 where the per-source rate
-limit would otherwise also throttle the cluster's own traffic on 127.0.0.1.
+counted what it refused. The packet helpers are in ``attacks.py`` (shared with the
+e2e replay of every attack at once, ``tests/e2e/test_replayed_attacks.py``).
 """
 
 from __future__ import annotations
 
 import base64
 import socket
-import struct
 import time
 from pathlib import Path
 
-import msgpack
 import pytest
 
 from relaymesh.membership.incarnation import INCARNATION_MAX, incarnation_ceiling
 from relaymesh.membership.keyring import Keyring
-from relaymesh.membership.wire import (
-    Alive,
-    Dead,
-    Message,
-    Ping,
-    PingReq,
-    Suspect,
-    encode_message,
-    frame,
-    pack_compound,
-)
+from relaymesh.membership.wire import Alive, Dead, Ping, PingReq, Suspect
+from tests.integration.membership.attacks import attacker, datagram, pushpull, state_frame, wall_ms
+from tests.integration.membership.attacks import dropped as attack_drops
 from tests.integration.membership.conftest import (
     FAST_GOSSIP_TOML,
     GossipFactory,
     GossipProc,
     free_port,
-    metric_value,
     wait_for,
     write_seeds,
 )
@@ -46,15 +35,10 @@ pytestmark = pytest.mark.slow
 START_TIMEOUT_S = 30.0
 RECOVER_S = 20.0
 """Issue 8: every live node ALIVE everywhere again within 20 s of an attack."""
-ATTACKER_HOST = "127.0.0.2"
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def dropped(proc: GossipProc, reason: str) -> float:
-    return metric_value(proc.metrics(), "relaymesh_packets_dropped_total", f'reason="{reason}"')
+    return attack_drops(proc.metrics(), reason)
 
 
 def all_alive(procs: list[GossipProc]) -> bool:
@@ -76,17 +60,6 @@ def cluster(
     return procs
 
 
-def attacker(port: int = 0) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((ATTACKER_HOST, port))
-    return sock
-
-
-def datagram(*messages: Message, keyring: Keyring | None = None, sent_at_ms: int = 0) -> bytes:
-    body = pack_compound([encode_message(m) for m in messages])
-    return frame(body, b"", keyring, sent_at_ms or wall_ms())
-
-
 def incarnation_of(proc: GossipProc, observer: GossipProc) -> int:
     for row in observer.members_full():
         if row["name"] == proc.name:
@@ -94,18 +67,6 @@ def incarnation_of(proc: GossipProc, observer: GossipProc) -> int:
             assert isinstance(value, int)
             return value
     raise AssertionError(f"{observer.name} does not know {proc.name}")
-
-
-def pushpull(port: int, payload: bytes) -> bytes | None:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
-        conn.sendall(struct.pack(">I", len(payload)) + payload)
-        data = b""
-        try:
-            while chunk := conn.recv(65536):
-                data += chunk
-        except OSError:
-            pass
-    return data or None
 
 
 def test_one_datagram_at_the_maximum_incarnation_evicts_no_one(
@@ -177,7 +138,7 @@ def test_push_pull_refuses_a_name_udp_refuses_and_keeps_the_rest(
         ["bad\nname", 1, 0, "127.0.0.1", free_port(), {}],
         ["fine-name", wall_ms(), 0, "127.0.0.1", free_port(), {}],
     ]
-    state = frame(msgpack.packb([8, False, entries]), b"", None)
+    state = state_frame(entries)
     reply = pushpull(target.port, state)
     assert reply is not None, "the snapshot was refused whole"
     view = target.members()

@@ -65,14 +65,19 @@ def chain() -> Any:
     return workflow(step("a"), step("b", depends_on=("a",)), step("c", depends_on=("a",)))
 
 
-async def finished(store: Store, n: int) -> list[str]:
-    """``n`` SUCCEEDED workflows of ``chain()``."""
-    ids = [await store.submit_workflow(chain(), "t") for _ in range(n)]
+async def drain(store: Store) -> None:
+    """Claim and succeed every step until nothing is claimable."""
     while True:
         claims = await store.claim_steps("w", limit=50, lease_ms=60_000)
         if not claims:
             break
         await store.commit_success_many("w", [(c.lease, {"ok": 1}) for c in claims])
+
+
+async def finished(store: Store, n: int) -> list[str]:
+    """``n`` SUCCEEDED workflows of ``chain()``."""
+    ids = [await store.submit_workflow(chain(), "t") for _ in range(n)]
+    await drain(store)
     for workflow_id in ids:
         assert (await store.get_workflow(workflow_id))[0].status is WorkflowStatus.SUCCEEDED
     return ids

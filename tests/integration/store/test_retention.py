@@ -30,7 +30,9 @@ from tests.integration.store.retention_helpers import (
     age,
     assert_gone,
     assert_whole,
+    chain,
     count,
+    drain,
     failed,
     finished,
     running,
@@ -81,6 +83,41 @@ async def test_finished_workflows_past_retention_go_in_batches(
         )
     )["workflows"] == 0
     await assert_whole(store_url, store, busy)
+
+
+async def test_keys_go_with_their_workflow_but_each_schedule_keeps_its_last_fire(
+    store_url: str, store: Store
+) -> None:
+    ids = []
+    for key, schedule, fire_ms in (
+        ("plain", None, None),
+        ("schedule:s:1000", "s", 1000),
+        ("schedule:s:2000", "s", 2000),
+        ("schedule:t:1000", "t", 1000),
+    ):
+        outcome = await store.submit_workflow_once(
+            chain(), "t", idempotency_key=key, schedule=schedule, fire_at_ms=fire_ms
+        )
+        ids.append(outcome.workflow_id)
+    await drain(store)
+    await age(store_url, ids, 2 * WEEK_MS)
+
+    counts = await store.retention_delete_workflows(
+        WorkflowStatus.SUCCEEDED, older_than_ms=WEEK_MS, limit=10
+    )
+
+    assert counts["workflows"] == 4
+    assert counts["workflow_keys"] == 2
+    kept = await sql(store_url, "SELECT idempotency_key FROM workflow_keys ORDER BY 1")
+    assert kept == [("schedule:s:2000",), ("schedule:t:1000",)]
+    # The scheduler still sees the last fires (their workflows are gone), so a tick
+    # already fired is never fired again.
+    fire = await store.last_schedule_fire("s")
+    assert fire is not None and (fire.fire_at_ms, fire.workflow_id) == (2000, ids[2])
+    again = await store.submit_workflow_once(
+        chain(), "t", idempotency_key="schedule:s:2000", schedule="s", fire_at_ms=2000
+    )
+    assert not again.created and again.workflow_id == ids[2]
 
 
 async def test_a_replayed_dead_letter_keeps_its_workflow(store_url: str, store: Store) -> None:

@@ -7,6 +7,7 @@ import pytest
 from relaymesh.exceptions import InvalidStateError, LeaseLostError, NotFoundError, WorkflowError
 from relaymesh.model import StepStatus, WorkflowStatus
 from relaymesh.store import Store
+from tests.conftest import async_wait_until
 from tests.integration.store.conftest import flat, step, workflow
 
 pytestmark = pytest.mark.asyncio
@@ -32,6 +33,12 @@ async def test_get_and_list(store: Store) -> None:
     assert len(await store.list_steps(agent="sleep")) == 3
     assert len(await store.list_steps(agent="sleep", workflow_id=other)) == 2
     assert len(await store.list_steps(limit=3)) == 3
+    # The claim must land in a later millisecond than the submits for "updated last"
+    # to be an order (ties go by insertion, which would put `other` first).
+    latest_ms = max(s.updated_at_ms for s in await store.list_steps())
+    await async_wait_until(
+        lambda: _after(store, latest_ms), 5, interval_s=0.001, what="the clock to move"
+    )
     [claim] = await store.claim_steps("n", limit=1, lease_ms=10_000, agents=["echo"])
     running = await store.list_steps(status=StepStatus.RUNNING)
     assert [s.id for s in running] == [claim.step_id]
@@ -139,14 +146,23 @@ async def test_replay_dead_letter(store: Store) -> None:
         _, steps = await store.get_workflow(wf)
         await store.replay_step(next(s.id for s in steps if s.name == "b"), "cli:u")
     record = await store.replay_step(a.step_id, "cli:u")
-    assert record.status is StepStatus.READY and record.attempt == 0
+    # The attempt counter is kept, the budget granted again, the replay recorded.
+    assert record.status is StepStatus.READY and record.attempt == 1
+    assert record.max_attempts == 1 + a.max_attempts
+    [entry] = record.replays
+    assert (entry["from_status"], entry["from_attempt"], entry["actor"]) == (
+        "DEAD_LETTER",
+        1,
+        "cli:u",
+    )
+    assert entry["error"] == {"kind": "permanent"}
     assert (await store.get_workflow(wf))[0].status is WorkflowStatus.RUNNING
     with pytest.raises(InvalidStateError):
         await store.replay_step(a.step_id, "cli:u")
     with pytest.raises(NotFoundError):
         await store.replay_step("missing", "cli:u")
     [again] = await store.claim_steps("n", limit=1, lease_ms=10_000)
-    assert again.step_id == a.step_id and again.attempt == 1
+    assert again.step_id == a.step_id and again.attempt == 2
     [audit] = await store.query_audit(action="replay")
     assert audit.target == a.step_id and audit.actor == "cli:u"
     assert [e.event for e in await store.list_ownership_events(limit=2)] == ["claimed", "replayed"]
@@ -176,3 +192,7 @@ async def test_replay_batch_is_idempotent_and_filtered(store: Store) -> None:
     assert [a.details["count"] for a in audits] == [1, 0, 5]
     with pytest.raises(InvalidStateError):
         await store.replay_batch(status=StepStatus.RUNNING, limit=1, actor="cli:u")
+
+
+async def _after(store: Store, ms: int) -> bool:
+    return bool(await store.now_ms() > ms)

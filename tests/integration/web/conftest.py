@@ -4,20 +4,24 @@ reload would."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import requests
 
 from relaymesh.ops.metrics import Metrics
 from relaymesh.settings import Settings, TokenSettings, WebSettings
 from relaymesh.store import Store, open_store
 from relaymesh.web.api import Api, hash_token
 from relaymesh.web.server import HttpServer
-from tests.conftest import require_pg
+from tests.conftest import require_pg, wait_until
+from tests.e2e.harness import RELAYMESH, free_port
 from tests.pgutil import fresh_pg_database
 
 ADMIN, READER, OTHER = "admin+secret/with=", "reader-secret", "other-reader"
@@ -96,3 +100,53 @@ async def client() -> AsyncIterator[aiohttp.ClientSession]:
     # unsafe: keep cookies set by an IP-literal host (the login tests rely on the jar).
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         yield session
+
+
+# Tokens of the ``serve_web`` process, by role (the admin's has the characters that
+# need care in a cookie).
+WEB_TOKENS = {"admin": "web-admin+/=", "submitter": "web-submitter", "readonly": "web-reader"}
+
+
+@pytest.fixture(scope="module")
+def serve_web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``relaymesh serve-web`` process over a fresh SQLite store, with one token
+    per role of ``WEB_TOKENS``; its base URL. Its log must hold no traceback."""
+    root = tmp_path_factory.mktemp("web")
+    config = root / "relaymesh.toml"
+    config.write_text(
+        "".join(
+            f'[[web.tokens]]\nname = "{role}"\nrole = "{role}"\n'
+            f'token_sha256 = "{hash_token(token)}"\n'
+            for role, token in WEB_TOKENS.items()
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYMESH_")}
+    env["RELAYMESH_STORE_URL"] = f"sqlite:///{root / 'store.db'}"
+    subprocess.run([RELAYMESH, "store", "migrate"], env=env, cwd=root, check=True)
+    port = free_port()
+    log = (root / "web.log").open("wb")
+    proc = subprocess.Popen(
+        [RELAYMESH, "--config", str(config), "serve-web", "--bind", f"127.0.0.1:{port}"],
+        env=env,
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return proc.poll() is not None
+
+    try:
+        wait_until(up, 30, what="serve-web")
+        assert proc.poll() is None, (root / "web.log").read_text()
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+        text = (root / "web.log").read_text()
+        assert "Traceback" not in text, text[-3000:]

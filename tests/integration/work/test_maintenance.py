@@ -8,7 +8,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
 from relaymesh.clock import FakeClock, SystemClock
+from relaymesh.exceptions import NotFoundError
 from relaymesh.model import MemberStatus, MeshNode, StepStatus, WorkflowStatus
 from relaymesh.ops.metrics import Metrics
 from relaymesh.settings import Settings
@@ -159,7 +162,11 @@ async def test_a_pass_run_by_hand_is_audited_as_the_operator(store: Any) -> None
 
     cfg = settings(maintenance={"mesh_prune_older_than_ms": 1})
     await report_long_gone_member(store)
-    report = await run_maintenance_pass(store, cfg, node="ops-host")
+    with pytest.raises(NotFoundError, match="'ops-host' is not in the mesh"):
+        await run_maintenance_pass(store, cfg, node="ops-host")
+    n1 = MeshNode("n1", "127.0.0.1:2", MemberStatus.ALIVE, 1, {}, await store.now_ms())
+    await store.upsert_mesh_nodes("n1", [n1])
+    report = await run_maintenance_pass(store, cfg, node="n1")
     assert report["pruned"] == 1
     rows = await store.query_audit(action="prune")
     assert [r.actor for r in rows] == [cli_actor()]

@@ -84,10 +84,13 @@ async def test_roles_and_rotation(store: Store) -> None:
         )
         assert denied.status == 403
         for token in (ADMIN_OLD, ADMIN_NEW):  # two admin tokens valid at once
-            resp = await client.post(
-                "/api/reload-settings", json={"node": "n1"}, headers=bearer(token)
-            )
+            resp = await client.post("/api/reload-settings", json={}, headers=bearer(token))
             assert resp.status == 200
+        unknown = await client.post(
+            "/api/reload-settings", json={"node": "n1"}, headers=bearer(ADMIN_NEW)
+        )
+        assert unknown.status == 404  # n1 is not in the mesh
+        assert "not in the mesh" in (await unknown.json())["error"]
         resp = await client.post(
             "/api/cancel", json={"workflow_id": wid, "mode": "soft"}, headers=bearer(ADMIN_NEW)
         )

@@ -77,6 +77,14 @@ async def test_replay_batch_refuses_live_statuses(store: Store) -> None:
 
 
 async def test_reload_requests_are_polled_per_node(store: Store) -> None:
+    now = await store.now_ms()
+    members = [
+        MeshNode(n, f"127.0.0.1:{i + 1}", MemberStatus.ALIVE, 1, {}, now)
+        for i, n in enumerate("ab")
+    ]
+    await store.upsert_mesh_nodes("a", members)
+    with pytest.raises(NotFoundError, match="'c' is not in the mesh"):
+        await services.request_reload(store, node="c", actor=ACTOR)
     start = await services.latest_audit_id(store)
     since = await store.now_ms() - 1000
     everyone = await services.request_reload(store, node=None, actor=ACTOR)

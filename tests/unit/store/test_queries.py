@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from relaymesh.store.queries import load_migrations, load_queries, split_statements
+from relaymesh.store.queries import load_migrations, load_queries, own_tables, split_statements
 from relaymesh.store.retention import ROW_QUERIES
 
 STORE = Path(__file__).resolve().parents[3] / "relaymesh" / "store"
@@ -20,6 +20,9 @@ def test_every_named_query_used_exists(backend: str, module: str) -> None:
     queries = load_queries(backend)
     text = source.read_text()
     used = set(re.findall(r'Q\["(\w+)"\]', text)) | set(re.findall(r'pairs\("(\w+)"\)', text))
+    # Q[f"retention_delete_{table}"]: every query of that prefix counts as run.
+    prefixes = tuple(re.findall(r'Q\[f"(\w+)\{', text))
+    used |= {name for name in queries if prefixes and name.startswith(prefixes)}
     assert used, "the backend calls its queries as Q[name]"
     used |= {name for pair in ROW_QUERIES.values() for name in pair}  # Q[row_queries(t)[i]]
     assert used <= set(queries), used - set(queries)
@@ -64,6 +67,10 @@ POSTGRES_ONLY = {
     "fence_failure_landed": "idempotent retry after a connection died mid-COMMIT",
     "fence_release_landed": "idempotent retry after a connection died mid-COMMIT",
     "backup_tables": "backup is a JSON dump (SQLite: the backup API)",
+    "archive_candidates": "a read-only pick (SQLite: the delete's own candidates query)",
+    "restore_columns": "information_schema (SQLite: PRAGMA table_info)",
+    "restore_lock": "a table lock (SQLite: BEGIN IMMEDIATE serialises writers)",
+    "restore_steps_seq": "the steps.seq sequence (SQLite has rowid)",
 }
 
 
@@ -75,3 +82,19 @@ def test_both_backends_name_the_same_queries() -> None:
         f"only in sqlite: {sorted(sqlite - postgres - SQLITE_ONLY.keys())}; "
         f"only in postgres: {sorted(postgres - sqlite - POSTGRES_ONLY.keys())}"
     )
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_every_named_query_is_one_statement(backend: str) -> None:
+    # A merge once left a "=======" line after a query: SQLite then refused the PRAGMA
+    # ("one statement at a time") and PostgreSQL's stats query was a syntax error.
+    for name, sql in load_queries(backend).items():
+        assert not re.search(r"^(<{7}|={7}|>{7})", sql, re.M), f"{name}: a merge marker"
+        assert len(split_statements(sql + ";")) == 1, f"{name} holds more than one statement"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_own_tables_are_what_the_migrations_create(backend: str) -> None:
+    tables = own_tables(backend)
+    assert {"workflows", "steps", "workflow_keys", "schema_version", "audit_log"} <= set(tables)
+    assert all(t == t.lower() and t.isidentifier() for t in tables)
