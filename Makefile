@@ -5,19 +5,28 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup setup-chaos run test test-fast lint bench bench-retention chaos soak docs screenshots fuzz fuzz-membership clean
+.PHONY: setup setup-bench setup-chaos run test test-fast lint bench bench-retention chaos soak docs screenshots fuzz fuzz-membership clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,lint,bench]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,lint]'
 	touch $(STAMP)
+
+# The benchmark peers (huey, procrastinate, kinship, swim-protocol, psycopg) and
+# matplotlib (the plots) are only for `make bench`: not part of the default install.
+BENCH_STAMP := $(VENV)/.installed-bench
+setup-bench: $(BENCH_STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,lint,bench]'
+	touch $(BENCH_STAMP)
 
 # matplotlib (the soak's PNG) is only for `make soak`: not part of the default install.
 setup-chaos: setup
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,lint,bench,chaos]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,lint,chaos]'
 
 run: setup
 	$(BIN)/relaymesh demo
@@ -34,12 +43,12 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: setup
+bench: setup-bench
 	$(BIN)/python -m bench.run_all
 
 # Drain speed with 1,000,000 finished steps in the store vs an empty one (both stores;
 # also part of `make bench`, as the retention_bigstore suite).
-bench-retention: setup
+bench-retention: setup-bench
 	$(BIN)/python -m bench.run_all --only retention_bigstore
 
 # The long failure scenarios (tests/chaos/README.md, docs/reliability.md); the soak is

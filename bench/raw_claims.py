@@ -15,8 +15,18 @@ otherwise), pre-filled with READY rows:
   trip), and the same as an explicit ``BEGIN``; ``SELECT ... FOR UPDATE SKIP LOCKED``;
   ``UPDATE``; ``COMMIT`` transaction.
 
+**Batched ceiling** (``batch`` cases): what the store allows when claims and commits
+are batched as RelayMesh batches them, with no RelayMesh code: each client, with the
+stock driver, claims up to ``BATCH`` rows in one fenced transaction (token, epoch + 1)
+and then commits all of them SUCCEEDED in one transaction, each row fenced on its
+token and epoch. SQLite: 1 and 2 client processes; PostgreSQL: 4. The counts are
+completed steps (claimed and committed). ``bench.work_throughput`` compares RelayMesh
+with the best of these in the same run.
+
 Each client reports how many claims it made, so the table shows each one's share
-(fairness). ``python -m bench.raw_claims [--quick]`` runs it alone.
+(fairness). ``python -m bench.raw_claims [--quick]`` runs it alone. A client only
+starts claiming after its set-up pragmas, which wait on the lock (``busy_timeout``):
+a second client opening the WAL file while the first sets up must not crash the run.
 """
 
 from __future__ import annotations
@@ -120,6 +130,34 @@ _PG_UPDATE = (
 )
 
 _BUSY_SLEEP_MAX_S = 0.0005
+BATCH = 64
+"""Rows per claim and per commit in the batched cases (RelayMesh's default claim_batch)."""
+SETUP_BUSY_TIMEOUT_MS = 10_000
+
+_SQLITE_SELECT_BATCH = _SQLITE_SELECT.replace("LIMIT 1", f"LIMIT {BATCH}").replace(
+    "SELECT id ", "SELECT id, lease_epoch + 1 "
+)
+_SQLITE_COMMIT_ONE = (
+    "UPDATE steps SET status = 'SUCCEEDED', result = 'null', lease_token = NULL, "
+    "finished_at_ms = ?, updated_at_ms = ? "
+    "WHERE id = ? AND lease_token = ? AND lease_epoch = ? AND status = 'RUNNING'"
+)
+_PG_CLAIM_BATCH = f"""
+UPDATE steps SET status = 'RUNNING', lease_token = $1 || id, lease_epoch = lease_epoch + 1,
+    attempt = attempt + 1, owner_node = $2, lease_expires_at_ms = $3::bigint + 30000,
+    started_at_ms = $3::bigint, updated_at_ms = $3::bigint
+WHERE id IN (SELECT id FROM steps
+             WHERE status IN ('READY', 'RETRY_WAIT') AND ready_at_ms <= $3::bigint
+             ORDER BY priority, ready_at_ms LIMIT {BATCH} FOR UPDATE SKIP LOCKED)
+RETURNING id, lease_token, lease_epoch
+"""
+_PG_COMMIT_BATCH = """
+UPDATE steps AS s SET status = 'SUCCEEDED', result = 'null', lease_token = NULL,
+    finished_at_ms = $4::bigint, updated_at_ms = $4::bigint
+FROM unnest($1::text[], $2::text[], $3::bigint[]) AS c (id, token, epoch)
+WHERE s.id = c.id AND s.lease_token = c.token AND s.lease_epoch = c.epoch
+    AND s.status = 'RUNNING'
+"""
 
 
 def _now_ms() -> int:
@@ -147,36 +185,91 @@ def _sqlite_create(path: str, rows: int) -> None:
     conn.close()
 
 
-def _sqlite_client(path: str, sync: str, name: str, gate: Any, out: Any) -> None:
+def _sqlite_open(path: str, sync: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout = 0")
+    # The set-up pragmas may meet another client's lock (opening the WAL index):
+    # wait for it here; only the timed loop below uses the store's busy_timeout=0.
+    conn.execute(f"PRAGMA busy_timeout = {SETUP_BUSY_TIMEOUT_MS}")
     conn.execute(f"PRAGMA synchronous = {sync}")
     conn.execute("PRAGMA cache_size = -16000")
+    conn.execute("SELECT count(*) FROM workflows").fetchone()
+    conn.execute("PRAGMA busy_timeout = 0")
+    return conn
+
+
+def _sqlite_begin(conn: sqlite3.Connection) -> None:
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError:
+            time.sleep(random.uniform(0, _BUSY_SLEEP_MAX_S))
+
+
+def _sqlite_commit(conn: sqlite3.Connection) -> None:
+    while True:
+        try:
+            conn.execute("COMMIT")
+            return
+        except sqlite3.OperationalError:  # busy at commit (a checkpoint): retry it
+            time.sleep(random.uniform(0, _BUSY_SLEEP_MAX_S))
+
+
+def _sqlite_client(path: str, sync: str, name: str, gate: Any, out: Any) -> None:
+    conn = _sqlite_open(path, sync)
     claims = 0
     stop_at = _wait_for_start(gate, out, name)
     while time.time() < stop_at:
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError:
-                time.sleep(random.uniform(0, _BUSY_SLEEP_MAX_S))
+        _sqlite_begin(conn)
         now = _now_ms()
         row = conn.execute(_SQLITE_SELECT, (now,)).fetchone()
         if row is None:
-            conn.execute("COMMIT")
+            _sqlite_commit(conn)
             break
         conn.execute(_SQLITE_UPDATE, (uuid.uuid4().hex, name, now + 30_000, now, now, row[0]))
-        conn.execute("COMMIT")
+        _sqlite_commit(conn)
         claims += 1
     conn.close()
     out.put((name, claims))
 
 
+def _sqlite_batch_client(path: str, sync: str, name: str, gate: Any, out: Any) -> None:
+    conn = _sqlite_open(path, sync)
+    done = 0
+    stop_at = _wait_for_start(gate, out, name)
+    while time.time() < stop_at:
+        _sqlite_begin(conn)
+        now = _now_ms()
+        rows = conn.execute(_SQLITE_SELECT_BATCH, (now,)).fetchall()
+        leases = [(row[0], uuid.uuid4().hex, row[1]) for row in rows]
+        conn.executemany(
+            _SQLITE_UPDATE,
+            ((token, name, now + 30_000, now, now, sid) for sid, token, _ in leases),
+        )
+        _sqlite_commit(conn)
+        if not leases:
+            break
+        _sqlite_begin(conn)
+        now = _now_ms()
+        conn.executemany(
+            _SQLITE_COMMIT_ONE, ((now, now, sid, token, epoch) for sid, token, epoch in leases)
+        )
+        _sqlite_commit(conn)
+        done += len(leases)
+    conn.close()
+    out.put((name, done))
+
+
 def sqlite_run(clients: int, seconds: float, sync: str = "NORMAL") -> dict[str, Any]:
+    batch = sync.endswith(" batch")
+    sync = sync.removesuffix(" batch")
     with tempfile.TemporaryDirectory(prefix="relaymesh-raw-") as tmp:
         path = str(Path(tmp) / "raw.db")
-        _sqlite_create(path, rows=int(40_000 * seconds * max(1, clients)))
+        per_client_s = 80_000 if batch else 40_000
+        _sqlite_create(path, rows=int(per_client_s * seconds * max(1, clients)))
+        if batch:
+            label = f"SQLite sync={sync}, batch of {BATCH} claimed + committed"
+            return _run_clients(_sqlite_batch_client, (path, sync), clients, seconds, label)
         return _run_clients(_sqlite_client, (path, sync), clients, seconds, f"SQLite sync={sync}")
 
 
@@ -201,6 +294,19 @@ def _pg_client(dsn: str, mode: str, name: str, gate: Any, out: Any) -> None:
             stop_at = _wait_for_start(gate, out, name)
             while time.time() < stop_at:
                 now = _now_ms()
+                if mode == "batch":
+                    rows = await conn.fetch(_PG_CLAIM_BATCH, uuid.uuid4().hex, name, now)
+                    if not rows:
+                        break
+                    await conn.execute(
+                        _PG_COMMIT_BATCH,
+                        [r[0] for r in rows],
+                        [r[1] for r in rows],
+                        [r[2] for r in rows],
+                        _now_ms(),
+                    )
+                    claims += len(rows)
+                    continue
                 if mode.startswith("one-statement"):
                     got = await conn.fetchval(_PG_CLAIM_ONE, uuid.uuid4().hex, name, now)
                 else:
@@ -228,7 +334,7 @@ def pg_run(
     with psycopg.connect(admin_dsn, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{dbname}"')
     try:
-        rows = int(15_000 * seconds * max(1, clients))
+        rows = int((40_000 if mode == "batch" else 15_000) * seconds * max(1, clients))
         now = _now_ms()
         with psycopg.connect(dsn) as conn:
             conn.execute(_PG_DDL)
@@ -245,9 +351,10 @@ def pg_run(
             )
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE steps")
-        return _run_clients(
-            _pg_client, (dsn, mode), clients, seconds, f"PostgreSQL SKIP LOCKED, {mode}"
-        )
+        label = f"PostgreSQL SKIP LOCKED, {mode}"
+        if mode == "batch":
+            label = f"PostgreSQL SKIP LOCKED, batch of {BATCH} claimed + committed"
+        return _run_clients(_pg_client, (dsn, mode), clients, seconds, label)
     finally:
         with psycopg.connect(admin_dsn, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
@@ -323,14 +430,21 @@ CASES: tuple[tuple[str, int, str], ...] = (
     ("pg", 4, "transaction"),
     ("pg", 4, "one-statement, synchronous_commit=off"),
 )
+BATCH_CASES: tuple[tuple[str, int, str], ...] = (
+    ("sqlite", 1, "NORMAL batch"),
+    ("sqlite", 2, "NORMAL batch"),
+    ("pg", 4, "batch"),
+)
 
 
-def run_all(quick: bool, runs: int | None = None) -> list[dict[str, Any]]:
+def run_all(
+    quick: bool, runs: int | None = None, cases: tuple[tuple[str, int, str], ...] | None = None
+) -> list[dict[str, Any]]:
     """Every case, ``runs`` times each; one summary row per case (median claims/s)."""
     runs = runs or (1 if quick else 3)
     seconds = 1.5 if quick else 2.0
     rows = []
-    for backend, clients, variant in CASES:
+    for backend, clients, variant in cases or CASES + BATCH_CASES:
         results = []
         for _ in range(runs):
             if backend == "sqlite":
@@ -345,6 +459,7 @@ def run_all(quick: bool, runs: int | None = None) -> list[dict[str, Any]]:
             "runs": [round(r["per_s"]) for r in results],
             "median_per_s": statistics.median(r["per_s"] for r in results),
             "shares": [round(s, 3) for s in med["shares"]],
+            "batch": variant.endswith("batch"),
         }
         print(
             f"  raw {row['label']:<40} clients={clients} "

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.work_throughput import (
-    DEFAULT_SLOTS,
+    GUARD_ENV,
     Cluster,
     FreshStore,
     _migrate,
@@ -189,7 +189,7 @@ def drain(store: FreshStore, steps: int, tmp: Path, tag: str) -> dict[str, Any]:
     load_before = os.getloadavg()
     submit_s = asyncio.run(_submit(store.url, workflows))
     mine = f"SELECT id FROM workflows WHERE name = '{name}'"
-    cluster = Cluster(store.url, NODES, tmp, DEFAULT_SLOTS, tag)
+    cluster = Cluster(store.url, NODES, tmp, GUARD_ENV, tag)
     try:
         cluster.start()
         _wait(
@@ -223,7 +223,7 @@ def drain(store: FreshStore, steps: int, tmp: Path, tag: str) -> dict[str, Any]:
 
 
 def latency(store: FreshStore, seconds: float, tmp: Path, tag: str) -> dict[str, Any]:
-    cluster = Cluster(store.url, NODES, tmp, DEFAULT_SLOTS, tag)
+    cluster = Cluster(store.url, NODES, tmp, GUARD_ENV, tag)
     load_before = os.getloadavg()
     try:
         cluster.start()
@@ -394,7 +394,7 @@ def render(results: list[dict[str, Any]], steps: int) -> str:
         )
     return (
         f"Drain of {steps:,} no-op steps, {NODES} nodes, default settings "
-        f"(`worker.slots = {DEFAULT_SLOTS}`); the stores drained in turn, round by round.\n\n"
+        "(only `guard.max_load` raised); the stores drained in turn, round by round.\n\n"
         + "\n".join(lines)
         + "\n\n"
         + "\n".join(verdicts)

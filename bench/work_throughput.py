@@ -14,13 +14,19 @@ or ``python -m bench.work_throughput [--quick] [--only relaymesh|peers|raw]``):
   50 steps/s; submit-to-start is ``started_at - ready_at`` of each step (store clock).
 * **Peers**, same workload and machine: huey (SqliteHuey, process workers = cores)
   and procrastinate (PostgreSQL, one worker process per core), ``bench/peers/``.
-* **Ceiling**: the store's raw single-row claim transactions/s (``bench/raw_claims``).
+* **Ceilings** (``bench/raw_claims``): the store's raw single-row claims/s, and the
+  batched ceiling (claim 64 + fenced commit 64 per transaction pair, stock driver)
+  that the RelayMesh rows are compared with (ratio) in the same run.
+* **Idle**: 3 idle nodes on one SQLite store: READY=1 (sd_notify) time, CPU and RSS
+  per node; the read commands' wall time; a 10,000-step submit through the CLI.
 
 Every figure is the median of several runs (``--quick``: fewer, smaller). Nodes run
-with the default settings except ``worker.slots`` (``--slots``; the claim batch is
-bounded by free slots) and ``guard.max_load`` (raised so other work on the machine
-cannot pause the workers mid-run). Every process started here is killed and every
-database created is dropped, whatever happens.
+with the shipped settings (``defaults``) and, on the target node counts, ``tuned``
+(``CONFIGS``); ``guard.max_load`` is raised in both so other work on the machine
+cannot pause the workers mid-run. Node CPU per step leaves out start-up (each node's
+CPU is taken when its worker starts). Every process started here is killed and every
+database created is dropped, whatever happens. The PNG plots of docs/benchmarks.md
+are drawn at the end (``bench/plots.py``).
 """
 
 from __future__ import annotations
@@ -52,14 +58,26 @@ PG_ADMIN_DSN = os.environ.get(
     "RELAYMESH_BENCH_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/test"
 )
 
-# Targets from issue 3 ("Benchmarks").
-TARGET_SQLITE_2_NODES = 5000.0
-TARGET_PG_4_NODES = 2000.0
-TARGET_P50_MS = {"sqlite": 10.0, "postgresql": 5.0}
-HUEY_ELSEWHERE = 1750.0
-PROCRASTINATE_ELSEWHERE = (200.0, 340.0)
-DEFAULT_SLOTS = 4
-"""``worker.slots`` as shipped (relaymesh/settings.py)."""
+# Targets from issue 9 (the ratios are to the batched store ceiling of the same run).
+TARGET_CEILING_RATIO = 0.45
+TARGET_CPU_US_PER_STEP = 60.0
+TARGET_P50_MS = 2.0
+TARGET_P99_MS = 10.0
+TARGET_IDLE_CPU_PCT = 0.5
+TARGET_IDLE_RSS_MB = 50.0
+TARGET_READ_S = 0.25
+TARGET_READY_S = 1.0
+TARGET_SUBMIT_10K_S = 1.0
+TARGET_NODES = {"sqlite": 2, "postgresql": 4}
+
+CONFIGS: dict[str, dict[str, str]] = {
+    "defaults": {},
+    # What a user chasing throughput would set: bigger claim batches (fewer, larger
+    # transactions; coarser sharing between nodes) and more slots for task agents.
+    "tuned": {"RELAYMESH_WORKER__CLAIM_BATCH": "1024", "RELAYMESH_WORKER__SLOTS": "64"},
+}
+GUARD_ENV = {"RELAYMESH_GUARD__MAX_LOAD": "1000"}
+"""Raised in every run so other work on the shared machine cannot pause the workers."""
 
 
 @dataclass(frozen=True)
@@ -73,8 +91,14 @@ class Plan:
     huey_tasks: int
     procrastinate_jobs: int
     node_counts: tuple[int, ...] = (1, 2, 4)
-    slots: int = 64
-    default_slots_rows: bool = True
+    config: str = "defaults"
+    idle_nodes: int = 3
+    idle_s: float = 20.0
+    read_runs: int = 5
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**GUARD_ENV, **CONFIGS[self.config]}
 
 
 FULL = Plan(
@@ -96,6 +120,8 @@ QUICK = Plan(
     rate=50.0,
     huey_tasks=5000,
     procrastinate_jobs=1500,
+    idle_s=8.0,
+    read_runs=3,
 )
 
 
@@ -256,9 +282,14 @@ class Cluster:
     url: str
     count: int
     tmp: Path
-    slots: int
+    env_extra: dict[str, str]
     tag: str
+    notify: bool = False
+    """Give each node its own ``NOTIFY_SOCKET``: ``ready_s`` is when its READY=1 came."""
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    ready_s: list[float] = field(default_factory=list)
+    _sockets: list[socket.socket] = field(default_factory=list)
+    _started: list[float] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
 
@@ -272,14 +303,21 @@ class Cluster:
             os.environ,
             RELAYMESH_STORE_URL=self.url,
             RELAYMESH_LOG_LEVEL="info",
-            RELAYMESH_WORKER__SLOTS=str(self.slots),
-            RELAYMESH_GUARD__MAX_LOAD="1000",
+            **self.env_extra,
             RELAYMESH_NODE__STATE_DIR=str(state),
         )
         env.pop("RELAYMESH_CONFIG", None)
         for i, port in enumerate(ports):
             name = f"{self.tag}-n{i + 1}"
             path = self.tmp / f"{name}.log"
+            node_env = env
+            if self.notify:
+                sock_path = str(self.tmp / f"notify-{name}.sock")
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                sock.bind(sock_path)
+                self._sockets.append(sock)
+                node_env = dict(env, NOTIFY_SOCKET=sock_path)
+            self._started.append(time.monotonic())
             with path.open("wb") as out:
                 proc = subprocess.Popen(
                     [
@@ -294,7 +332,7 @@ class Cluster:
                         str(seeds),
                         "--create-store",
                     ],
-                    env=env,
+                    env=node_env,
                     cwd=str(self.tmp),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
@@ -320,17 +358,46 @@ class Cluster:
                 raise RuntimeError(f"nodes not ready after {timeout_s} s: {sorted(pending)}")
             time.sleep(0.05)
 
-    def cpu_s(self) -> float:
-        """User + system CPU seconds the node processes have used so far."""
-        total = 0.0
+    def wait_notified(self, timeout_s: float = 60.0) -> list[float]:
+        """Seconds from each node's start to its READY=1 (``notify`` clusters)."""
+        deadline = time.monotonic() + timeout_s
+        self.ready_s = []
+        for sock, started in zip(self._sockets, self._started, strict=True):
+            while True:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                try:
+                    message = sock.recv(4096)
+                except TimeoutError:
+                    raise RuntimeError(f"no READY=1 within {timeout_s} s") from None
+                if b"READY=1" in message.split(b"\n"):
+                    self.ready_s.append(time.monotonic() - started)
+                    break
+        return self.ready_s
+
+    def cpu_each_s(self) -> list[float]:
+        """User + system CPU seconds each node process has used so far."""
+        out = []
         tick = os.sysconf("SC_CLK_TCK")
         for proc in self.procs:
             try:
                 fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
+                out.append(0.0)
                 continue
-            total += (int(fields[11]) + int(fields[12])) / tick
-        return total
+            out.append((int(fields[11]) + int(fields[12])) / tick)
+        return out
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds the node processes have used so far."""
+        return sum(self.cpu_each_s())
+
+    def rss_mb(self) -> list[float]:
+        out = []
+        for proc in self.procs:
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    out.append(int(line.split()[1]) / 1024)
+        return out
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -345,6 +412,8 @@ class Cluster:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        for sock in self._sockets:
+            sock.close()
 
     def errors(self) -> list[str]:
         """Warning and error log lines (store errors, lease conflicts...), first few."""
@@ -379,11 +448,15 @@ def drain_run(backend: str, nodes: int, plan: Plan, tmp: Path, tag: str) -> dict
     ]
     with fresh_store(backend, tmp) as store:
         submit_s = asyncio.run(_submit(store.url, workflows))
-        cluster = Cluster(store.url, nodes, tmp, plan.slots, tag)
+        cluster = Cluster(store.url, nodes, tmp, plan.env, tag)
         try:
             cluster.start()
+            # Start-up (imports, migration check, joining) is not per-step work: take
+            # each node's CPU when its worker starts (polled every 5 ms).
+            cpu_ready = _cpu_at_worker_start(cluster)
+            ready_wall_ms = int(time.time() * 1000)
             _wait_done(store, plan.steps, timeout_s=max(120.0, plan.steps / 100))
-            cpu_s = cluster.cpu_s()
+            cpu_s = cluster.cpu_s() - sum(cpu_ready)
         finally:
             cluster.stop()
         rows = store.query(
@@ -404,6 +477,7 @@ def drain_run(backend: str, nodes: int, plan: Plan, tmp: Path, tag: str) -> dict
     t_first = min(r[1] for r in rows)
     t_end = max(r[2] for r in rows)
     after_all = sum(1 for r in rows if r[1] >= t_all)
+    after_ready = sum(1 for r in rows if r[1] >= ready_wall_ms) or len(rows)
     window_by_node: dict[str, int] = {}
     for owner, started, _ in rows:
         if started >= t_all:
@@ -422,7 +496,7 @@ def drain_run(backend: str, nodes: int, plan: Plan, tmp: Path, tag: str) -> dict
         # busy 2-core host would otherwise count as unfairness); all claims beside it.
         "shares": sorted((c / max(1, after_all) for c in window_by_node.values()), reverse=True),
         "shares_all_claims": sorted((c / total for c in claims.values()), reverse=True),
-        "cpu_us_per_step": cpu_s * 1e6 / max(1, len(rows)),
+        "cpu_us_per_step": cpu_s * 1e6 / max(1, after_ready),
         "submit_per_s": plan.steps / submit_s,
         "conflicts": conflicts,
         "reruns": reruns,
@@ -430,10 +504,25 @@ def drain_run(backend: str, nodes: int, plan: Plan, tmp: Path, tag: str) -> dict
     }
 
 
+def _cpu_at_worker_start(cluster: Cluster, timeout_s: float = 60.0) -> list[float]:
+    deadline = time.monotonic() + timeout_s
+    cpu: list[float | None] = [None] * cluster.count
+    while any(c is None for c in cpu):
+        for i in range(cluster.count):
+            if cpu[i] is None and b'"worker_started"' in cluster.logs[i].read_bytes():
+                cpu[i] = cluster.cpu_each_s()[i]
+            elif cpu[i] is None and cluster.procs[i].poll() is not None:
+                raise RuntimeError(f"node {cluster.names[i]} exited early")
+        if time.monotonic() > deadline:
+            raise RuntimeError("workers not started")
+        time.sleep(0.005)
+    return [float(c or 0.0) for c in cpu]
+
+
 def latency_run(backend: str, nodes: int, plan: Plan, tmp: Path, tag: str) -> dict[str, Any]:
     with fresh_store(backend, tmp) as store:
         asyncio.run(_migrate(store.url))
-        cluster = Cluster(store.url, nodes, tmp, plan.slots, tag)
+        cluster = Cluster(store.url, nodes, tmp, plan.env, tag)
         try:
             cluster.start()
             cluster.wait_ready()
@@ -464,25 +553,30 @@ def _drain_row(backend: str, nodes: int, plan: Plan, tmp: Path) -> dict[str, Any
     runs = []
     for i in range(plan.runs):
         started = time.monotonic()
-        run = drain_run(backend, nodes, plan, tmp, f"d{backend[:2]}{nodes}s{plan.slots}r{i}")
+        tag = f"d{backend[:2]}{nodes}{plan.config[0]}r{i}"
+        run = drain_run(backend, nodes, plan, tmp, tag)
         log(
-            f"    run {i + 1}: {run['per_s']:,.0f}/s, submit {run['submit_per_s']:,.0f} steps/s, "
-            f"{time.monotonic() - started:.0f} s"
+            f"    run {i + 1}: {run['per_s']:,.0f}/s, cpu {run['cpu_us_per_step']:.0f} us/step, "
+            f"submit {run['submit_per_s']:,.0f} steps/s, {time.monotonic() - started:.0f} s"
         )
         runs.append(run)
     med = _median_run(runs, "per_s")
     row = {
         **med,
-        "slots": plan.slots,
+        "config": plan.config,
         "runs": [round(r["per_s"]) for r in runs],
         "median_per_s": statistics.median(r["per_s"] for r in runs),
         "median_whole_per_s": statistics.median(r["whole_per_s"] for r in runs),
+        "median_cpu_us_per_step": statistics.median(r["cpu_us_per_step"] for r in runs),
+        "min_share_ratio": min(min(r["shares"]) * nodes for r in runs),
+        "conflicts": sum(r["conflicts"] for r in runs),
+        "reruns": sum(r["reruns"] for r in runs),
     }
     log(
-        f"  drain   {backend:<10} nodes={nodes} slots={plan.slots} "
+        f"  drain   {backend:<10} nodes={nodes} {plan.config} "
         f"median={row['median_per_s']:,.0f}/s runs={row['runs']} "
         f"whole={row['median_whole_per_s']:,.0f}/s shares={[round(x, 3) for x in row['shares']]} "
-        f"cpu={row['cpu_us_per_step']:.0f}us/step conflicts={row['conflicts']} "
+        f"cpu={row['median_cpu_us_per_step']:.0f}us/step conflicts={row['conflicts']} "
         f"reruns={row['reruns']}"
     )
     for line in med["warnings"]:
@@ -500,40 +594,120 @@ def relaymesh_suite(plan: Plan, tmp: Path) -> dict[str, Any]:
             continue
         for nodes in plan.node_counts:
             out["drain"].append(_drain_row(backend, nodes, plan, tmp))
-        if plan.default_slots_rows:
-            # The same target configurations with the shipped worker.slots, for contrast.
-            nodes = 2 if backend == "sqlite" else 4
-            if nodes in plan.node_counts:
-                # One smaller run: with 4 rows per transaction this is the slow case.
-                default = Plan(
-                    **{
-                        **plan.__dict__,
-                        "slots": DEFAULT_SLOTS,
-                        "runs": 1,
-                        "steps": min(plan.steps, 5000 if backend == "sqlite" else 2000),
-                    }
-                )
-                out["drain"].append(_drain_row(backend, nodes, default, tmp))
-        for nodes in plan.node_counts:
-            runs = [
-                latency_run(backend, nodes, plan, tmp, f"l{backend[:2]}{nodes}r{i}")
-                for i in range(plan.latency_runs)
-            ]
-            row = {
-                "backend": backend,
-                "nodes": nodes,
-                "samples": [r["samples"] for r in runs],
-                "p50_ms": statistics.median(r["p50_ms"] for r in runs),
-                "p99_ms": statistics.median(r["p99_ms"] for r in runs),
-                "runs_p50": [r["p50_ms"] for r in runs],
-                "runs_p99": [r["p99_ms"] for r in runs],
-            }
-            out["latency"].append(row)
-            log(
-                f"  latency {backend:<10} nodes={nodes} p50={row['p50_ms']:.1f} ms "
-                f"p99={row['p99_ms']:.1f} ms runs_p50={row['runs_p50']} "
-                f"runs_p99={row['runs_p99']}"
+        nodes = TARGET_NODES[backend]
+        if nodes in plan.node_counts:
+            tuned = Plan(**{**plan.__dict__, "config": "tuned"})
+            out["drain"].append(_drain_row(backend, nodes, tuned, tmp))
+        nodes = TARGET_NODES[backend]
+        runs = [
+            latency_run(backend, nodes, plan, tmp, f"l{backend[:2]}{nodes}r{i}")
+            for i in range(plan.latency_runs)
+        ]
+        row = {
+            "backend": backend,
+            "nodes": nodes,
+            "samples": [r["samples"] for r in runs],
+            "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+            "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+            "runs_p50": [r["p50_ms"] for r in runs],
+            "runs_p99": [r["p99_ms"] for r in runs],
+        }
+        out["latency"].append(row)
+        log(
+            f"  latency {backend:<10} nodes={nodes} p50={row['p50_ms']:.1f} ms "
+            f"p99={row['p99_ms']:.1f} ms runs_p50={row['runs_p50']} "
+            f"runs_p99={row['runs_p99']}"
+        )
+    return out
+
+
+# -- idle cost, CLI commands, big submits ---------------------------------------------------
+
+
+def _timed_cli(args: list[str], url: str, cwd: Path) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [str(BIN / "relaymesh"), "--store", url, *args],
+        cwd=str(cwd),
+        capture_output=True,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k != "RELAYMESH_CONFIG"},
+    )
+    took = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"relaymesh {' '.join(args)} failed: {proc.stderr[-500:]!r}")
+    return took
+
+
+def idle_suite(plan: Plan, tmp: Path) -> dict[str, Any]:
+    """``idle_nodes`` idle nodes on one SQLite store: READY=1 time, then CPU and RSS per
+    node over ``idle_s`` (after a few seconds of settling); the read commands against
+    that store while the nodes run; a 10,000-step submit through the CLI per store."""
+    out: dict[str, Any] = {}
+    with fresh_store("sqlite", tmp) as store:
+        asyncio.run(_migrate(store.url))
+        cluster = Cluster(store.url, plan.idle_nodes, tmp, plan.env, "idle", notify=True)
+        try:
+            cluster.start()
+            ready_s = cluster.wait_notified()
+            cluster.wait_ready()
+            wf_path = tmp / "one.json"
+            wf_path.write_text(
+                json.dumps({"name": "one", "steps": [{"name": "a", "agent": "echo"}]})
             )
+            wf = subprocess.run(
+                [str(BIN / "relaymesh"), "--store", store.url, "submit", str(wf_path)],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=str(tmp),
+            ).stdout.strip()
+            _wait_done(store, 1, timeout_s=30)
+            time.sleep(3.0)  # settle: the first gossip rounds and view writes are start-up
+            cpu0 = cluster.cpu_each_s()
+            t0 = time.monotonic()
+            time.sleep(plan.idle_s)
+            cpu1 = cluster.cpu_each_s()
+            window = time.monotonic() - t0
+            rss = cluster.rss_mb()
+            reads: dict[str, list[float]] = {}
+            for name, args in (
+                ("tasks --json", ["tasks", "--json"]),
+                ("status WF --json", ["status", wf, "--json"]),
+                ("mesh-summary --json", ["mesh-summary", "--json"]),
+            ):
+                reads[name] = [_timed_cli(args, store.url, tmp) for _ in range(plan.read_runs)]
+        finally:
+            cluster.stop()
+    out["ready_s"] = ready_s
+    out["cpu_pct"] = [(b - a) * 100 / window for a, b in zip(cpu0, cpu1, strict=True)]
+    out["rss_mb"] = rss
+    out["reads_s"] = {k: statistics.median(v) for k, v in reads.items()}
+    out["reads_runs_s"] = reads
+    log(
+        f"  idle    {plan.idle_nodes} nodes: READY=1 after {[round(x, 2) for x in ready_s]} s; "
+        f"CPU {[round(x, 2) for x in out['cpu_pct']]} % of a core; RSS "
+        f"{[round(x) for x in rss]} MB"
+    )
+    for name, took in out["reads_s"].items():
+        log(f"  read    {name}: median {took:.3f} s")
+    big = tmp / "big.json"
+    big.write_text(
+        json.dumps(
+            {"name": "big", "steps": [{"name": f"s{i}", "agent": "echo"} for i in range(10_000)]}
+        )
+    )
+    out["submit_10k_s"] = {}
+    for backend in ("sqlite", "postgresql"):
+        if backend_available(backend) is not None:
+            continue
+        took = []
+        for _ in range(plan.read_runs):
+            with fresh_store(backend, tmp) as store:
+                asyncio.run(_migrate(store.url))
+                took.append(_timed_cli(["submit", str(big)], store.url, tmp))
+        out["submit_10k_s"][backend] = statistics.median(took)
+        log(f"  submit  10,000 steps, CLI, {backend}: median {statistics.median(took):.3f} s")
     return out
 
 
@@ -682,14 +856,26 @@ def _met(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
+def ceilings(raw: list[dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """The batched store ceiling per backend: the best batched raw case of the run."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in raw or []:
+        if not r.get("batch"):
+            continue
+        backend = "sqlite" if r["backend"] == "sqlite" else "postgresql"
+        if backend not in out or r["median_per_s"] > out[backend]["median_per_s"]:
+            out[backend] = r
+    return out
+
+
 def render(
     plan: Plan,
     quick: bool,
     rm: dict[str, Any] | None,
     peers: dict[str, Any] | None,
     raw: list[dict[str, Any]] | None,
-    load_before: str,
-    load_after: str,
+    idle: dict[str, Any] | None,
+    load: dict[str, str],
     took_s: float,
 ) -> str:
     from bench.run_all import describe_machine
@@ -699,52 +885,56 @@ def render(
         "",
         f"- machine: {describe_machine()}",
         f"- run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-        f"{'--quick' if quick else 'full'}, {took_s:.0f} s; load average (1, 5, 15 min) "
-        f"before {load_before}, after {load_after}",
-        f"- drain backlog: {plan.steps} no-op `echo` steps in workflows of "
-        f"{plan.steps_per_workflow} independent steps; {plan.runs} run(s) per row, median; "
-        f"nodes: `relaymesh node run`, `worker.slots={plan.slots}`, other settings default "
-        "(`guard.max_load` raised)",
+        f"{'--quick' if quick else 'full'}, {took_s:.0f} s",
+        "- load average (1, 5, 15 min) during the run: "
+        + "; ".join(f"{k} {v}" for k, v in load.items()),
+        f"- drain backlog: {plan.steps:,} no-op `echo` steps in workflows of "
+        f"{plan.steps_per_workflow:,} independent steps; {plan.runs} run(s) per row, median; "
+        "nodes: `relaymesh node run` with the shipped settings (`defaults`) or "
+        f"`tuned` ({', '.join(f'{k}={v}' for k, v in CONFIGS['tuned'].items())}); "
+        "`guard.max_load` raised in both. Node CPU per step excludes start-up (taken when "
+        "each worker starts)",
         f"- latency: one-step workflows at {plan.rate:g}/s for {plan.latency_s:g} s on an "
         f"idle cluster, {plan.latency_runs} run(s), median of each run's p50 / p99; "
         "`started_at - ready_at` from the step rows (store clock)",
         "",
     ]
-    drain_by: dict[tuple[str, int], dict[str, Any]] = {}
-    lat_by: dict[tuple[str, int], dict[str, Any]] = {}
-    raw_by = {(r["backend"], r["label"], r["clients"]): r for r in raw or []}
+    ceil = ceilings(raw)
+    drain_by: dict[tuple[str, int, str], dict[str, Any]] = {}
+    lat_by: dict[str, dict[str, Any]] = {}
     if rm is not None:
         lines += [
             "## RelayMesh: draining a pre-submitted backlog",
             "",
-            "| store | nodes | worker.slots | backlog | steps/s (all nodes running) | runs | "
-            "whole drain steps/s | claims share per node (all running) | node CPU us/step | "
+            "| store | nodes | settings | steps/s (all nodes running) | runs | "
+            "/ batched ceiling | whole drain steps/s | share per node | node CPU us/step | "
             "lease conflicts | re-runs |",
-            "| --- | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: |",
+            "| --- | ---: | --- | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: |",
         ]
         for row in rm["drain"]:
-            if row["slots"] == plan.slots:
-                drain_by[(row["backend"], row["nodes"])] = row
+            drain_by[(row["backend"], row["nodes"], row["config"])] = row
             shares = " / ".join(f"{s:.0%}" for s in row["shares"])
+            c = ceil.get(row["backend"])
+            ratio = f"{row['median_per_s'] / c['median_per_s']:.2f}x" if c else "-"
             lines.append(
-                f"| {row['backend']} | {row['nodes']} | {row['slots']} | {row['steps']:,} | "
-                f"{row['median_per_s']:,.0f} | "
-                f"{', '.join(f'{v:,}' for v in row['runs'])} | "
-                f"{row['median_whole_per_s']:,.0f} | {shares} | "
-                f"{row['cpu_us_per_step']:.0f} | {row['conflicts']} | {row['reruns']} |"
+                f"| {row['backend']} | {row['nodes']} | {row['config']} | "
+                f"{row['median_per_s']:,.0f} | {', '.join(f'{v:,}' for v in row['runs'])} | "
+                f"{ratio} | {row['median_whole_per_s']:,.0f} | {shares} | "
+                f"{row['median_cpu_us_per_step']:.0f} | {row['conflicts']} | {row['reruns']} |"
             )
         lines += [
             "",
-            "## RelayMesh: submit-to-start latency, idle cluster",
+            "## RelayMesh: submit-to-start latency, idle cluster, default settings",
             "",
-            "| store | nodes | p50 ms | p99 ms | per-run p50 | samples |",
-            "| --- | ---: | ---: | ---: | --- | --- |",
+            "| store | nodes | p50 ms | p99 ms | per-run p50 | per-run p99 | samples |",
+            "| --- | ---: | ---: | ---: | --- | --- | --- |",
         ]
         for row in rm["latency"]:
-            lat_by[(row["backend"], row["nodes"])] = row
+            lat_by[row["backend"]] = row
             lines.append(
                 f"| {row['backend']} | {row['nodes']} | {row['p50_ms']:.1f} | "
                 f"{row['p99_ms']:.1f} | {', '.join(f'{v:.1f}' for v in row['runs_p50'])} | "
+                f"{', '.join(f'{v:.1f}' for v in row['runs_p99'])} | "
                 f"{', '.join(str(s) for s in row['samples'])} |"
             )
         for backend, why in rm["skipped"].items():
@@ -770,9 +960,9 @@ def render(
         ]
     if raw is not None:
         lines += [
-            "## Ceiling: raw single-row claim transactions (`bench/raw_claims.py`)",
+            "## Store ceilings, no RelayMesh code (`bench/raw_claims.py`)",
             "",
-            "| store | clients | claims/s | runs | share per client |",
+            "| case | clients | steps (or claims)/s | runs | share per client |",
             "| --- | ---: | ---: | --- | --- |",
         ]
         for r in raw:
@@ -782,72 +972,93 @@ def render(
                 f"{', '.join(f'{v:,}' for v in r['runs'])} | {shares} |"
             )
         lines.append("")
-    lines += ["## Targets (issue 3)", "", "| target | measured | verdict |", "| --- | --- | --- |"]
-    sq2 = drain_by.get(("sqlite", 2))
-    pg4 = drain_by.get(("postgresql", 4))
-    if sq2:
+    if idle is not None:
+        lines += [
+            f"## Idle nodes ({plan.idle_nodes} on one SQLite store, default settings), "
+            "read commands, big submits",
+            "",
+            "| node | READY=1 after s | idle CPU % of a core | RSS MB |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for n, (r, c, m) in enumerate(
+            zip(idle["ready_s"], idle["cpu_pct"], idle["rss_mb"], strict=True), start=1
+        ):
+            lines.append(f"| n{n} | {r:.2f} | {c:.2f} | {m:.0f} |")
+        lines += ["", "| command (CLI process, wall clock, median) | s |", "| --- | ---: |"]
+        for name, took in idle["reads_s"].items():
+            lines.append(f"| `relaymesh {name}` | {took:.3f} |")
+        for backend, took in idle["submit_10k_s"].items():
+            lines.append(f"| `relaymesh submit` 10,000-step workflow, {backend} | {took:.3f} |")
+        lines.append("")
+    lines += ["## Targets (issue 9)", "", "| target | measured | verdict |", "| --- | --- | --- |"]
+    for backend, nodes in TARGET_NODES.items():
+        row = drain_by.get((backend, nodes, "defaults"))
+        c = ceil.get(backend)
+        if row and c:
+            ratio = row["median_per_s"] / c["median_per_s"]
+            lines.append(
+                f"| defaults >= {TARGET_CEILING_RATIO}x the batched ceiling, {backend}, "
+                f"{nodes} nodes | {row['median_per_s']:,.0f} vs {c['median_per_s']:,.0f} = "
+                f"{ratio:.2f}x | {_met(ratio >= TARGET_CEILING_RATIO)} |"
+            )
+        if row:
+            cpu = row["median_cpu_us_per_step"]
+            lines.append(
+                f"| node CPU <= {TARGET_CPU_US_PER_STEP:.0f} us per step, {backend}, {nodes} "
+                f"nodes | {cpu:.0f} us | {_met(cpu <= TARGET_CPU_US_PER_STEP)} |"
+            )
+            fair = row["min_share_ratio"]
+            lines.append(
+                f"| writers fair, {backend} (lowest share / even share, worst run) | "
+                f"{fair:.2f} | {_met(fair >= 0.5)} |"
+            )
+            clean = row["conflicts"] == 0 and row["reruns"] == 0
+            lines.append(
+                f"| no re-runs, no lease conflicts, {backend} | {row['reruns']} re-runs, "
+                f"{row['conflicts']} conflicts | {_met(clean)} |"
+            )
+        if peers is not None and row:
+            peer, value = (
+                ("huey", peers["huey_drain"]["median_per_s"])
+                if backend == "sqlite"
+                else ("procrastinate", peers["procrastinate_drain"]["median_per_s"])
+            )
+            lines.append(
+                f"| ratio to {peer}, {backend} | {row['median_per_s'] / max(1.0, value):.1f}x "
+                f"| (issue: 7x huey, 40x procrastinate) "
+                f"{_met(row['median_per_s'] / max(1.0, value) >= (7 if peer == 'huey' else 40))} |"
+            )
+        lat = lat_by.get(backend)
+        if lat:
+            ok = lat["p50_ms"] <= TARGET_P50_MS and lat["p99_ms"] <= TARGET_P99_MS
+            lines.append(
+                f"| submit-to-start p50 <= {TARGET_P50_MS:g} ms, p99 <= {TARGET_P99_MS:g} ms "
+                f"at {plan.rate:g} steps/s, {backend} | p50 {lat['p50_ms']:.1f} ms, p99 "
+                f"{lat['p99_ms']:.1f} ms | {_met(ok)} |"
+            )
+    if idle is not None:
+        cpu, rss = max(idle["cpu_pct"]), max(idle["rss_mb"])
+        lines += [
+            f"| idle node <= {TARGET_IDLE_CPU_PCT} % of a core | worst {cpu:.2f} % | "
+            f"{_met(cpu <= TARGET_IDLE_CPU_PCT)} |",
+            f"| idle node <= {TARGET_IDLE_RSS_MB:.0f} MB RSS | worst {rss:.0f} MB | "
+            f"{_met(rss <= TARGET_IDLE_RSS_MB)} |",
+        ]
+        worst_read = max(idle["reads_s"].values())
         lines.append(
-            f"| >= {TARGET_SQLITE_2_NODES:,.0f} steps/s, SQLite, 2 nodes | "
-            f"{sq2['median_per_s']:,.0f} | {_met(sq2['median_per_s'] >= TARGET_SQLITE_2_NODES)} |"
+            f"| read commands <= {TARGET_READ_S} s | worst {worst_read:.3f} s | "
+            f"{_met(worst_read <= TARGET_READ_S)} |"
         )
-    if pg4:
+        ready = max(idle["ready_s"])
         lines.append(
-            f"| >= {TARGET_PG_4_NODES:,.0f} steps/s, PostgreSQL, 4 nodes | "
-            f"{pg4['median_per_s']:,.0f} | {_met(pg4['median_per_s'] >= TARGET_PG_4_NODES)} |"
+            f"| `node run` READY=1 <= {TARGET_READY_S:g} s | worst {ready:.2f} s | "
+            f"{_met(ready <= TARGET_READY_S)} |"
         )
-    ceilings = {
-        "sqlite": raw_by.get(("sqlite", "SQLite sync=NORMAL", 2)),
-        "postgresql": raw_by.get(("pg", "PostgreSQL SKIP LOCKED, one-statement", 4)),
-    }
-    for backend, best_nodes in (("sqlite", 2), ("postgresql", 4)):
-        row = drain_by.get((backend, best_nodes))
-        ceiling = ceilings[backend]
-        if row and ceiling:
-            ratio = ceiling["median_per_s"] / max(1.0, row["median_per_s"])
+        for backend, took in idle["submit_10k_s"].items():
             lines.append(
-                f"| within 3x of the raw claim ceiling, {backend} ({best_nodes} nodes vs "
-                f"{ceiling['clients']} raw clients) | {row['median_per_s']:,.0f} vs "
-                f"{ceiling['median_per_s']:,.0f} (ceiling / RelayMesh = {ratio:.2f}) | "
-                f"{_met(ratio <= 3.0)} |"
+                f"| 10,000-step submit <= {TARGET_SUBMIT_10K_S:g} s, {backend} | {took:.3f} s | "
+                f"{_met(took <= TARGET_SUBMIT_10K_S)} |"
             )
-    if peers is not None and drain_by:
-        best = max(r["median_per_s"] for r in drain_by.values())
-        hd = peers["huey_drain"]["median_per_s"]
-        pd = peers["procrastinate_drain"]["median_per_s"]
-        if sq2:
-            lines.append(
-                f"| ahead of huey (SQLite; ~{HUEY_ELSEWHERE:,.0f}/s elsewhere) | RelayMesh "
-                f"SQLite 2 nodes {sq2['median_per_s']:,.0f} vs huey {hd:,.0f} | "
-                f"{_met(sq2['median_per_s'] > hd)} |"
-            )
-        if pg4:
-            lines.append(
-                f"| ahead of procrastinate ({PROCRASTINATE_ELSEWHERE[0]:.0f}-"
-                f"{PROCRASTINATE_ELSEWHERE[1]:.0f}/s elsewhere) | RelayMesh PostgreSQL 4 "
-                f"nodes {pg4['median_per_s']:,.0f} vs procrastinate {pd:,.0f} | "
-                f"{_met(pg4['median_per_s'] > pd)} |"
-            )
-        del best
-    for backend, target in TARGET_P50_MS.items():
-        rows = [r for (b, _), r in lat_by.items() if b == backend]
-        if rows:
-            worst = max(r["p50_ms"] for r in rows)
-            measured = ", ".join(f"{r['nodes']} node(s) {r['p50_ms']:.1f} ms" for r in rows)
-            lines.append(
-                f"| submit-to-start p50 <= {target:g} ms at {plan.rate:g} steps/s, {backend} "
-                f"| {measured} | "
-                f"{_met(worst <= target)} |"
-            )
-    fair_rows = list(drain_by.values())
-    if fair_rows:
-        worst_share = min(
-            (min(r["shares"]) * r["nodes"] for r in fair_rows if r["nodes"] > 1), default=1.0
-        )
-        lines.append(
-            f"| writers fair | lowest node share / even share = {worst_share:.2f} (1.00 is "
-            f"perfectly even) | {_met(worst_share >= 0.5)} (threshold: no node below half "
-            "its even share) |"
-        )
     lines.append("")
     return "\n".join(lines)
 
@@ -865,9 +1076,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
-        "--only", action="append", choices=("relaymesh", "peers", "raw"), default=None
+        "--only",
+        action="append",
+        choices=("relaymesh", "peers", "raw", "idle"),
+        default=None,
     )
-    parser.add_argument("--slots", type=int, default=None, help="worker.slots of the nodes")
     parser.add_argument("--nodes", type=int, action="append", default=None)
     parser.add_argument("--runs", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None)
@@ -875,8 +1088,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     overrides: dict[str, Any] = {}
-    if args.slots:
-        overrides["slots"] = args.slots
     if args.nodes:
         overrides["node_counts"] = tuple(args.nodes)
     if args.runs:
@@ -886,42 +1097,54 @@ def main(argv: list[str] | None = None) -> None:
         overrides["steps"] = args.steps
     if overrides:
         plan = Plan(**{**plan.__dict__, **overrides})
-    only = set(args.only or ("relaymesh", "peers", "raw"))
+    only = set(args.only or ("raw", "relaymesh", "peers", "idle"))
     started = time.monotonic()
-    load_before = _load()
+    load: dict[str, str] = {"before": _load()}
     fsync_before = _fsyncs_per_s(Path(tempfile.gettempdir()))
-    log(f"  load average before: {load_before}; disk: {fsync_before:,.0f} fdatasync/s")
-    rm = peers = raw = None
+    log(f"  load average before: {load['before']}; disk: {fsync_before:,.0f} fdatasync/s")
+    rm = peers = raw = idle = None
     with tempfile.TemporaryDirectory(prefix="relaymesh-bench-work-") as tmp_name:
         tmp = Path(tmp_name)
         if "raw" in only:
             from bench import raw_claims
 
             raw = raw_claims.run_all(args.quick)
+            load["after the ceilings"] = _load()
         if "relaymesh" in only:
             rm = relaymesh_suite(plan, tmp)
+            load["after RelayMesh"] = _load()
         if "peers" in only:
             peers = peers_suite(plan, tmp)
-    load_after = _load()
+            load["after the peers"] = _load()
+        if "idle" in only:
+            idle = idle_suite(plan, tmp)
+            load["after the idle nodes"] = _load()
     fsync_after = _fsyncs_per_s(Path(tempfile.gettempdir()))
-    log(f"  load average after: {load_after}; disk: {fsync_after:,.0f} fdatasync/s")
-    load_before += f", disk {fsync_before:,.0f} fdatasync/s"
-    load_after += f", disk {fsync_after:,.0f} fdatasync/s"
-    text = render(
-        plan, args.quick, rm, peers, raw, load_before, load_after, time.monotonic() - started
-    )
+    log(f"  load average after: {load[list(load)[-1]]}; disk: {fsync_after:,.0f} fdatasync/s")
+    load["disk"] = f"{fsync_before:,.0f} fdatasync/s before, {fsync_after:,.0f} after"
+    text = render(plan, args.quick, rm, peers, raw, idle, load, time.monotonic() - started)
     log("")
     log(text)
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(text)
-        (RESULTS.with_suffix(".json")).write_text(
-            json.dumps(
-                {"plan": plan.__dict__, "relaymesh": rm, "peers": peers, "raw": raw},
-                indent=1,
-                default=str,
-            )
-        )
+        data = {
+            "plan": {**plan.__dict__, "env": plan.env},
+            "relaymesh": rm,
+            "peers": peers,
+            "raw": raw,
+            "ceilings": ceilings(raw),
+            "idle": idle,
+            "load": load,
+        }
+        RESULTS.with_suffix(".json").write_text(json.dumps(data, indent=1, default=str))
+        try:
+            from bench import plots
+
+            for path in plots.write_all(data, REPO / "docs"):
+                log(f"  plot: {path}")
+        except ImportError as exc:
+            log(f"  plots skipped: {exc} (pip install -e '.[bench]')")
 
 
 if __name__ == "__main__":

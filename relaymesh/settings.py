@@ -153,12 +153,18 @@ DEAD_OWNER_STALE_HEARTBEATS = 2
 class WorkerSettings(_Section):
     enabled: bool = True
     slots: int = Field(4, gt=0)
+    """Steps of task agents (scripts, ``sleep``) held at once per node: what bounds the
+    processes a node runs. In-process agents (``echo``) take no slot."""
     lease_ms: int = Field(30_000, gt=0)
     heartbeat_ms: int = Field(2_000, gt=0)
     """How often held leases are extended, in one store call for all of them. Short,
     because a DEAD verdict only reclaims leases silent for two of these (below)."""
     poll_ms: int = Field(500, gt=0)
-    claim_batch: int = Field(32, gt=0)
+    claim_batch: int = Field(256, gt=0)
+    """Most steps claimed in one transaction. Task agents are claimed within the free
+    ``slots`` as well; in-process agents (``echo``) hold at most 2 batches at once.
+    Larger: fewer, bigger transactions (throughput, less CPU per step), coarser sharing
+    between nodes."""
     pause_when_local_not_alive: bool = True
     low_starvation_threshold: int = Field(10, gt=0)
     drain_timeout_s: float = Field(30.0, ge=0)

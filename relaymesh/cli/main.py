@@ -55,7 +55,46 @@ def hoist_global_options(args: list[str]) -> list[str]:
     return front + hoisted + kept
 
 
+# Which modules attach each top-level command (each module defines ``register(main)``).
+# Imported only when the command runs: a read command or a health check loads what it
+# needs, not the node, the simulator and the web server (tests/unit/ops/test_cli_lazy.py
+# checks this table against what the modules register).
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "gossip": ("relaymesh.cli.membership",),
+    "keygen": ("relaymesh.cli.membership",),
+    "node": ("relaymesh.cli.node",),
+    **{
+        name: ("relaymesh.cli.work",)
+        for name in ("cancel", "dead", "replay", "replay-batch", "status", "submit", "tasks")
+    },
+    **{
+        name: ("relaymesh.cli.mesh",)
+        for name in ("gossip-sync", "maintenance", "mesh-prune", "mesh-recover", "mesh-summary")
+    },
+    "store": ("relaymesh.cli.store", "relaymesh.cli.retention", "relaymesh.cli.archive"),
+    "archive": ("relaymesh.cli.archive",),
+    **{
+        name: ("relaymesh.cli.ops",)
+        for name in (
+            "audit-query",
+            "conflicts",
+            "ownership-events",
+            "reload-settings",
+            "serve-web",
+            "settings-history",
+        )
+    },
+    "demo": ("relaymesh.cli.demo",),
+    "sim": ("relaymesh.cli.sim",),
+    "schedules": ("relaymesh.cli.workflows",),
+    "workflows": ("relaymesh.cli.workflows",),
+}
+
+
 class RelayMeshGroup(click.Group):
+    """Global options anywhere, one-line errors, and commands imported on first use
+    (``COMMAND_MODULES``)."""
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         return super().parse_args(ctx, hoist_global_options(list(args)))
 
@@ -65,21 +104,29 @@ class RelayMeshGroup(click.Group):
         except RelayMeshError as exc:
             fail(str(exc))
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(COMMAND_MODULES))
 
-# Modules that attach commands to ``main`` when imported (each defines ``register(main)``).
-_COMMAND_MODULES = (
-    "relaymesh.cli.membership",
-    "relaymesh.cli.node",
-    "relaymesh.cli.work",
-    "relaymesh.cli.mesh",
-    "relaymesh.cli.store",
-    "relaymesh.cli.retention",
-    "relaymesh.cli.archive",
-    "relaymesh.cli.ops",
-    "relaymesh.cli.demo",
-    "relaymesh.cli.sim",
-    "relaymesh.cli.workflows",
-)
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._load(cmd_name)
+        return self.commands.get(cmd_name)
+
+    def _load(self, name: str) -> None:
+        loaded: set[str] = self.__dict__.setdefault("_loaded", set())
+        for module in COMMAND_MODULES.get(name, ()):
+            if module not in loaded:
+                loaded.add(module)
+                importlib.import_module(module).register(self)
+
+    def load_all(self) -> click.Group:
+        """Import every command (the reference generator lists them all)."""
+        for name in COMMAND_MODULES:
+            self._load(name)
+        return self
+
+
+LazyGroup = RelayMeshGroup
+"""The name tools/gen_reference.py asks for."""
 
 
 @click.group(
@@ -119,7 +166,3 @@ def main(
     # configure again with their node name bound.
     configure_logging(log_level)
     ctx.obj = CliContext(config_path=config_path, store_url_option=store_url, log_level=log_level)
-
-
-for _name in _COMMAND_MODULES:
-    importlib.import_module(_name).register(main)

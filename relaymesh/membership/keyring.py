@@ -29,9 +29,6 @@ import struct
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from relaymesh.exceptions import ConfigError, ProtocolError
 
 __all__ = [
@@ -81,6 +78,10 @@ class Keyring:
                     f"gossip key #{i + 1} is {len(key)} bytes; AES needs 16, 24 or 32"
                 )
         self._keys = tuple(key_list)
+        # Imported here: a node without gossip keys never loads cryptography (~20
+        # modules, ~10 ms and a few MB on every start).
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self._ciphers = tuple(AESGCM(k) for k in key_list)
 
     @classmethod
@@ -116,6 +117,8 @@ class Keyring:
         nonce = sealed[1 : 1 + _NONCE_BYTES]
         body = sealed[1 + _NONCE_BYTES :]
         ad = _ad(label)
+        from cryptography.exceptions import InvalidTag
+
         for cipher in self._ciphers:
             try:
                 inner = cipher.decrypt(nonce, body, ad)

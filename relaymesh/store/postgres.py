@@ -419,15 +419,36 @@ class PostgresStore:
         )
 
     @staticmethod
-    async def _refresh_workflows(conn: Conn, workflow_ids: Collection[str]) -> None:
+    async def _refresh_workflows(conn: Conn, workflow_ids: Collection[str]) -> list[str]:
+        """Set each workflow's status from its steps. Returns the workflows whose only
+        unfinished steps were RUNNING: under a KEY SHARE lock those may be committing
+        concurrently, unseen, so their status is looked at again after the commit."""
         if not workflow_ids:
-            return
+            return []
+        recheck: list[str] = []
         for r in await conn.fetch(Q["workflow_shapes"], sorted(workflow_ids)):
             status = rules.workflow_status(
                 active=r[2], pending=r[3], dead=r[4], cancelled=r[5]
             ).value
             if status != r[1]:
                 await conn.execute(Q["workflow_set_status"], r[0], status)
+            elif r[2] and not r[3] and not r[6]:
+                recheck.append(r[0])
+        return recheck
+
+    async def _recheck_workflows(self, workflow_ids: list[str]) -> None:
+        """After success commits that ran under KEY SHARE: two nodes committing the
+        last steps of one workflow at once each saw the other's step still RUNNING.
+        This runs after our own commit, so whichever recheck starts last sees both;
+        it takes the exclusive lock, as every other status writer does."""
+        if not workflow_ids:
+            return
+
+        async def recheck(conn: Conn) -> None:
+            await conn.fetch(Q["workflows_lock"], sorted(workflow_ids))
+            await self._refresh_workflows(conn, workflow_ids)
+
+        await self._run(recheck)
 
     @staticmethod
     async def _conflicts(
@@ -441,12 +462,15 @@ class PostgresStore:
 
     async def _success_many(
         self, conn: Conn, node: str, items: Sequence[tuple[LeaseRef, Any]]
-    ) -> tuple[list[bool], dict[str, tuple[Any, Any]]]:
+    ) -> tuple[list[bool], dict[str, tuple[Any, Any]], list[str]]:
+        """Commit successes; returns the verdicts, the conflicts and the workflows to
+        recheck after the commit (``_recheck_workflows``)."""
         leases = [lease for lease, _ in items]
-        # Rows are locked in step id order, like every other batch writer (no deadlock).
+        # Rows are locked in step id order, like every other batch writer (no deadlock);
+        # workflow rows first, in id order, KEY SHARE (see the query).
         ordered = sorted(items, key=lambda item: item[0].step_id)
         ids, tokens, epochs = _fence_arrays([lease for lease, _ in ordered])
-        await conn.fetch(Q["workflows_lock_for_steps"], ids)
+        await conn.fetch(Q["workflows_share_for_steps"], ids)
         done = await conn.fetch(
             Q["fence_success"], ids, tokens, epochs, [rows.dumps(r) for _, r in ordered]
         )
@@ -469,8 +493,8 @@ class PostgresStore:
             readied = await conn.execute(Q["ready_dependents"], with_dependents)
             if readied != "UPDATE 0":
                 await conn.execute(Q["notify_work"])
-        await self._refresh_workflows(conn, {r[1] for r in done})
-        return out, conflicts
+        recheck = await self._refresh_workflows(conn, {r[1] for r in done})
+        return out, conflicts, recheck
 
     # -- workflows (operator) -------------------------------------------------------------
 
@@ -809,19 +833,22 @@ class PostgresStore:
             ]
 
         async def fast(conn: Conn) -> list[Claim] | None:
-            found = await conn.fetch(Q["claim_fast"], agent_list, excluded, limit, node, lease_ms)
+            found = await conn.fetch(
+                Q["claim_fast"], agent_list, excluded, limit, node, lease_ms, max(low_first, 0)
+            )
             if found[0][0] is None:
                 return None if found[0][18] else []
             return [
                 rows.claim_record(r, rows.loads(r[17]) or {})
-                for r in sorted(found, key=lambda r: (r[9], r[13] or 0))
+                for r in sorted(found, key=lambda r: (r[19], r[9], r[13] or 0))
             ]
 
-        if low_first <= 0:
-            # One statement, one round trip; None: a candidate needs lock keys.
-            claims = await self._run(fast, tx=False)
-            if claims is not None:
-                return claims
+        # One statement, one round trip (the anti-starvation LOW picks included: they
+        # are asked for on most rounds of a busy queue); None: a candidate needs lock
+        # keys, which only the general path takes.
+        claims = await self._run(fast, tx=False)
+        if claims is not None:
+            return claims
         return await self._run(claim)
 
     async def heartbeat(self, lease: LeaseRef, node: str, lease_ms: int) -> int:
@@ -854,9 +881,10 @@ class PostgresStore:
         return await self._run(beat)
 
     async def commit_success(self, lease: LeaseRef, node: str, result: Any) -> None:
-        out, conflicts = await self._run(
+        out, conflicts, recheck = await self._run(
             lambda conn: self._success_many(conn, node, [(lease, result)])
         )
+        await self._recheck_workflows(recheck)
         if not out[0]:
             raise rules.lease_lost(
                 lease, "commit_success", *conflicts.get(lease.step_id, (None, None))
@@ -867,7 +895,8 @@ class PostgresStore:
     ) -> list[bool]:
         if not items:
             return []
-        out, _ = await self._run(lambda conn: self._success_many(conn, node, items))
+        out, _, recheck = await self._run(lambda conn: self._success_many(conn, node, items))
+        await self._recheck_workflows(recheck)
         return out
 
     async def commit_failure(

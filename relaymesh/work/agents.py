@@ -110,6 +110,9 @@ class Agent(Protocol):
     name: str
     concurrency: int | None
     """Runs of this agent allowed at once on one node; None: only the worker's slots."""
+    inline: bool
+    """``run_now`` always answers (never None): the run finishes inside the claim round,
+    so its steps take no slot and are claimed ``claim_batch`` at a time (worker.py)."""
 
     async def run(self, request: AgentRequest) -> AgentOutcome:
         """Run one step. Never raises for a failed run. Cancellable: cancelling stops
@@ -130,6 +133,7 @@ class EchoAgent:
 
     name = "echo"
     concurrency: int | None = None
+    inline = True
 
     async def run(self, request: AgentRequest) -> AgentOutcome:
         return self.run_now(request)
@@ -144,6 +148,7 @@ class SleepAgent:
 
     name = "sleep"
     concurrency: int | None = None
+    inline = False
 
     async def run(self, request: AgentRequest) -> AgentOutcome:
         data = request.input
@@ -167,6 +172,7 @@ class FailAgent:
 
     name = "fail"
     concurrency: int | None = None
+    inline = False
 
     async def run(self, request: AgentRequest) -> AgentOutcome:
         data = request.input if isinstance(request.input, dict) else {}
@@ -205,6 +211,7 @@ class ScriptAgent:
         self.name = name
         self.spec = spec
         self.concurrency: int | None = spec.concurrency
+        self.inline = False
         self.term_grace_s = term_grace_s
 
     def run_now(self, request: AgentRequest) -> AgentOutcome | None:

@@ -2,10 +2,14 @@
 
 One ``Worker`` per node. Four asyncio loops share its state:
 
-* claim loop: pauses (safe mode, resource guard), else claims up to the free slots
-  (at most ``claim_batch``) in one transaction, honouring per-agent concurrency,
-  circuit breakers and the LOW anti-starvation guard, then starts the agents
-  (``echo`` inline, the others as tasks);
+* claim loop: pauses (safe mode, resource guard), else claims in one transaction
+  per class of agent, honouring per-agent concurrency, circuit breakers and the LOW
+  anti-starvation guard, then starts the agents. Agents that run in a task (scripts,
+  ``sleep``) are claimed up to the free ``slots`` (at most ``claim_batch``): slots
+  bound what runs at once. Inline agents (``Agent.inline``: ``echo``) finish inside
+  the claim round and occupy no slot: they are claimed ``claim_batch`` at a time,
+  bounded only by the commit backlog (``INLINE_HELD_BATCHES`` batches), so a small
+  ``slots`` never throttles claiming and committing;
 * commit loop: commits finished runs, successes many per transaction;
 * heartbeat loop: extends every held lease each ``heartbeat_ms`` in one call;
 * watch loop: each ``poll_ms`` asks the store which running leases were lost
@@ -14,7 +18,8 @@ One ``Worker`` per node. Four asyncio loops share its state:
 A held step is in exactly one state: ``queued`` (claimed, waiting for its agent's
 concurrency), ``running``, ``done`` (waiting to be committed), or ``releasing``.
 Its slot is free again only when it is committed, released or dropped, so memory
-and the commit backlog stay bounded by ``worker.slots``.
+and the commit backlog stay bounded by ``worker.slots`` (task agents) plus
+``INLINE_HELD_BATCHES x worker.claim_batch`` (inline agents).
 
 Fencing is the store's: every write carries the lease. A write the store rejects
 means another worker owns the step now; the result is dropped, never retried.
@@ -42,7 +47,13 @@ from relaymesh.clock import Clock
 from relaymesh.exceptions import LeaseLostError, StoreError, StoreUnavailableError
 from relaymesh.logging import get_logger
 from relaymesh.model import Claim, Priority, StepStatus
-from relaymesh.settings import AgentSettings, BreakerSettings, DispatchSettings, Settings
+from relaymesh.settings import (
+    AgentSettings,
+    BreakerSettings,
+    DispatchSettings,
+    Settings,
+    WorkerSettings,
+)
 from relaymesh.store.base import Store
 from relaymesh.telemetry import WorkMetrics
 from relaymesh.work.agents import (
@@ -56,12 +67,15 @@ from relaymesh.work.dispatch import OK, DispatchStats, outcome_reason
 from relaymesh.work.guard import ResourceGuard
 from relaymesh.work.retry import ErrorKind, backoff_ms, next_action
 
-__all__ = ["COMMIT_BATCH", "ClaimPlan", "HeldState", "Worker", "plan_claims"]
+__all__ = ["COMMIT_BATCH", "INLINE_HELD_BATCHES", "ClaimPlan", "HeldState", "Worker", "plan_claims"]
 
 log = get_logger("relaymesh.work.worker")
 
 COMMIT_BATCH = 512
 """Most successes committed in one transaction."""
+INLINE_HELD_BATCHES = 2
+"""Inline steps held at once, in claim batches: the next claim overlaps the commit of
+the previous batch, and a stalled store leaves at most this many batches to expire."""
 STORE_BACKOFF_BASE_MS = 50
 STORE_BACKOFF_MAX_MS = 5000
 RELEASE_TRIES = 3
@@ -140,6 +154,8 @@ class _Held:
     lost: bool = False
     drained: bool = False
     started_ms: int = 0
+    inline: bool = False
+    """Claimed for an inline agent: counted against the inline backlog, not a slot."""
     outcome: str | None = None
     """Its dispatch outcome (``ok`` or a failure reason), recorded when it is forgotten."""
 
@@ -186,6 +202,8 @@ class Worker:
         self._actor = f"node:{node}"
 
         self._held: dict[str, _Held] = {}
+        self._inline_held = 0
+        """How many of ``_held`` are ``inline``."""
         self._queued: deque[_Held] = deque()
         self._load: Counter[str] = Counter()
         """Held and not yet done, per agent: what per-agent concurrency counts for claims."""
@@ -348,13 +366,14 @@ class Worker:
                 if self._pause_reason(settings) is not None:
                     await self._wait_stop_or_change(settings.worker.poll_ms)
                     continue
-                free = settings.worker.slots - len(self._held)
-                if free <= 0:
+                free = settings.worker.slots - (len(self._held) - self._inline_held)
+                inline_free = INLINE_HELD_BATCHES * settings.worker.claim_batch - self._inline_held
+                if free <= 0 and inline_free <= 0:
                     await self._wait_stop_or_change(settings.worker.poll_ms)
                     continue
                 if self._claim_unsure:
                     await self._release_unknown_claims()
-                claimed = await self._claim_round(settings, free)
+                claimed = await self._claim_round(settings, free, inline_free)
                 self._claim_backoff.reset()
                 if claimed == 0 and not self._stop.is_set():
                     await self._wait_for_work(settings.worker.poll_ms)
@@ -395,12 +414,26 @@ class Worker:
         self._paused = reason
         return reason
 
-    async def _claim_round(self, settings: Settings, free: int) -> int:
-        """One claim round. Agents are split three ways: a half-open breaker's agent gets
-        its one probe; an agent whose concurrency room is below the batch is claimed
-        for exactly that room (so this node never hoards steps it cannot start while
-        other nodes idle); everything else shares one batch claim, in priority order."""
-        worker = settings.worker
+    async def _claim_round(self, settings: Settings, free: int, inline_free: int) -> int:
+        """One claim round per class of agent: inline agents within their backlog room,
+        task agents within the free slots (each at most ``claim_batch``)."""
+        inline: list[str] = []
+        tasks: list[str] = []
+        for name in sorted(self._registry.names()):
+            agent = self._registry.get(name)
+            (inline if agent is not None and agent.inline else tasks).append(name)
+        claimed = 0
+        for names, room in ((inline, inline_free), (tasks, free)):
+            if names and room > 0:
+                claimed += await self._claim_class(settings.worker, names, room)
+        return claimed
+
+    async def _claim_class(self, worker: WorkerSettings, names: list[str], free: int) -> int:
+        """Claims for one class. Agents are split three ways: a half-open breaker's
+        agent gets its one probe; an agent whose concurrency room is below the batch is
+        claimed for exactly that room (so this node never hoards steps it cannot start
+        while other nodes idle); everything else shares one batch claim, in priority
+        order."""
 
         def allowance(name: str) -> int | None:
             breaker = self._breakers.get(name)
@@ -412,7 +445,7 @@ class Worker:
             return None if cap is None else cap - self._load[name]
 
         plan = plan_claims(
-            self._registry.names(),
+            names,
             free=free,
             claim_batch=worker.claim_batch,
             allowance=allowance,
@@ -490,7 +523,7 @@ class Worker:
             # A claim that was in flight when stop/drain began: give it straight back.
             held_list = [_Held(c, state=HeldState.RELEASING) for c in claims]
             for held in held_list:
-                self._held[held.claim.step_id] = held
+                self._hold(held)
             self._spawn(self._release_many(held_list, "stopping"))
             return
         if claims:
@@ -507,7 +540,7 @@ class Worker:
                 self._lose(previous, "reclaimed", conflict=False)
                 self._forget(previous)
             held = _Held(claim)
-            self._held[claim.step_id] = held
+            self._hold(held)
             self._load[claim.agent] += 1
             self._queued.append(held)
         if claims:
@@ -608,9 +641,18 @@ class Worker:
         self.metrics.running_steps.set(sum(self._running.values()))
         self._changed.set()
 
+    def _hold(self, held: _Held) -> None:
+        agent = self._registry.get(held.claim.agent)
+        held.inline = agent is not None and agent.inline
+        self._held[held.claim.step_id] = held
+        if held.inline:
+            self._inline_held += 1
+
     def _forget(self, held: _Held) -> None:
         if self._held.get(held.claim.step_id) is held:
             del self._held[held.claim.step_id]
+            if held.inline:
+                self._inline_held -= 1
             if held.outcome is not None:
                 self._record_dispatch(held.claim.agent, held.outcome)
         self._changed.set()

@@ -142,16 +142,32 @@ FOR UPDATE SKIP LOCKED;
 -- The whole claim in one statement (one round trip, autocommit) when none of the
 -- first $3 candidates needs a lock key; otherwise it claims nothing and reports how
 -- many did ("locked"), and the caller takes the general path (claim_candidates...).
-WITH candidates AS (
-    SELECT id, n_locks FROM steps
-    WHERE status IN ('READY', 'RETRY_WAIT') AND ready_at_ms <= (SELECT rm_now_ms())
+-- $6: how many LOW steps come first (the anti-starvation pick; 0: none); "ord" keeps
+-- them first in the answer.
+WITH low AS (
+    SELECT id, n_locks, 0 AS ord FROM steps
+    WHERE status IN ('READY', 'RETRY_WAIT') AND priority = 2
+      AND ready_at_ms <= (SELECT rm_now_ms())
       AND ($1::text[] IS NULL OR agent = ANY ($1::text[]))
       AND NOT (agent = ANY ($2::text[]))
       AND (n_locks = 0 OR NOT EXISTS (
             SELECT 1 FROM step_locks AS l WHERE l.lock_key = ANY (steps.locks)))
-    ORDER BY priority, ready_at_ms
-    LIMIT $3
+    ORDER BY ready_at_ms
+    LIMIT least($6::int, $3::int)
     FOR UPDATE SKIP LOCKED
+), rest AS (
+    SELECT id, n_locks, 1 AS ord FROM steps
+    WHERE status IN ('READY', 'RETRY_WAIT') AND ready_at_ms <= (SELECT rm_now_ms())
+      AND ($1::text[] IS NULL OR agent = ANY ($1::text[]))
+      AND NOT (agent = ANY ($2::text[]))
+      AND NOT (id IN (SELECT id FROM low))
+      AND (n_locks = 0 OR NOT EXISTS (
+            SELECT 1 FROM step_locks AS l WHERE l.lock_key = ANY (steps.locks)))
+    ORDER BY priority, ready_at_ms
+    LIMIT $3::int - (SELECT count(*) FROM low)
+    FOR UPDATE SKIP LOCKED
+), candidates AS (
+    SELECT * FROM low UNION ALL SELECT * FROM rest
 ), chosen AS (
     SELECT id FROM candidates WHERE NOT EXISTS (SELECT 1 FROM candidates WHERE n_locks > 0)
 ), claimed AS (
@@ -178,11 +194,12 @@ SELECT c.*,
        (SELECT json_object_agg(u.name, u.result::json)::text
         FROM step_deps AS d JOIN steps AS u ON u.id = d.depends_on_id
         WHERE d.step_id = c.id) AS upstream,
-       (SELECT count(*) FROM candidates WHERE n_locks > 0) AS locked
+       (SELECT count(*) FROM candidates WHERE n_locks > 0) AS locked,
+       (SELECT min(ord) FROM candidates AS k WHERE k.id = c.id) AS ord
 FROM claimed AS c
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, (SELECT count(*) FROM candidates WHERE n_locks > 0)
+       NULL, NULL, NULL, NULL, (SELECT count(*) FROM candidates WHERE n_locks > 0), NULL
 WHERE NOT EXISTS (SELECT 1 FROM claimed);
 
 -- name: claim_locks
@@ -234,6 +251,14 @@ ORDER BY id FOR UPDATE;
 
 -- name: workflows_lock
 SELECT id FROM workflows WHERE id = ANY ($1::text[]) ORDER BY id FOR UPDATE;
+
+-- name: workflows_share_for_steps
+-- Success commits: KEY SHARE excludes every FOR UPDATE writer (cancel, replay, dead
+-- letter...) but not other success commits, so nodes finishing steps of one workflow
+-- do not queue behind each other's commit flush (postgres.py: _success_many).
+SELECT id FROM workflows
+WHERE id IN (SELECT workflow_id FROM steps WHERE id = ANY ($1::text[]))
+ORDER BY id FOR KEY SHARE;
 
 -- name: fence_heartbeat
 UPDATE steps AS s SET lease_expires_at_ms = rm_now_ms() + $4, heartbeat_at_ms = rm_now_ms()
@@ -337,7 +362,8 @@ SELECT w.id, w.status,
             AND status IN ('READY', 'RUNNING', 'RETRY_WAIT')),
     EXISTS (SELECT 1 FROM steps WHERE workflow_id = w.id AND status = 'PENDING'),
     EXISTS (SELECT 1 FROM steps WHERE workflow_id = w.id AND status = 'DEAD_LETTER'),
-    EXISTS (SELECT 1 FROM steps WHERE workflow_id = w.id AND status = 'CANCELLED')
+    EXISTS (SELECT 1 FROM steps WHERE workflow_id = w.id AND status = 'CANCELLED'),
+    EXISTS (SELECT 1 FROM steps WHERE workflow_id = w.id AND status IN ('READY', 'RETRY_WAIT'))
 FROM workflows AS w WHERE w.id = ANY ($1::text[]);
 
 -- name: workflow_set_status

@@ -125,3 +125,27 @@ async def test_two_processes_on_one_sqlite_file(tmp_path: Path) -> None:
         assert all(claimed), [len(c) for c in claimed]
     finally:
         await store.close()
+
+
+async def test_last_steps_committed_at_once_by_two_nodes_finish_the_workflow(
+    store: Store, open_more: OpenMore
+) -> None:
+    """Success commits of one workflow do not exclude each other (PostgreSQL: KEY
+    SHARE): when two nodes commit its last two steps at the same moment, each may see
+    the other's step still RUNNING. The workflow must end SUCCEEDED all the same, and
+    FAILED when the other last step is dead-lettered at that moment."""
+    other = await open_more()
+    for round_ in range(25):
+        wf = await store.submit_workflow(flat(2, max_attempts=1), "t")
+        a = await store.claim_steps("a", limit=1, lease_ms=60_000)
+        b = await other.claim_steps("b", limit=1, lease_ms=60_000)
+        assert len(a) == len(b) == 1
+        fail = round_ % 5 == 4
+        second = (
+            other.commit_failure(b[0].lease, "b", {"kind": "permanent"}, None)
+            if fail
+            else other.commit_success_many("b", [(b[0].lease, 2)])
+        )
+        await asyncio.gather(store.commit_success_many("a", [(a[0].lease, 1)]), second)
+        record, _ = await store.get_workflow(wf)
+        assert record.status.value == ("FAILED" if fail else "SUCCEEDED"), round_

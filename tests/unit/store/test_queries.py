@@ -59,6 +59,7 @@ POSTGRES_ONLY = {
     "claim_fast": "one-round-trip claim (SQLite claims in process, no round trips)",
     "workflows_lock": "row locks (SQLite: BEGIN IMMEDIATE serialises writers)",
     "workflows_lock_for_steps": "row locks",
+    "workflows_share_for_steps": "row locks (success commits share the workflow row)",
     "reclaim_lock_rows": "row locks",
     "retention_still_final": "re-check under row locks",
     "retention_step_ids": "row locks",
