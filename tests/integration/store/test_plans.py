@@ -38,69 +38,44 @@ HISTORY_STEPS = 20_000
 BIG = ("steps", "ownership_events", "workflows")
 PARTIAL_UNFINISHED = {"steps_claimable", "steps_running_expiry", "steps_running_owner"}
 
-HOT_SQLITE = (
+HOT_BOTH = (
     "claim_candidates",
     "claim_candidates_low",
     "claim_update",
+    "fence_heartbeat",
+    "fence_success",
+    "fence_retry",
+    "fence_dead_letter",
+    "fence_release",
+    "ready_dependents",
+    "deps_all_succeeded",
+    "workflow_shapes",
+    "lease_states",
+    "upstream_results",
+    "expired_running",
+    "dead_owner_running",
+    "promote_retries",
+    "queue_lag",
+    "leases_held_by",
+    "running_by_owner_status",
+    "workflow_steps",
+    "steps_list",
+    "steps_list_status",
+    "steps_list_workflow",
+    "ownership_events_list",
+    "audit_query",
+    "workflows_list",
+    "retention_workflow_candidates",
+)
+"""The hot queries both backends have under one name (their plans checked on each)."""
+HOT_SQLITE = (
+    *HOT_BOTH,
     "claim_events",
     "events_insert",
-    "fence_heartbeat",
-    "fence_success",
-    "fence_retry",
-    "fence_dead_letter",
-    "fence_release",
-    "ready_dependents",
-    "deps_all_succeeded",
-    "workflow_shapes",
     "workflow_set_status",
-    "lease_states",
-    "upstream_results",
-    "expired_running",
-    "dead_owner_running",
-    "promote_retries",
-    "queue_lag",
-    "leases_held_by",
-    "running_by_owner_status",
-    "workflow_steps",
-    "steps_list",
-    "steps_list_status",
-    "steps_list_workflow",
-    "ownership_events_list",
-    "audit_query",
-    "workflows_list",
     "workflows_step_counts",
-    "retention_workflow_candidates",
 )
-HOT_POSTGRES = (
-    "claim_candidates",
-    "claim_candidates_low",
-    "claim_fast",
-    "claim_update",
-    "fence_heartbeat",
-    "fence_success",
-    "fence_retry",
-    "fence_dead_letter",
-    "fence_release",
-    "ready_dependents",
-    "deps_all_succeeded",
-    "workflow_shapes",
-    "lease_states",
-    "upstream_results",
-    "expired_running",
-    "dead_owner_running",
-    "promote_retries",
-    "queue_lag",
-    "leases_held_by",
-    "running_by_owner_status",
-    "workflow_steps",
-    "steps_list",
-    "steps_list_status",
-    "steps_list_workflow",
-    "ownership_events_list",
-    "audit_query",
-    "workflows_list",
-    "retention_workflow_candidates",
-)
+HOT_POSTGRES = (*HOT_BOTH, "claim_fast")
 
 # Values of a plausible call per parameter type (a limit, a cutoff far above every row,
 # the agent the rows have): the custom plan then is the one a real call gets.
@@ -189,8 +164,7 @@ async def test_postgres_hot_queries_use_indexes_on_a_big_store(big: str, mode: s
             await conn.execute(f"PREPARE hot AS {queries[name]}")
             try:
                 types = await conn.fetchval(
-                    "SELECT parameter_types::text[] FROM pg_prepared_statements"
-                    " WHERE name = 'hot'"
+                    "SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = 'hot'"
                 )
                 args = ", ".join(_PG_VALUES[t] for t in types)
                 text = await conn.fetchval(
